@@ -1,0 +1,80 @@
+"""Turning uploaded bytes into images the detectors can use."""
+
+import cv2
+import numpy as np
+
+from .errors import ImageError, ImageTooLargeError
+from .geometry import fitted_size
+
+__all__ = ["decode_image", "fit_model_to_user", "to_gray"]
+
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+def decode_image(data, *, field="image", max_pixels=None):
+    """Decode an uploaded file into an 8-bit, 3-channel BGR image.
+
+    Accepts 1, 3 or 4 channels and 8 or 16 bits. Transparent pixels are
+    composited onto black, the colour of the sky around a render. JPEG photos
+    are turned upright from their EXIF orientation, as a phone shows them.
+    """
+    if not data:
+        raise ImageError(f"The {field} is empty.", field=field)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    # Only IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha or
+    # 16-bit variant worth keeping, so that decode loses nothing there.
+    flags = cv2.IMREAD_COLOR if data[:2] == _JPEG_MAGIC else cv2.IMREAD_UNCHANGED
+    try:
+        image = cv2.imdecode(buffer, flags)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageError(
+            f"The {field} is not an image that can be read (PNG, JPEG, WebP, TIFF or BMP).",
+            field=field,
+        )
+    height, width = image.shape[:2]
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"The {field} has {width}x{height} = {width * height} pixels, "
+            f"more than this server's limit of {max_pixels}.",
+            field=field,
+            pixels=width * height,
+            limit=max_pixels,
+        )
+    return _to_bgr8(image)
+
+
+def _to_bgr8(image):
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
+        image = image.astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        alpha = image[:, :, 3:4].astype(np.uint16)
+        return ((image[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    return image
+
+
+def fit_model_to_user(model, user_shape):
+    """Resize ``model`` to fit an image of ``user_shape`` (height, width, ...)
+    with its aspect ratio kept: the frame the server's homographies land in."""
+    user_height, user_width = user_shape[:2]
+    model_height, model_width = model.shape[:2]
+    width, height = fitted_size(model_width, model_height, user_width, user_height)
+    if (width, height) == (model_width, model_height):
+        return model
+    return cv2.resize(model, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def to_gray(image):
+    """Return an 8-bit single-channel version of a BGR (or grey) image."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
