@@ -1,0 +1,133 @@
+"""Loading and checking the server's configuration.
+
+A config file is Python that defines ``CONFIG = {...}``; it is executed into a
+fresh namespace and only that name is read. Keys left out take the defaults
+below, so a fresh machine with no file at all still starts.
+"""
+
+import os
+import runpy
+from pathlib import Path
+
+import limits
+import limits.storage
+import limits.strategies
+
+from .registration import DEFAULT_PIPELINE, PIPELINES
+
+__all__ = ["DEFAULTS", "KEYS", "ConfigError", "default_config_path", "load_config", "validate_config"]
+
+ENV_VAR = "MOONTREK_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config") / "config.py"
+LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# name: (default, description). The README's configuration table mirrors this.
+KEYS = {
+    "log_filepath": ("logs/moontrek.log", "File the log is written to (rotated); its folder is created."),
+    "logging_level": ("INFO", "One of DEBUG, INFO, WARNING, ERROR, CRITICAL."),
+    "default_rate_limits": (["20 per day"], "`limits` strings applied per client address to registration routes."),
+    "log_max_bytes": (10 * 1024 * 1024, "Size at which the log file is rotated."),
+    "log_backup_count": (5, "How many rotated log files are kept."),
+    "rate_limit_storage_uri": ("memory://", "Where rate-limit counters live: memory:// or redis://host:port/db."),
+    "rate_limit_strategy": ("fixed-window", "fixed-window, moving-window or sliding-window-counter."),
+    "cors_allow_origins": ("*", "Origins browsers may call from: \"*\" or a list of origins."),
+    "max_upload_bytes": (32 * 1024 * 1024, "Largest request body accepted (413 above it)."),
+    "max_image_pixels": (50_000_000, "Largest image, in pixels, that is decoded (413 above it)."),
+    "surf_enabled": (True, "Serve SURF; set False where its patent is a concern."),
+    "default_pipeline": (DEFAULT_PIPELINE, "Registration pipeline when a request names none (`?pipeline=`)."),
+    "host": ("127.0.0.1", "Address `moontrek serve` listens on."),
+    "port": (5000, "Port `moontrek serve` listens on."),
+    "threads": (4, "Waitress worker threads."),
+}
+DEFAULTS = {name: default for name, (default, _) in KEYS.items()}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and key."""
+
+
+def default_config_path(environ=None):
+    """The config file to read: $MOONTREK_CONFIG, else config/config.py if it
+    exists, else None (embedded defaults)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_config(path=None, environ=None):
+    """Return the checked configuration from ``path`` (or the default place),
+    with defaults for the keys it leaves out."""
+    path = Path(path) if path is not None else default_config_path(environ)
+    if path is None:
+        return validate_config({}, source="embedded defaults")
+    if not path.is_file():
+        raise ConfigError(f"{path}: the config file does not exist.")
+    try:
+        namespace = runpy.run_path(str(path), run_name="moontrek_config")
+    except Exception as exc:
+        raise ConfigError(f"{path}: the config file could not be executed: {exc}") from exc
+    if "CONFIG" not in namespace:
+        raise ConfigError(f"{path}: the file must define CONFIG = {{...}}.")
+    return validate_config(namespace["CONFIG"], source=str(path))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(source, key, ok, expected):
+    if not ok:
+        raise ConfigError(f"{source}: key {key!r} must be {expected}.")
+
+
+def validate_config(raw, source="config"):
+    """Merge ``raw`` over the defaults and check every key; raise ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: CONFIG must be a dict, not {type(raw).__name__}.")
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; known keys are {', '.join(KEYS)}.")
+    config = {**DEFAULTS, **raw}
+
+    for key in ("log_filepath", "rate_limit_storage_uri", "host"):
+        _check(source, key, isinstance(config[key], str) and config[key], "a non-empty string")
+    for key, low in (("log_max_bytes", 1), ("log_backup_count", 0), ("max_upload_bytes", 1),
+                     ("max_image_pixels", 1), ("threads", 1)):
+        _check(source, key, _is_int(config[key]) and config[key] >= low, f"an integer >= {low}")
+    _check(source, "port", _is_int(config["port"]) and 0 <= config["port"] <= 65535, "a port number 0-65535")
+    _check(source, "surf_enabled", isinstance(config["surf_enabled"], bool), "True or False")
+
+    level = config["logging_level"]
+    _check(source, "logging_level", isinstance(level, str) and level.upper() in LOGGING_LEVELS,
+           f"one of {', '.join(LOGGING_LEVELS)}")
+    config["logging_level"] = level.upper()
+
+    rates = config["default_rate_limits"]
+    _check(source, "default_rate_limits", isinstance(rates, (list, tuple)) and all(isinstance(r, str) for r in rates),
+           'a list of rate strings such as ["20 per day"]')
+    for rate in rates:
+        try:
+            limits.parse_many(rate)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: key 'default_rate_limits' has {rate!r}, which is not a rate string "
+                "(examples: \"20 per day\", \"5/minute\", \"100 per hour; 10 per minute\")."
+            ) from None
+    config["default_rate_limits"] = list(rates)
+
+    strategy = config["rate_limit_strategy"]
+    _check(source, "rate_limit_strategy", strategy in limits.strategies.STRATEGIES,
+           f"one of {', '.join(sorted(limits.strategies.STRATEGIES))}")
+    uri = config["rate_limit_storage_uri"]
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    _check(source, "rate_limit_storage_uri", scheme in limits.storage.SCHEMES,
+           "a storage URI such as memory:// or redis://localhost:6379/0")
+
+    origins = config["cors_allow_origins"]
+    _check(source, "cors_allow_origins",
+           origins == "*" or (isinstance(origins, (list, tuple)) and all(isinstance(o, str) for o in origins)),
+           '"*" or a list of origins such as ["https://moon-trek.jpl.nasa.gov"]')
+    pipeline = config["default_pipeline"]
+    _check(source, "default_pipeline", pipeline in PIPELINES, f"one of {', '.join(sorted(PIPELINES))}")
+    return config

@@ -1,0 +1,63 @@
+"""Reading the uploaded files out of a multipart/form-data request."""
+
+import falcon
+
+__all__ = ["read_files"]
+
+
+def read_files(req, names, *, max_bytes):
+    """Return ``{name: bytes}`` for the file fields ``names`` of the request.
+
+    The size is checked from Content-Length before anything is read; parts
+    are read with a bound too, for bodies sent without a length. Unknown
+    fields are skipped; a field sent twice, missing or empty is refused.
+    """
+    content_type = req.content_type or ""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported content type",
+            description=(
+                f"The request must be multipart/form-data with the fields {', '.join(names)}, "
+                f"not {content_type.split(';')[0] or 'a body without a content type'}."
+            ),
+        )
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise _too_large(req.content_length, max_bytes)
+
+    files = {}
+    try:
+        for part in req.get_media():
+            name = part.name
+            if name not in names:
+                continue
+            if name in files:
+                raise falcon.HTTPBadRequest(
+                    title="Duplicate field", description=f"The form field {name!r} was sent more than once."
+                )
+            data = part.stream.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise _too_large(None, max_bytes)
+            files[name] = data
+    except falcon.MediaMalformedError as exc:
+        detail = exc.description or "it could not be parsed"
+        raise falcon.HTTPBadRequest(
+            title="Malformed form",
+            description=f"The request body is not a valid multipart/form-data form: {detail.rstrip('.')}.",
+        ) from exc
+
+    for name in names:
+        if name not in files:
+            raise falcon.HTTPBadRequest(
+                title="Missing field", description=f"The form field {name!r} is missing: send it as a file."
+            )
+        if not files[name]:
+            raise falcon.HTTPBadRequest(title="Empty field", description=f"The form field {name!r} is empty.")
+    return files
+
+
+def _too_large(size, limit):
+    said = f" ({size} bytes)" if size is not None else ""
+    return falcon.HTTPContentTooLarge(
+        title="Upload too large",
+        description=f"The request body{said} is larger than this server's limit of {limit} bytes.",
+    )

@@ -1,0 +1,96 @@
+"""Shared fixtures: configs, apps, clients, multipart bodies, synthetic pairs."""
+
+import uuid
+from pathlib import Path
+
+import falcon.testing
+import pytest
+
+from moontrek.app import create_app
+from moontrek.config import validate_config
+from moontrek.synthetic import encode, make_pair, render_moon
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(*parts):
+    """Path under ../shared/data, or skip the test with a clear message."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real demo data (../shared/data) is not on this machine")
+    return path
+
+
+def multipart(files, fields=None, boundary=None):
+    """Build a multipart/form-data body by hand, as Falcon's own tests do.
+
+    ``files`` maps a field name to bytes (or to a list of bytes to send the
+    field several times). Returns (body, headers).
+    """
+    boundary = boundary or f"moontrek-{uuid.uuid4().hex}"
+    chunks = []
+    for name, value in (fields or {}).items():
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    for name, contents in files.items():
+        for data in contents if isinstance(contents, list) else [contents]:
+            chunks.append(
+                (
+                    f"--{boundary}\r\n"
+                    f'Content-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+                    "Content-Type: image/png\r\n\r\n"
+                ).encode()
+                + data
+                + b"\r\n"
+            )
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Build a checked config whose log goes to the test's temporary folder."""
+
+    def build(**overrides):
+        raw = {
+            "log_filepath": str(tmp_path / "logs" / "moontrek.log"),
+            "default_rate_limits": ["1000 per hour"],
+            **overrides,
+        }
+        return validate_config(raw, source="test config")
+
+    return build
+
+
+@pytest.fixture
+def config(make_config):
+    return make_config()
+
+
+@pytest.fixture
+def app(config):
+    return create_app(config)
+
+
+@pytest.fixture
+def client(app):
+    return falcon.testing.TestClient(app)
+
+
+@pytest.fixture(scope="session")
+def moon_model():
+    """A synthetic model render (BGR)."""
+    return render_moon(600, seed=7)
+
+
+@pytest.fixture(scope="session")
+def moon_pair(moon_model):
+    """A user photo made from the model by a known homography."""
+    return make_pair(moon_model, angle=35.0, scale=0.8, user_size=(520, 500))
+
+
+@pytest.fixture(scope="session")
+def pair_files(moon_pair):
+    """The synthetic pair as upload bytes: {"user-file": ..., "model-file": ...}."""
+    return {"user-file": encode(moon_pair.user), "model-file": encode(moon_pair.model)}

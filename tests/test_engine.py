@@ -1,0 +1,181 @@
+"""The registration engine, without HTTP."""
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from moontrek.registration import (
+    ALGORITHM_NAMES,
+    AlgorithmUnavailableError,
+    ImageError,
+    ImageTooLargeError,
+    NotEnoughKeypointsError,
+    UnknownAlgorithmError,
+    algorithm_table,
+    corner_error,
+    decode_image,
+    fit_model_to_user,
+    fitted_size,
+    get_algorithm,
+    register,
+)
+from moontrek.synthetic import encode, make_pair, render_moon
+
+AVAILABLE = [name for name, entry in algorithm_table().items() if entry.available]
+
+
+def jpeg_with_orientation(image, orientation):
+    """A JPEG whose EXIF says how to turn it upright."""
+    data = encode(image, ".jpg", quality=95)
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd
+    app1 = b"Exif\x00\x00" + tiff
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+
+
+class TestFittedSize:
+    @pytest.mark.parametrize(
+        "model,user,expected",
+        [
+            ((2000, 2000), (693, 689), (689, 689)),  # square model, landscape user: shorter side
+            ((2000, 2000), (600, 800), (800, 800)),  # square counts as not landscape, like portrait
+            ((2000, 1000), (800, 600), (800, 400)),  # both landscape: longer side
+            ((1000, 2000), (800, 600), (300, 600)),  # portrait model, landscape user
+            ((300, 300), (800, 600), (300, 300)),  # never enlarged
+        ],
+    )
+    def test_sync_img_size_convention(self, model, user, expected):
+        """The model is resized as MoonRegistration's sync_img_size does."""
+        assert fitted_size(*model, *user) == expected
+
+    def test_fit_model_to_user_resizes_image(self):
+        """fit_model_to_user returns an image of the fitted size."""
+        model = np.zeros((2000, 2000, 3), np.uint8)
+        assert fit_model_to_user(model, (689, 693, 3)).shape == (689, 689, 3)
+
+
+class TestDecoding:
+    def test_channels_and_depths(self):
+        """Grey, BGR, BGRA and 16-bit images all decode to 8-bit BGR."""
+        grey = (np.arange(60 * 40) % 256).astype(np.uint8).reshape(40, 60)
+        cases = [grey, cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA),
+                 grey.astype(np.uint16) * 257]
+        for image in cases:
+            decoded = decode_image(encode(image))
+            assert decoded.shape == (40, 60, 3) and decoded.dtype == np.uint8
+            assert np.array_equal(decoded[:, :, 0], grey)
+
+    def test_transparent_pixels_become_black(self):
+        """Transparent pixels are composited onto black sky."""
+        image = np.full((10, 10, 4), 200, np.uint8)
+        image[:, :, 3] = 255
+        image[:, :5, 3] = 0
+        decoded = decode_image(encode(image))
+        assert decoded[:, :5].max() == 0 and decoded[:, 5:].min() == 200
+
+    def test_exif_orientation(self):
+        """A phone JPEG is turned upright from its EXIF orientation."""
+        image = np.zeros((40, 80, 3), np.uint8)
+        image[:, :10] = 255  # a bright left edge
+        decoded = decode_image(jpeg_with_orientation(image, 6))  # 6: rotate 90 degrees clockwise
+        assert decoded.shape[:2] == (80, 40)
+        assert decoded[:10].mean() > 200  # the left edge is now at the top
+
+    @pytest.mark.parametrize("data", [b"", b"hello", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+    def test_not_an_image(self, data):
+        """Empty and undecodable bytes raise ImageError naming the field."""
+        with pytest.raises(ImageError, match="user-file"):
+            decode_image(data, field="user-file")
+
+    def test_pixel_limit(self):
+        """Images over the pixel limit raise ImageTooLargeError with the counts."""
+        with pytest.raises(ImageTooLargeError, match="100x50 = 5000") as info:
+            decode_image(encode(np.zeros((50, 100), np.uint8)), max_pixels=4999)
+        assert info.value.limit == 4999
+
+
+class TestDispatchTable:
+    def test_every_name_present(self):
+        """The table has every algorithm, available or with a reason."""
+        table = algorithm_table()
+        assert list(table) == list(ALGORITHM_NAMES)
+        for entry in table.values():
+            assert entry.available or entry.reason
+
+    @pytest.mark.parametrize("name", ["SIFT", "ORB", "AKAZE", "BRISK"])
+    def test_opencv_detectors_construct(self, name):
+        """SIFT, ORB, AKAZE and BRISK are found wherever this OpenCV keeps them."""
+        detector = get_algorithm(name.lower()).create()
+        keypoints, descriptors = detector.detectAndCompute(cv2.cvtColor(render_moon(200), cv2.COLOR_BGR2GRAY), None)
+        assert len(keypoints) > 0 and descriptors is not None
+
+    def test_unknown_name(self):
+        """An unknown name raises UnknownAlgorithmError listing the valid ones."""
+        with pytest.raises(UnknownAlgorithmError, match="SIFT, ORB, AKAZE, BRISK, SURF"):
+            get_algorithm("harris")
+
+    def test_surf_switch(self):
+        """SURF switched off by configuration is unavailable with the reason."""
+        with pytest.raises(AlgorithmUnavailableError, match="switched off"):
+            get_algorithm("SURF", surf_enabled=False)
+
+
+class TestRegister:
+    @pytest.fixture(scope="class")
+    def model(self):
+        return render_moon(600, seed=3)
+
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    @pytest.mark.parametrize(
+        "angle,scale,user_size",
+        [(0.0, 1.0, (600, 600)), (40.0, 0.7, (460, 420)), (-120.0, 0.9, (500, 560))],
+    )
+    def test_known_homography_recovered(self, model, algorithm, angle, scale, user_size):
+        """A synthetic cratered disk warped by a known homography is registered
+        back in the server's convention: user pixels -> model fitted to the user."""
+        pair = make_pair(model, angle=angle, scale=scale, user_size=user_size, perspective=(0.03, -0.02))
+        result = register(encode(pair.user), encode(pair.model), algorithm, pipeline="classic")
+        width, height = user_size
+        assert corner_error(result.homography, pair.expected, width, height) < 0.015 * max(user_size)
+        assert result.inliers >= 4 and result.pipeline == "classic"
+
+    def test_convention_is_the_fitted_model_frame(self, model):
+        """The answer lands in the fitted model's pixels, not the original's:
+        with a model twice the user's size, the raw model frame is far off."""
+        big_model = cv2.resize(model, (1200, 1200))
+        pair = make_pair(model, angle=10.0, scale=1.0, user_size=(600, 600))
+        result = register(encode(pair.user), encode(big_model), "SIFT", pipeline="classic")
+        assert corner_error(result.homography, pair.expected, 600, 600) < 5.0
+        raw_frame = np.diag([2.0, 2.0, 1.0]) @ pair.expected
+        assert corner_error(result.homography, raw_frame, 600, 600) > 100.0
+
+    def test_blank_images(self):
+        """Blank images give the original server's not-enough-keypoints error."""
+        blank = encode(np.zeros((300, 300, 3), np.uint8))
+        with pytest.raises(NotEnoughKeypointsError, match="No enough keypoints for finding homography matrix"):
+            register(blank, blank, "SIFT", pipeline="classic")
+
+    def test_unknown_algorithm_before_decoding(self):
+        """The algorithm name is checked before the images are decoded."""
+        with pytest.raises(UnknownAlgorithmError):
+            register(b"", b"", "nope")
+
+
+class TestRealDemoData:
+    def test_demo_pairs_decode_in_the_reference_frame(self):
+        """The real demo photos and 2000x2000 RGBA renders decode, and the
+        fitted model has the size the reference homographies assume."""
+        import json
+
+        from tests.conftest import shared_data
+
+        folder = shared_data("registrate")
+        reference = json.loads((folder / "reference.json").read_text())
+        for pair in reference["pairs"].values():
+            user = decode_image((folder / pair["user"]).read_bytes())
+            model = decode_image((folder / pair["model"]).read_bytes())
+            assert [user.shape[1], user.shape[0]] == pair["user_size"]
+            fitted = fit_model_to_user(model, user.shape)
+            assert fitted.shape[:2] == (min(user.shape[:2]),) * 2
