@@ -5,6 +5,7 @@ fresh namespace and only that name is read. Keys left out take the defaults
 below, so a fresh machine with no file at all still starts.
 """
 
+import ipaddress
 import os
 import runpy
 from pathlib import Path
@@ -15,7 +16,7 @@ import limits.strategies
 
 from .registration import DEFAULT_PIPELINE, PIPELINES
 
-__all__ = ["DEFAULTS", "KEYS", "ConfigError", "default_config_path", "load_config", "validate_config"]
+__all__ = ["DEFAULTS", "KEYS", "ConfigError", "default_config_path", "load_config", "redacted", "validate_config"]
 
 ENV_VAR = "MOONTREK_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config") / "config.py"
@@ -30,6 +31,8 @@ KEYS = {
     "log_backup_count": (5, "How many rotated log files are kept."),
     "rate_limit_storage_uri": ("memory://", "Where rate-limit counters live: memory:// or redis://host:port/db."),
     "rate_limit_strategy": ("fixed-window", "fixed-window, moving-window or sliding-window-counter."),
+    "rate_limit_fail_open": (True, "When the rate-limit storage is unreachable: serve anyway (True) or answer 503."),
+    "trusted_proxies": ([], "Addresses or networks of reverse proxies whose X-Forwarded-For is believed."),
     "cors_allow_origins": ("*", "Origins browsers may call from: \"*\" or a list of origins."),
     "max_upload_bytes": (32 * 1024 * 1024, "Largest request body accepted (413 above it)."),
     "max_image_pixels": (50_000_000, "Largest image, in pixels, that is decoded (413 above it)."),
@@ -38,6 +41,9 @@ KEYS = {
     "host": ("127.0.0.1", "Address `moontrek serve` listens on."),
     "port": (5000, "Port `moontrek serve` listens on."),
     "threads": (4, "Waitress worker threads."),
+    "max_concurrent_registrations": (os.cpu_count() or 1, "Registrations run at once; more wait."),
+    "registration_wait_seconds": (10.0, "How long a registration may wait for a slot before 503."),
+    "opencv_threads": (1, "Threads OpenCV may use inside one registration (0: OpenCV's default)."),
 }
 DEFAULTS = {name: default for name, (default, _) in KEYS.items()}
 
@@ -93,10 +99,24 @@ def validate_config(raw, source="config"):
     for key in ("log_filepath", "rate_limit_storage_uri", "host"):
         _check(source, key, isinstance(config[key], str) and config[key], "a non-empty string")
     for key, low in (("log_max_bytes", 1), ("log_backup_count", 0), ("max_upload_bytes", 1),
-                     ("max_image_pixels", 1), ("threads", 1)):
+                     ("max_image_pixels", 1), ("threads", 1), ("max_concurrent_registrations", 1),
+                     ("opencv_threads", 0)):
         _check(source, key, _is_int(config[key]) and config[key] >= low, f"an integer >= {low}")
     _check(source, "port", _is_int(config["port"]) and 0 <= config["port"] <= 65535, "a port number 0-65535")
-    _check(source, "surf_enabled", isinstance(config["surf_enabled"], bool), "True or False")
+    for key in ("surf_enabled", "rate_limit_fail_open"):
+        _check(source, key, isinstance(config[key], bool), "True or False")
+    wait = config["registration_wait_seconds"]
+    _check(source, "registration_wait_seconds",
+           isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait >= 0, "a number of seconds >= 0")
+    proxies = config["trusted_proxies"]
+    _check(source, "trusted_proxies", isinstance(proxies, (list, tuple)) and all(isinstance(p, str) for p in proxies),
+           'a list of addresses or networks such as ["127.0.0.1", "10.0.0.0/8"]')
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"{source}: key 'trusted_proxies' has {proxy!r}, which is not an address or network.") from None
+    config["trusted_proxies"] = list(proxies)
 
     level = config["logging_level"]
     _check(source, "logging_level", isinstance(level, str) and level.upper() in LOGGING_LEVELS,
@@ -131,3 +151,12 @@ def validate_config(raw, source="config"):
     pipeline = config["default_pipeline"]
     _check(source, "default_pipeline", pipeline in PIPELINES, f"one of {', '.join(sorted(PIPELINES))}")
     return config
+
+
+def redacted(config):
+    """The config with secrets (a password in the storage URI) masked, for logs."""
+    shown = dict(config)
+    scheme, _, rest = shown["rate_limit_storage_uri"].partition("://")
+    if "@" in rest:
+        shown["rate_limit_storage_uri"] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return shown

@@ -50,8 +50,10 @@ def http_error_for(exc):
     raise TypeError(f"not a registration error: {exc!r}")
 
 
-def envelope_error(resp, status, message, headers=None):
-    """Write the error envelope onto ``resp``."""
+def envelope_error(req, resp, status, message, headers=None):
+    """Write the error envelope onto ``resp``; the request log line will carry
+    the message, so one line says what went wrong."""
+    req.context.error_message = message
     resp.status = status
     code = falcon.http_status_to_code(status)
     resp.media = {"ok": False, "status": code, "error": message}
@@ -71,7 +73,7 @@ def handle_error(req, resp, ex, params):
             message = template.format(path=req.path, method=req.method) if template else ex.title
         if code == 405 and ex.headers and "Allow" in ex.headers:
             message = f"{message[:-1]}; allowed: {ex.headers['Allow']}."
-        envelope_error(resp, ex.status, message, ex.headers)
+        envelope_error(req, resp, ex.status, message, ex.headers)
         return
     logger.exception("unexpected error on %s %s", req.method, req.path)
-    envelope_error(resp, falcon.HTTP_500, "The server hit an unexpected error; it has been logged.")
+    envelope_error(req, resp, falcon.HTTP_500, "The server hit an unexpected error; it has been logged.")

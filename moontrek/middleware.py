@@ -5,33 +5,37 @@ import time
 
 import falcon
 
+from .ratelimit import StorageUnavailable
+
 __all__ = ["RequestLogMiddleware", "RateLimitMiddleware"]
 
 request_logger = logging.getLogger("moontrek.requests")
 limit_logger = logging.getLogger("moontrek.ratelimit")
 
-
-def client_address(req):
-    """The address a request is counted against."""
-    return req.remote_addr or "unknown"
+# How long a client is asked to wait when the limiter's storage is down and
+# the server is configured to fail closed.
+STORAGE_RETRY_AFTER = 5
 
 
 class RequestLogMiddleware:
     """One log line per request: method, path, status, milliseconds, client."""
+
+    def __init__(self, client_address):
+        self.client_address = client_address
 
     def process_request(self, req, resp):
         req.context.started = time.perf_counter()
 
     def process_response(self, req, resp, resource, req_succeeded):
         started = req.context.get("started", time.perf_counter())
-        request_logger.info(
-            "%s %s %s %.1fms %s",
-            req.method,
-            req.path,
-            resp.status_code,
-            (time.perf_counter() - started) * 1000.0,
-            client_address(req),
-        )
+        line = "%s %s %s %.1fms %s"
+        args = [req.method, req.path[:200], resp.status_code, (time.perf_counter() - started) * 1000.0,
+                self.client_address(req)]
+        error = req.context.get("error_message")
+        if error:
+            line += " error=%r"
+            args.append(error[:300])
+        request_logger.info(line, *args)
 
 
 class RateLimitMiddleware:
@@ -42,15 +46,27 @@ class RateLimitMiddleware:
     is part of the key, so the /pyapi alias shares the /api budget.
     """
 
-    def __init__(self, limiter):
+    def __init__(self, limiter, client_address, *, fail_open=True):
         self.limiter = limiter
+        self.client_address = client_address
+        self.fail_open = fail_open
 
     def process_resource(self, req, resp, resource, params):
         scope = getattr(resource, "rate_limit_scope", None)
         if scope is None or req.method not in getattr(resource, "rate_limited_methods", ("POST",)):
             return
-        address = client_address(req)
-        state = self.limiter.hit(scope, address, now=time.time())
+        address = self.client_address(req)
+        try:
+            state = self.limiter.hit(scope, address, now=time.time())
+        except StorageUnavailable:
+            # The limiter has logged the outage once; nothing more per request.
+            if self.fail_open:
+                return
+            raise falcon.HTTPServiceUnavailable(
+                title="Rate limiting unavailable",
+                description="The server cannot check its rate limits right now; try again in a few seconds.",
+                retry_after=STORAGE_RETRY_AFTER,
+            ) from None
         if state is None:
             return
         req.context.rate_limit = state

@@ -1,13 +1,31 @@
-"""Rate limits from `limits` strings, kept in a storage chosen by URI."""
+"""Rate limits from `limits` strings, kept in a storage chosen by URI.
 
+``memory://`` serves one process; ``redis://host:port/db`` lets several
+processes or machines behind a load balancer share one budget per client.
+"""
+
+import logging
 import math
+import threading
 from dataclasses import dataclass
 
 import limits
+import limits.errors
 import limits.storage
 import limits.strategies
 
-__all__ = ["RateLimiter", "RateLimitState"]
+from .config import redacted
+
+__all__ = ["RateLimiter", "RateLimitState", "StorageUnavailable"]
+
+logger = logging.getLogger("moontrek.ratelimit")
+
+# A dead Redis must cost a request milliseconds, not the client's patience.
+_REDIS_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+
+
+class StorageUnavailable(Exception):
+    """The rate-limit storage could not be reached."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +54,40 @@ class RateLimiter:
 
     def __init__(self, rates, storage_uri="memory://", strategy="fixed-window"):
         self.limits = [item for rate in rates for item in limits.parse_many(rate)]
-        self.storage = limits.storage.storage_from_string(storage_uri)
+        options = _REDIS_OPTIONS if storage_uri.split("://", 1)[0] in ("redis", "rediss", "valkey") else {}
+        self.storage = limits.storage.storage_from_string(storage_uri, wrap_exceptions=True, **options)
         self.strategy = limits.strategies.STRATEGIES[strategy](self.storage)
+        self._shown_uri = redacted({"rate_limit_storage_uri": storage_uri})["rate_limit_storage_uri"]
+        self._outage = False
+        self._lock = threading.Lock()
 
     def hit(self, *identifiers, now):
-        """Count one request for ``identifiers``; None when no limit applies."""
+        """Count one request for ``identifiers``; None when no limit applies.
+
+        Raises StorageUnavailable when the storage cannot be reached. The
+        first failure of an outage and the recovery are logged once each.
+        """
         if not self.limits:
             return None
+        try:
+            state = self._hit(identifiers, now)
+        except limits.errors.StorageError as exc:
+            self._set_outage(True, exc)
+            raise StorageUnavailable(str(exc)) from exc
+        self._set_outage(False)
+        return state
+
+    def _set_outage(self, down, exc=None):
+        with self._lock:
+            if down == self._outage:
+                return
+            self._outage = down
+        if down:
+            logger.error("rate-limit storage %s unreachable: %s", self._shown_uri, exc)
+        else:
+            logger.warning("rate-limit storage %s reachable again", self._shown_uri)
+
+    def _hit(self, identifiers, now):
         tightest = None
         allowed = True
         for item in self.limits:
@@ -66,3 +111,4 @@ class RateLimiter:
 
     def reset(self):
         self.storage.reset()
+

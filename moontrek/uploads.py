@@ -38,6 +38,12 @@ def read_files(req, names, *, max_bytes):
             if len(data) > max_bytes:
                 raise _too_large(None, max_bytes)
             files[name] = data
+    except falcon.HTTPInvalidHeader as exc:
+        # Falcon reads the boundary from Content-Type only when parsing starts.
+        raise falcon.HTTPBadRequest(
+            title="Malformed form",
+            description="The request's Content-Type says multipart/form-data but gives no usable boundary.",
+        ) from exc
     except falcon.MediaMalformedError as exc:
         detail = exc.description or "it could not be parsed"
         raise falcon.HTTPBadRequest(

@@ -2,5 +2,19 @@
 # Install what the test suite needs, then run it. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The rate-limit tests run a real Redis server (Debian's redis-server).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "scripts/test.sh: redis-server is not installed; the Redis tests will be skipped" >&2
+    fi
+fi
+# A packaged redis-server may start as a service; the tests start their own
+# on free ports and do not need it.
+
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 exec python3 -m pytest "$@"

@@ -94,3 +94,79 @@ def moon_pair(moon_model):
 def pair_files(moon_pair):
     """The synthetic pair as upload bytes: {"user-file": ..., "model-file": ...}."""
     return {"user-file": encode(moon_pair.user), "model-file": encode(moon_pair.model)}
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, which a test can stop
+    and start again on the same port (to play an outage)."""
+
+    def __init__(self, executable, folder):
+        import socket
+
+        self.executable = executable
+        self.folder = folder
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process = None
+
+    @property
+    def uri(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        import socket
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis (Debian's redis-server, installed by scripts/test.sh)."""
+    import shutil
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed: scripts/test.sh installs it with apt-get")
+    server = RedisServer(executable, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server):
+    """The Redis server, running and emptied for this test."""
+    import socket
+
+    if redis_server.process is None:
+        redis_server.start()
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=2) as sock:
+        sock.sendall(b"FLUSHALL\r\n")
+        sock.recv(16)
+    yield redis_server
+    if redis_server.process is None:
+        redis_server.start()

@@ -69,11 +69,11 @@ class TestDecoding:
 
     def test_transparent_pixels_become_black(self):
         """Transparent pixels are composited onto black sky."""
-        image = np.full((10, 10, 4), 200, np.uint8)
+        image = np.full((20, 20, 4), 200, np.uint8)
         image[:, :, 3] = 255
-        image[:, :5, 3] = 0
+        image[:, :10, 3] = 0
         decoded = decode_image(encode(image))
-        assert decoded[:, :5].max() == 0 and decoded[:, 5:].min() == 200
+        assert decoded[:, :10].max() == 0 and decoded[:, 10:].min() == 200
 
     def test_exif_orientation(self):
         """A phone JPEG is turned upright from its EXIF orientation."""

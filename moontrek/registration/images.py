@@ -5,35 +5,33 @@ import numpy as np
 
 from .errors import ImageError, ImageTooLargeError
 from .geometry import fitted_size
+from .imageinfo import SUPPORTED_FORMATS, probe
 
-__all__ = ["decode_image", "fit_model_to_user", "to_gray"]
+__all__ = ["MIN_SIDE", "decode_image", "fit_model_to_user", "to_gray"]
 
-_JPEG_MAGIC = b"\xff\xd8"
+# Below this no detector finds anything worth matching; saying so is kinder
+# than a registration error about keypoints.
+MIN_SIDE = 16
 
 
 def decode_image(data, *, field="image", max_pixels=None):
     """Decode an uploaded file into an 8-bit, 3-channel BGR image.
 
-    Accepts 1, 3 or 4 channels and 8 or 16 bits. Transparent pixels are
-    composited onto black, the colour of the sky around a render. JPEG photos
-    are turned upright from their EXIF orientation, as a phone shows them.
+    Accepts PNG, JPEG, WebP, TIFF and BMP with 1, 3 or 4 channels and 8 or
+    16 bits. Transparent pixels are composited onto black, the colour of the
+    sky around a render. JPEG photos are turned upright from their EXIF
+    orientation, as a phone shows them. The pixel count is checked from the
+    header, before any pixel memory is allocated.
     """
     if not data:
         raise ImageError(f"The {field} is empty.", field=field)
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    # Only IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha or
-    # 16-bit variant worth keeping, so that decode loses nothing there.
-    flags = cv2.IMREAD_COLOR if data[:2] == _JPEG_MAGIC else cv2.IMREAD_UNCHANGED
-    try:
-        image = cv2.imdecode(buffer, flags)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
+    kind, width, height = probe(data)
+    if kind is None:
         raise ImageError(
-            f"The {field} is not an image that can be read (PNG, JPEG, WebP, TIFF or BMP).",
-            field=field,
+            f"The {field} is not an image: expected {', '.join(SUPPORTED_FORMATS)}.", field=field
         )
-    height, width = image.shape[:2]
+    if width is None or height is None:
+        raise ImageError(f"The {field} is a damaged {kind} file: its header cannot be read.", field=field)
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
             f"The {field} has {width}x{height} = {width * height} pixels, "
@@ -42,6 +40,25 @@ def decode_image(data, *, field="image", max_pixels=None):
             pixels=width * height,
             limit=max_pixels,
         )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(
+            f"The {field} is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} are needed.", field=field
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    # Only IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha or
+    # 16-bit variant worth keeping, so that decode loses nothing there.
+    flags = cv2.IMREAD_COLOR if kind == "JPEG" else cv2.IMREAD_UNCHANGED
+    try:
+        image = cv2.imdecode(buffer, flags)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageError(f"The {field} is a damaged {kind} file: it cannot be decoded.", field=field)
+    decoded_height, decoded_width = image.shape[:2]
+    if decoded_width * decoded_height != width * height:
+        # The header lied about the size (or a second frame differs): trust
+        # nothing from this file.
+        raise ImageError(f"The {field} is a damaged {kind} file: its size is inconsistent.", field=field)
     return _to_bgr8(image)
 
 
