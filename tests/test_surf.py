@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from moontrek.registration import surf as surf_mod
 from moontrek.registration.surf import SURF, SURF_create
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "surf"
@@ -228,3 +229,163 @@ class TestWarpRobustness:
         corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]]).reshape(-1, 1, 2)
         err = cv2.perspectiveTransform(corners, est) - cv2.perspectiveTransform(corners, truth)
         assert np.abs(err).max() < 3.0
+
+
+def _oriented_inputs(img, n, seed, border=False):
+    """Random keypoint frames (x, y, size, angle, win) for the window samplers."""
+    rng = np.random.default_rng(seed)
+    h, w = img.shape
+    f32 = np.float32
+    size = rng.uniform(9, 120, n).astype(f32)
+    lo, hi = (-15, 15) if border else (0.35, 0.65)
+    x = (rng.uniform(lo, hi, n) * (w if not border else 1)).astype(f32)
+    y = (rng.uniform(lo, hi, n) * (h if not border else 1)).astype(f32)
+    if border:  # put them on (or just outside) a random edge
+        side = rng.integers(0, 4, n)
+        x = np.where(side == 0, x, np.where(side == 1, w - 1 + x, rng.uniform(0, w, n)))
+        y = np.where(side == 2, y, np.where(side == 3, h - 1 + y, rng.uniform(0, h, n)))
+        x, y = x.astype(f32), y.astype(f32)
+    angle = rng.uniform(0, 360, n).astype(f32)
+    angle[: n // 8] = rng.choice([0, 90, 180, 270], n // 8)
+    win = (f32(21) * (size * f32(1.2) / f32(9))).astype(np.int64)
+    return x, y, size, angle, win
+
+
+class TestFastPaths:
+    """The batched fast paths agree with the straightforward computations they replace."""
+
+    def test_stacked_area_resize_equals_per_window_resize(self):
+        """One INTER_AREA resize of stacked windows equals resizing each window alone."""
+        rng = np.random.default_rng(0)
+        for w in (21, 22, 29, 42, 50, 63, 64, 97, 150, 211, 400):
+            k = max(1, 6000 // w)
+            stack = rng.integers(0, 256, (k, w, w), dtype=np.uint8)
+            half = stack[: k // 2].reshape(-1, w)
+            stack[: k // 2] = cv2.GaussianBlur(half, (0, 0), 2).reshape(-1, w, w)
+            got = surf_mod._area_resize_stack(stack.reshape(-1, w), k)
+            want = np.stack([cv2.resize(p, (21, 21), interpolation=cv2.INTER_AREA) for p in stack])
+            np.testing.assert_array_equal(got, want)
+
+    @pytest.mark.parametrize("border", [False, True], ids=["interior", "border"])
+    def test_remap_windows_match_exact_sampler(self, cratered, border):
+        """Windows from cv2.remap equal OpenCV SURF's own sampling up to rare 1-level flips."""
+        if not surf_mod._remap_is_exact():
+            pytest.skip("this OpenCV build quantises remap positions; the exact sampler is used")
+        x, y, size, angle, win = _oriented_inputs(cratered, 60, seed=1, border=border)
+        got = surf_mod._windows_oriented(cratered, x, y, size, angle, win)
+        surf_mod._REMAP_EXACT = False
+        try:
+            want = surf_mod._windows_oriented(cratered, x, y, size, angle, win)
+        finally:
+            surf_mod._REMAP_EXACT = None
+        diff = np.abs(got.astype(int) - want)
+        assert diff.max() <= 1
+        assert np.mean(diff > 0) < 0.01
+
+    def test_fallback_sampler_gives_same_descriptors(self, cratered):
+        """Without a float-exact cv2.remap, the NumPy sampler gives nearly the same descriptors."""
+        k1, d1 = SURF().detectAndCompute(cratered)
+        surf_mod._REMAP_EXACT = False
+        try:
+            k2, d2 = SURF().detectAndCompute(cratered)
+        finally:
+            surf_mod._REMAP_EXACT = None
+        np.testing.assert_array_equal(_as_array(k1), _as_array(k2))
+        dist = np.linalg.norm(d1 - d2, axis=1)
+        assert np.mean(dist < 1e-2) >= 0.99
+
+    def test_detection_does_not_depend_on_block_size(self, cratered, monkeypatch):
+        """Row-blocked determinant maps and extremum search give identical keypoints."""
+        full = _as_array(SURF().detect(cratered))
+        monkeypatch.setattr(surf_mod, "_DET_BLOCK", 700)  # a few rows per block
+        blocked = _as_array(SURF().detect(cratered))
+        np.testing.assert_array_equal(full, blocked)
+
+    def test_orientation_does_not_depend_on_chunking(self, cratered, monkeypatch):
+        """Orientation in small chunks gives the same angles as in one chunk."""
+        kps = SURF().detect(cratered)
+        monkeypatch.setattr(surf_mod, "_ORI_CHUNK", 7)
+        small = _as_array(SURF().detect(cratered))
+        np.testing.assert_array_equal(_as_array(kps), small)
+
+    def test_orientation_window_sums_match_brute_force(self, cratered):
+        """Coarse-bin window sums pick the sector found by summing each 60-degree window."""
+        kps = SURF(upright=True).detect(cratered)
+        f32 = np.float32
+        x = np.array([k.pt[0] for k in kps], f32)
+        y = np.array([k.pt[1] for k in kps], f32)
+        size = np.array([k.size for k in kps], f32)
+        integral = surf_mod._integral(cratered)
+        angle, _ = surf_mod._orientation(integral, x, y, size)
+        # Brute force from the same per-sample responses.
+        gx, gy = _sample_responses(integral, x, y, size)
+        ang = np.rint(surf_mod._fast_atan2_deg(gy, gx)).astype(int) % 360
+        want = np.empty(x.size, f32)
+        for i in range(x.size):
+            best, bx, by = -1.0, 0.0, 0.0
+            for a in range(0, 360, 5):
+                d = np.abs(ang[i] - a)
+                sel = (d < 30) | (d > 330)
+                sx = f32(gx[i][sel].astype(np.float64).sum())
+                sy = f32(gy[i][sel].astype(np.float64).sum())
+                mod = sx * sx + sy * sy
+                if mod > best:
+                    best, bx, by = mod, sx, sy
+            want[i] = surf_mod._fast_atan2_deg(np.array([-by], f32), np.array([bx], f32))[0]
+        assert np.mean(np.abs(angle - want) < 1e-3) >= 0.995
+
+    def test_select_equals_where(self):
+        """The branch-free float32 select equals np.where."""
+        rng = np.random.default_rng(3)
+        a = rng.normal(size=(50, 70)).astype(np.float32)
+        b = rng.normal(size=(50, 70)).astype(np.float32)
+        m = rng.random((50, 70)) < 0.5
+        np.testing.assert_array_equal(surf_mod._select(m, a, b), np.where(m, a, b))
+        two = np.float32(2)
+        np.testing.assert_array_equal(surf_mod._select(m, a, two), np.where(m, a, two))
+
+
+def _sample_responses(integral, x, y, size):
+    """Per-sample weighted Haar responses of the orientation search, straight from SURF.md."""
+    f32 = np.float32
+    hp1, wp1 = integral.shape
+    s = size * f32(1.2) / f32(9)
+    g = (2 * np.rint(f32(2) * s)).astype(np.int64)
+    gx = np.zeros((x.size, surf_mod._APT_X.size), f32)
+    gy = np.zeros_like(gx)
+    ii = integral.astype(np.int64)
+    for k in range(x.size):
+        gk, hk = int(g[k]), int(g[k]) // 2
+        half = f32(gk - 1) / f32(2)
+        wgt = f32(1) / (f32(hk) * f32(gk))
+        for t in range(surf_mod._APT_X.size):
+            sx = int(np.rint((x[k] + surf_mod._APT_X[t] * s[k]) - half))
+            sy = int(np.rint((y[k] + surf_mod._APT_Y[t] * s[k]) - half))
+            if not (0 <= sy < hp1 - gk and 0 <= sx < wp1 - gk):
+                continue
+
+            def box(y0, x0, y1, x1):
+                return f32(ii[sy + y1, sx + x1] - ii[sy + y0, sx + x1]
+                           - ii[sy + y1, sx + x0] + ii[sy + y0, sx + x0])
+
+            vx = box(0, 0, gk, hk) * -wgt + box(0, hk, gk, gk) * wgt
+            vy = box(0, 0, hk, gk) * wgt + box(hk, 0, gk, gk) * -wgt
+            gx[k, t] = vx * surf_mod._APT_W[t]
+            gy[k, t] = vy * surf_mod._APT_W[t]
+    return gx, gy
+
+
+class TestResources:
+    def test_peak_memory_is_a_few_image_maps(self):
+        """Peak traced memory is a few float32 copies of the image (no full map per filter)."""
+        import tracemalloc
+
+        img = _cratered(side=1200, seed=5)
+        SURF().detectAndCompute(img[:100, :100])
+        tracemalloc.start()
+        try:
+            SURF().detectAndCompute(img)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 6 * img.size * 4

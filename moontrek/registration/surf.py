@@ -18,14 +18,22 @@ Choices worth knowing:
   filter responses, determinant, window sums), is done in float32 in the same
   operation order as OpenCV, so responses are bit-identical and the ordering by
   response matches.
-* Oriented descriptor windows are sampled exactly as OpenCV's loop does
-  (float32 bilinear weights, rounding to uint8, nearest clamped pixel outside
-  the image), batched over keypoints with the same window side.  Interior
-  windows wider than ``_EXACT_MAX_WIN`` px use ``cv2.warpAffine`` instead
-  (sub-pixel positions quantised to 1/32 px): after the area resize to
-  21 x 21 the few differing pixels move those descriptors by ~1e-3 (L2), and
-  exact sampling of such windows would dominate the run time.  Upright
-  windows are exact.
+* Oriented descriptor windows: all windows of one side are sampled by one
+  ``cv2.remap`` (bilinear, float32 maps) and area-resized to 21 x 21 by one
+  ``cv2.resize`` of the stacked windows (identical to resizing each window).
+  The maps reproduce OpenCV SURF's sample positions (row starts accumulated in
+  float32, as its loop does); samples whose 2 x 2 neighbourhood leaves the
+  image take the nearest clamped pixel.  OpenCV >= 4.11 interpolates remap
+  with float weights, so about 0.3% of window pixels differ from OpenCV
+  SURF's own float32 arithmetic, by one grey level; after the area resize
+  descriptors move by ~1e-3 (L2) at most, rarely more for a low-contrast
+  window.  Builds whose remap quantises positions to 1/32 px are detected
+  once (``_remap_is_exact``) and get the exact, slower NumPy sampler
+  (``_windows_exact``).  Upright windows are exact.
+* Detection keeps three determinant maps per octave alive at a time (the
+  layers around the middle layer being searched), computes them in row
+  blocks, and evaluates the trace only at the keypoints, so memory stays at a
+  few float32 copies of the image whatever its size.
 * Input must be 8-bit.  Colour (3 or 4 channels, BGR/BGRA) is converted to
   grey; 16-bit and float images are refused with ``ValueError`` because any
   rescaling rule would silently change what ``hessianThreshold`` means (it is
@@ -63,9 +71,14 @@ _DESC_SIGMA = 3.3
 
 # Bounds the temporaries of the batched orientation / descriptor stages.
 _KP_CHUNK = 2048
+# Orientation works on smaller chunks: its many (n, 113) temporaries then
+# stay cache-sized and are recycled by the allocator instead of page-faulted.
+_ORI_CHUNK = 256
 _SAMPLE_CHUNK = 1 << 19
-# Windows up to this side are sampled exactly (see _windows_oriented).
-_EXACT_MAX_WIN = 200
+# Cells per row block of a determinant map (keeps temporaries cache-sized).
+_DET_BLOCK = 1 << 17
+# cv2.remap needs fewer than SHRT_MAX rows and columns.
+_MAX_STACK_ROWS = 32000
 
 _RAD2DEG = 180.0 / math.pi
 _ATAN_P1 = _F32(0.9997878412794807 * _RAD2DEG)
@@ -75,6 +88,22 @@ _ATAN_P7 = _F32(-0.04432655554792128 * _RAD2DEG)
 _DBL_EPS_F32 = _F32(np.finfo(np.float64).eps)
 
 
+def _select(mask, a, b):
+    """float32 `np.where(mask, a, b)` by bit masking.
+
+    np.where branches per element and is several times slower on masks that
+    follow the data (signs, quadrants); this is branch-free and exact.
+    """
+    a = np.asarray(a, _F32)
+    b = np.asarray(b, _F32)
+    m = mask.view(np.uint8).astype(np.uint32)
+    m *= np.uint32(0xFFFFFFFF)
+    out = np.bitwise_and(np.broadcast_to(a, m.shape).view(np.uint32), m)
+    m ^= np.uint32(0xFFFFFFFF)
+    out |= np.bitwise_and(np.broadcast_to(b, m.shape).view(np.uint32), m)
+    return out.view(_F32)
+
+
 def _fast_atan2_deg(y, x):
     """OpenCV's fastAtan2 in float32, in degrees [0, 360]."""
     y = np.asarray(y, dtype=_F32)
@@ -82,15 +111,23 @@ def _fast_atan2_deg(y, x):
     ax = np.abs(x)
     ay = np.abs(y)
     x_major = ax >= ay
-    num = np.where(x_major, ay, ax)
-    den = np.where(x_major, ax, ay) + _DBL_EPS_F32
-    c = num / den
+    # min/max equal OpenCV's choice of numerator/denominator (ties included).
+    num = np.minimum(ax, ay)
+    den = np.maximum(ax, ay)
+    den += _DBL_EPS_F32
+    c = np.divide(num, den, out=num)
     c2 = c * c
-    a = (((_ATAN_P7 * c2 + _ATAN_P5) * c2 + _ATAN_P3) * c2 + _ATAN_P1) * c
-    a = np.where(x_major, a, _F32(90.0) - a)
-    a = np.where(x < 0, _F32(180.0) - a, a)
-    a = np.where(y < 0, _F32(360.0) - a, a)
-    return a.astype(_F32, copy=False)
+    a = _ATAN_P7 * c2
+    a += _ATAN_P5
+    a *= c2
+    a += _ATAN_P3
+    a *= c2
+    a += _ATAN_P1
+    a *= c
+    a = _select(x_major, a, _F32(90.0) - a)
+    a = _select(x < 0, _F32(180.0) - a, a)
+    a = _select(y < 0, _F32(360.0) - a, a)
+    return a
 
 
 def _gaussian_taps(n, sigma, ones_at=()):
@@ -132,147 +169,171 @@ def _scaled_lobes(template, size):
     return out
 
 
-class _BoxSampler:
-    """Exact box sums over the image, read on an octave's sampling grid.
+def _filter_rows(img, integral, st, lobes, i0, i1, nc):
+    """One box filter's response (float32, (i1 - i0, nc)) for valid cells rows i0..i1-1.
 
-    Octave 0 uses cv2.boxFilter (one pass per lobe shape, shared by the lobes
-    of a filter); coarser octaves read the integral image with strided slices
-    so that nothing larger than the octave's grid is ever allocated.
+    Row i / column j of the valid region has the filter's top-left pixel at
+    (st*i, st*j).  Each lobe contributes float32(box sum) * weight, accumulated
+    in template order as OpenCV does, so responses match bit for bit.  Octave 0
+    takes box sums from cv2.boxFilter over the rows the block needs (exact:
+    every lobe sum is below 2**24); coarser octaves read the integral image on
+    the octave's grid with strided views, allocating nothing full-size.
     """
-
-    def __init__(self, img, integral):
-        self.img = img
-        self.integral = integral
-        self._cache = {}
-
-    def new_filter_size(self):
-        # Lobes of one filter size share box maps; drop them before the next size.
-        self._cache.clear()
-
-    def lobe_sums(self, st, lobe, nr, nc):
-        """float32 (nr, nc) map: sum of `lobe` with its filter's top-left at (st*r, st*c)."""
-        x0, y0, x1, y1, _ = lobe
-        bw, bh = x1 - x0, y1 - y0
+    nb = i1 - i0
+    acc = np.empty((nb, nc), _F32)
+    term = np.empty((nb, nc), _F32) if len(lobes) > 1 else None
+    boxes = {}
+    if st == 1:
+        # Lobes of one shape share a box-sum map over the rows they need.
+        spans = {}
+        for x0, y0, x1, y1, _ in lobes:
+            key = (x1 - x0, y1 - y0)
+            lo, hi = spans.get(key, (y0, y0))
+            spans[key] = (min(lo, y0), max(hi, y0))
+        for (bw, bh), (ylo, yhi) in spans.items():
+            rows = img[i0 + ylo:i1 + yhi + bh - 1]
+            box = cv2.boxFilter(rows, cv2.CV_32F, (bw, bh), normalize=False,
+                                anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+            boxes[(bw, bh)] = (ylo, box)
+    ii = integral
+    for k, (x0, y0, x1, y1, wt) in enumerate(lobes):
+        out = acc if k == 0 else term
         if st == 1:
-            key = (bw, bh)
-            box = self._cache.get(key)
-            if box is None:
-                # Exact: integer running sums converted once (< 2**24 for every lobe).
-                box = cv2.boxFilter(
-                    self.img, cv2.CV_32F, (bw, bh), normalize=False,
-                    anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
-                )
-                self._cache[key] = box
-            return box[y0:y0 + nr, x0:x0 + nc]
-        ii = self.integral
-        ys0 = slice(y0, y0 + st * (nr - 1) + 1, st)
-        ys1 = slice(y1, y1 + st * (nr - 1) + 1, st)
-        xs0 = slice(x0, x0 + st * (nc - 1) + 1, st)
-        xs1 = slice(x1, x1 + st * (nc - 1) + 1, st)
-        s = ii[ys1, xs1] - ii[ys0, xs1]
-        s -= ii[ys1, xs0]
-        s += ii[ys0, xs0]
-        return s.astype(_F32)
-
-
-def _filter_response(sampler, st, lobes, nr, nc):
-    # Same float32 accumulation order as OpenCV, so responses match bit for bit.
-    acc = None
-    for lobe in lobes:
-        term = sampler.lobe_sums(st, lobe, nr, nc) * lobe[4]
-        acc = term if acc is None else np.add(acc, term, out=acc)
+            ylo, box = boxes[(x1 - x0, y1 - y0)]
+            np.multiply(box[y0 - ylo:y0 - ylo + nb, x0:x0 + nc], wt, out=out)
+        else:
+            ys0 = slice(y0 + st * i0, y0 + st * (i1 - 1) + 1, st)
+            ys1 = slice(y1 + st * i0, y1 + st * (i1 - 1) + 1, st)
+            xs0 = slice(x0, x0 + st * (nc - 1) + 1, st)
+            xs1 = slice(x1, x1 + st * (nc - 1) + 1, st)
+            s = ii[ys1, xs1] - ii[ys0, xs1]
+            s -= ii[ys1, xs0]
+            s += ii[ys0, xs0]
+            np.multiply(s, wt, out=out, dtype=_F32)
+        if k:
+            acc += term
     return acc
 
 
-def _octave_maps(sampler, shape, octave, n_layers):
-    """det and trace maps (float32, H//st x W//st) of every layer of one octave."""
-    h, w = shape
-    st = 1 << octave
-    rows, cols = h // st, w // st
-    dets, traces, sizes = [], [], []
-    for layer in range(n_layers + 2):
-        size = (9 + 6 * layer) << octave
-        det = np.zeros((rows, cols), _F32)
-        trace = np.zeros((rows, cols), _F32)
-        if size <= h and size <= w:
-            nr = 1 + (h - size) // st
-            nc = 1 + (w - size) // st
-            m = (size // 2) // st
-            sampler.new_filter_size()
-            dxx = _filter_response(sampler, st, _scaled_lobes(_DXX, size), nr, nc)
-            dyy = _filter_response(sampler, st, _scaled_lobes(_DYY, size), nr, nc)
-            dxy = _filter_response(sampler, st, _scaled_lobes(_DXY, size), nr, nc)
-            d = det[m:m + nr, m:m + nc]
-            np.multiply(dxx, dyy, out=d)
-            dxy2 = dxy * _F32(0.81)
-            dxy2 *= dxy
-            d -= dxy2
-            np.add(dxx, dyy, out=trace[m:m + nr, m:m + nc])
-        dets.append(det)
-        traces.append(trace)
-        sizes.append(size)
-    return dets, traces, sizes
+def _layer_det(img, integral, st, size, out):
+    """Fill `out` ((H//st, W//st) float32) with the determinant map of filter side `size`.
+
+    Cells where the filter does not fit in the image are 0.  Computed in row
+    blocks so the temporaries stay in cache and small at any image size.
+    """
+    h, w = img.shape
+    if size > h or size > w:
+        out.fill(0)
+        return
+    nr = 1 + (h - size) // st
+    nc = 1 + (w - size) // st
+    m = (size // 2) // st
+    out[:m].fill(0)
+    out[m + nr:].fill(0)
+    out[m:m + nr, :m].fill(0)
+    out[m:m + nr, m + nc:].fill(0)
+    dxx_l, dyy_l, dxy_l = (_scaled_lobes(t, size) for t in (_DXX, _DYY, _DXY))
+    block = max(8, _DET_BLOCK // max(nc, 1))
+    for i0 in range(0, nr, block):
+        i1 = min(nr, i0 + block)
+        dxx = _filter_rows(img, integral, st, dxx_l, i0, i1, nc)
+        dyy = _filter_rows(img, integral, st, dyy_l, i0, i1, nc)
+        dxy = _filter_rows(img, integral, st, dxy_l, i0, i1, nc)
+        d = out[m + i0:m + i1, m:m + nc]
+        np.multiply(dxx, dyy, out=d)
+        dxy2 = np.multiply(dxy, _F32(0.81), out=dxx)
+        dxy2 *= dxy
+        d -= dxy2
+
+
+def _trace_at(integral, st, size, r, c):
+    """Trace (Dxx + Dyy, float32) of filter side `size` at octave cells (r, c)."""
+    m = (size // 2) // st
+    ty = st * (r - m)
+    tx = st * (c - m)
+    ii = integral
+    res = []
+    for lobes in (_scaled_lobes(_DXX, size), _scaled_lobes(_DYY, size)):
+        acc = None
+        for x0, y0, x1, y1, wt in lobes:
+            s = (ii[ty + y1, tx + x1] - ii[ty + y0, tx + x1] - ii[ty + y1, tx + x0]
+                 + ii[ty + y0, tx + x0])
+            t = s.astype(_F32) * wt
+            acc = t if acc is None else acc + t
+        res.append(acc)
+    return res[0] + res[1]
 
 
 _NEIGHBOURS = [(dl, dy, dx) for dl in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                if (dl, dy, dx) != (0, 0, 0)]
 
 
-def _find_extrema(dets, traces, sizes, octave, threshold, mask_integral, img_shape):
-    """Keypoint fields of the interpolated maxima of one octave (dict of arrays)."""
+def _find_extrema(dets, sizes, layer, octave, threshold, integral, mask_integral):
+    """Keypoint fields (dict of arrays) of the interpolated maxima of one middle layer.
+
+    `dets` holds the determinant maps of layers layer-1, layer, layer+1.
+    """
     st = 1 << octave
-    rows, cols = dets[0].shape
-    out = []
+    lower, det, upper = dets
+    rows, cols = det.shape
+    size = sizes[layer]
+    margin = (sizes[layer + 1] // 2) // st + 1
+    if rows - margin <= margin or cols - margin <= margin:
+        return None
+    # Cheap pre-filter, in row blocks: above threshold and a (non-strict) 3x3
+    # maximum in its own layer; the strict 26-neighbour test runs on the few
+    # survivors.
     thr = _F32(threshold)
-    for layer in range(1, len(dets) - 1):
-        size = sizes[layer]
-        margin = (sizes[layer + 1] // 2) // st + 1
-        if rows - margin <= margin or cols - margin <= margin:
-            continue
-        core = (slice(margin, rows - margin), slice(margin, cols - margin))
-        det = dets[layer]
-        val = det[core]
-        # Cheap pre-filter with non-strict 3x3 maxima; the strict 26-neighbour
-        # test runs only on the survivors.
+    block = max(8, _DET_BLOCK // cols)
+    hits_r, hits_c = [], []
+    for r0 in range(margin, rows - margin, block):
+        r1 = min(rows - margin, r0 + block)
+        # One extra row each side so the 3x3 dilation is exact on rows r0..r1-1.
+        dil = cv2.dilate(det[r0 - 1:r1 + 1], None)[1:-1, margin:cols - margin]
+        val = det[r0:r1, margin:cols - margin]
         cand = val > thr
-        for lay in (det, dets[layer - 1], dets[layer + 1]):
-            cand &= val >= cv2.dilate(lay, None)[core]
-        r, c = np.nonzero(cand)
-        if r.size == 0:
-            continue
-        r = r + margin
-        c = c + margin
-        v = det[r, c]
-        ok = np.ones(r.size, bool)
-        n9 = {}
-        for dl, dy, dx in _NEIGHBOURS:
-            nv = dets[layer + dl][r + dy, c + dx]
-            n9[(dl, dy, dx)] = nv
-            ok &= v > nv
-        m = (size // 2) // st
-        sum_i = st * (r - m)
-        sum_j = st * (c - m)
-        if mask_integral is not None:
-            ok &= _mask_mean(mask_integral, sum_i, sum_j, size) >= 0.5
-        if not ok.any():
-            continue
-        sel = np.nonzero(ok)[0]
-        n9 = {k: a[sel] for k, a in n9.items()}
-        n9[(0, 0, 0)] = v[sel]
-        r, c, sum_i, sum_j = r[sel], c[sel], sum_i[sel], sum_j[sel]
-        half = _F32(0.5)
-        cy = sum_i.astype(_F32) + _F32(size - 1) * half
-        cx = sum_j.astype(_F32) + _F32(size - 1) * half
-        off, good = _interpolate(n9)
-        x = cx + off[:, 0].astype(_F32) * _F32(st)
-        y = cy + off[:, 1].astype(_F32) * _F32(st)
-        new_size = np.rint(_F32(size) + off[:, 2].astype(_F32) * _F32(sizes[layer] - sizes[layer - 1]))
-        tr = traces[layer][r, c]
-        cls = (tr > 0).astype(np.int32) - (tr < 0).astype(np.int32)
-        out.append(dict(x=x[good], y=y[good], size=new_size.astype(_F32)[good],
-                        response=n9[(0, 0, 0)][good],
-                        octave=np.full(int(good.sum()), octave, np.int32), class_id=cls[good]))
-    return out
+        cand &= val >= dil
+        rr, cc = np.nonzero(cand)
+        hits_r.append(rr + r0)
+        hits_c.append(cc + margin)
+    r = np.concatenate(hits_r)
+    c = np.concatenate(hits_c)
+    if r.size == 0:
+        return None
+    v = det[r, c]
+    ok = np.ones(r.size, bool)
+    n9 = {}
+    maps = {-1: lower, 0: det, 1: upper}
+    flat_idx = r * cols + c
+    for dl, dy, dx in _NEIGHBOURS:
+        nv = maps[dl].reshape(-1)[flat_idx + (dy * cols + dx)]
+        n9[(dl, dy, dx)] = nv
+        ok &= v > nv
+    m = (size // 2) // st
+    sum_i = st * (r - m)
+    sum_j = st * (c - m)
+    if mask_integral is not None:
+        ok &= _mask_mean(mask_integral, sum_i, sum_j, size) >= 0.5
+    if not ok.any():
+        return None
+    sel = np.nonzero(ok)[0]
+    n9 = {k: a[sel] for k, a in n9.items()}
+    n9[(0, 0, 0)] = v[sel]
+    r, c, sum_i, sum_j = r[sel], c[sel], sum_i[sel], sum_j[sel]
+    half = _F32(0.5)
+    cy = sum_i.astype(_F32) + _F32(size - 1) * half
+    cx = sum_j.astype(_F32) + _F32(size - 1) * half
+    off, good = _interpolate(n9)
+    if not good.any():
+        return None
+    x = cx + off[:, 0].astype(_F32) * _F32(st)
+    y = cy + off[:, 1].astype(_F32) * _F32(st)
+    new_size = np.rint(_F32(size) + off[:, 2].astype(_F32) * _F32(sizes[layer] - sizes[layer - 1]))
+    tr = _trace_at(integral, st, size, r[good], c[good])
+    cls = (tr > 0).astype(np.int32) - (tr < 0).astype(np.int32)
+    return dict(x=x[good], y=y[good], size=new_size.astype(_F32)[good],
+                response=n9[(0, 0, 0)][good],
+                octave=np.full(int(good.sum()), octave, np.int32), class_id=cls)
 
 
 def _mask_mean(mask_integral, sum_i, sum_j, size):
@@ -320,13 +381,28 @@ def _detect(img, integral, mask, n_octaves, n_layers, threshold):
     mask_integral = None
     if mask is not None:
         mask_integral = cv2.integral((mask > 0).astype(np.uint8), sdepth=cv2.CV_32S)
-    sampler = _BoxSampler(img, integral)
     parts = []
     for octave in range(n_octaves):
         if (9 << octave) > min(h, w):
             break
-        dets, traces, sizes = _octave_maps(sampler, (h, w), octave, n_layers)
-        parts.extend(_find_extrema(dets, traces, sizes, octave, threshold, mask_integral, (h, w)))
+        st = 1 << octave
+        shape = (h // st, w // st)
+        sizes = [(9 + 6 * layer) << octave for layer in range(n_layers + 2)]
+        # Only three determinant maps are alive at a time: a middle layer is
+        # searched as soon as the layer above it exists, then the lowest map's
+        # buffer is reused.
+        bufs = [np.empty(shape, _F32) for _ in range(3)]
+        dets = []
+        for layer, size in enumerate(sizes):
+            out = bufs[layer % 3]
+            _layer_det(img, integral, st, size, out)
+            dets.append(out)
+            if layer >= 2:
+                found = _find_extrema(dets[-3:], sizes, layer - 1, octave, threshold,
+                                      integral, mask_integral)
+                if found is not None:
+                    parts.append(found)
+        del bufs, dets
     if not parts:
         return None
     kp = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -348,52 +424,84 @@ def _orientation(integral, x, y, size):
     g = (2 * np.rint(_F32(2) * s)).astype(np.int64)
     gh = g // 2
     half = (g - 1).astype(_F32) / _F32(2)
-    sx = np.rint((x[:, None] + _APT_X[None, :] * s[:, None]) - half[:, None]).astype(np.int64)
-    sy = np.rint((y[:, None] + _APT_Y[None, :] * s[:, None]) - half[:, None]).astype(np.int64)
-    valid = (sy >= 0) & (sy < hp1 - g[:, None]) & (sx >= 0) & (sx < wp1 - g[:, None])
-    sx = np.where(valid, sx, 0)
-    sy = np.where(valid, sy, 0)
-    gg, hh = g[:, None], gh[:, None]
+    idx_t = np.int32 if integral.size < 2**31 else np.int64
+    sx = np.rint((x[:, None] + _APT_X[None, :] * s[:, None]) - half[:, None]).astype(idx_t)
+    sy = np.rint((y[:, None] + _APT_Y[None, :] * s[:, None]) - half[:, None]).astype(idx_t)
+    lim_y = (hp1 - g).astype(idx_t)[:, None]
+    lim_x = (wp1 - g).astype(idx_t)[:, None]
+    valid = (sy >= 0) & (sy < lim_y) & (sx >= 0) & (sx < lim_x)
+    base = sy
+    base *= wp1
+    base += sx
+    base *= valid
     flat = integral.reshape(-1)
-    base = sy * wp1 + sx
 
     def at(dy, dx):
-        return flat[base + dy * wp1 + dx].astype(np.int64)
+        # Integral-image corner (dy, dx) of each sample's wavelet box.
+        off = np.broadcast_to(dy * wp1 + dx, (n,)).astype(idx_t)[:, None]
+        return np.take(flat, base + off, mode="clip")
 
-    # 3x3 grid of integral corners covers both half-box Haar wavelets.
-    c00, c01, c02 = at(0, 0), at(0, hh), at(0, gg)
-    c10, c12 = at(hh, 0), at(hh, gg)
-    c20, c21, c22 = at(gg, 0), at(gg, hh), at(gg, gg)
-    wgt = _F32(1) / (gh.astype(_F32) * g.astype(_F32))
-    wgt = wgt[:, None]
+    # 3x3 grid of integral corners covers both half-box Haar wavelets.  Box
+    # sums are formed in the integral's integer type: exact even if an
+    # intermediate wraps around, as every final sum is a small non-negative.
+    c00, c01, c02 = at(0, 0), at(0, gh), at(0, g)
+    c10, c12 = at(gh, 0), at(gh, g)
+    c20, c21, c22 = at(g, 0), at(g, gh), at(g, g)
+    wgt = (_F32(1) / (gh.astype(_F32) * g.astype(_F32)))[:, None]
     left = (c21 - c01 - c20 + c00).astype(_F32)
     right = (c22 - c02 - c21 + c01).astype(_F32)
     top = (c12 - c02 - c10 + c00).astype(_F32)
     bottom = (c22 - c12 - c20 + c10).astype(_F32)
-    vx = left * (-wgt) + right * wgt
-    vy = top * wgt + bottom * (-wgt)
-    gx = np.where(valid, vx * _APT_W, _F32(0))
-    gy = np.where(valid, vy * _APT_W, _F32(0))
-    ang = np.rint(_fast_atan2_deg(gy, gx)).astype(np.int64) % 360
-    idx = (np.arange(n)[:, None] * 360 + ang).ravel()
-    hx = np.bincount(idx, gx.astype(np.float64).ravel(), n * 360).reshape(n, 360)
-    hy = np.bincount(idx, gy.astype(np.float64).ravel(), n * 360).reshape(n, 360)
-    k = _ORI_WIN_HALF - 1
-    starts = np.arange(0, 360, _ORI_STEP)
+    # Samples whose wavelet leaves the image weigh nothing (their angle is
+    # then atan2(0, 0) = 0, which adds zeros to one bin).
+    wv = _APT_W[None, :] * valid
+    gx = left * (-wgt)
+    gx += right * wgt
+    gx *= wv
+    gy = top * wgt
+    gy += bottom * (-wgt)
+    gy *= wv
+    ang = np.rint(_fast_atan2_deg(gy, gx)).astype(np.intp)
+    # A window at a = 5m holds the integer angles a-29..a+29, i.e. the coarse
+    # bins R_q = {5q+1, ..., 5q+5} for q = m-6..m+5 minus the angle 5(m+6).
+    nb = 360 // _ORI_STEP
+    row = (np.arange(n) * nb)[:, None]
+    coarse = np.take(_ORI_COARSE, ang)
+    coarse += row
+    exact = np.take(_ORI_EXACT, ang)
+    exact += row
+    on_step = np.take(_ORI_ON_STEP, ang)
+    span = 2 * _ORI_WIN_HALF // _ORI_STEP
+    lead = _ORI_WIN_HALF // _ORI_STEP
 
-    def window_sums(hist):
-        # Circular 59-degree sums (|d| < 30 with integer angles) at every start.
-        padded = np.concatenate([np.zeros((n, 1)), hist[:, 360 - k:], hist, hist[:, :k]], axis=1)
-        cs = np.cumsum(padded, axis=1)
-        return (cs[:, starts + 2 * k + 1] - cs[:, starts]).astype(_F32)
+    def window_sums(v):
+        r = np.bincount(coarse.ravel(), v.ravel(), n * nb).reshape(n, nb)
+        e = np.bincount(exact.ravel(), (v * on_step).ravel(), n * nb).reshape(n, nb)
+        padded = np.zeros((n, nb + span + 1))
+        np.cumsum(np.concatenate([r[:, nb - lead:], r, r[:, :span - lead]], axis=1),
+                  axis=1, out=padded[:, 1:])
+        sums = padded[:, span:span + nb] - padded[:, :nb]
+        sums -= np.roll(e, -lead, axis=1)
+        return sums.astype(_F32)
 
-    wx, wy = window_sums(hx), window_sums(hy)
+    wx, wy = window_sums(gx), window_sums(gy)
     mod = wx * wx + wy * wy
     best = np.argmax(mod, axis=1)
     bx = wx[np.arange(n), best]
     by = wy[np.arange(n), best]
     angle = _fast_atan2_deg(-by, bx)
     return angle, valid.any(axis=1)
+
+
+def _orientation_bins():
+    ang = np.arange(361)
+    coarse = ((ang - 1) % 360) // _ORI_STEP
+    exact = (ang // _ORI_STEP) % (360 // _ORI_STEP)
+    on_step = ((ang % _ORI_STEP) == 0).astype(_F32)
+    return coarse.astype(np.intp), exact.astype(np.intp), on_step
+
+
+_ORI_COARSE, _ORI_EXACT, _ORI_ON_STEP = _orientation_bins()
 
 
 def _windows_exact(img, sx, sy, cos_d, sin_d, w):
@@ -440,8 +548,80 @@ def _windows_exact(img, sx, sy, cos_d, sin_d, w):
     return out
 
 
+def _remap_is_exact():
+    """Whether cv2.remap's bilinear mode interpolates with float weights.
+
+    OpenCV 4.11+ does; older builds quantise sub-pixel positions to 1/32 px,
+    which is too coarse for OpenCV SURF's descriptors.  Checked once against a
+    plain float32 bilinear interpolation of random data at random positions.
+    """
+    global _REMAP_EXACT
+    if _REMAP_EXACT is None:
+        rng = np.random.default_rng(12345)
+        img = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+        px = rng.uniform(1, 37, (64, 64)).astype(_F32)
+        py = rng.uniform(1, 37, (64, 64)).astype(_F32)
+        ix = np.floor(px).astype(np.intp)
+        iy = np.floor(py).astype(np.intp)
+        a = px - ix
+        b = py - iy
+        f = img.astype(_F32)
+        ref = np.rint(f[iy, ix] * (1 - a) * (1 - b) + f[iy, ix + 1] * a * (1 - b)
+                      + f[iy + 1, ix] * (1 - a) * b + f[iy + 1, ix + 1] * a * b)
+        try:
+            got = cv2.remap(img, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            near = cv2.remap(img, np.rint(px), np.rint(py), cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_REPLICATE)
+            ok = (np.mean(got != ref) < 0.01 and np.abs(got.astype(_F32) - ref).max() <= 1
+                  and np.array_equal(near, img[np.rint(py).astype(np.intp),
+                                               np.rint(px).astype(np.intp)]))
+        except cv2.error:
+            ok = False
+        _REMAP_EXACT = bool(ok)
+    return _REMAP_EXACT
+
+
+_REMAP_EXACT = None
+
+
+def _area_resize_stack(stack, k):
+    """INTER_AREA resize of k stacked w x w windows ((k*w, w) uint8) to (k, 21, 21).
+
+    Window boundaries fall on output row boundaries (k*w rows -> k*21 rows),
+    so one call gives exactly the per-window results.
+    """
+    side = _PATCH + 1
+    out = cv2.resize(stack, (side, k * side), interpolation=cv2.INTER_AREA)
+    return out.reshape(k, side, side)
+
+
+def _window_groups(win, first, budget=None):
+    """Yield (w, indices) per window side, chunked to bound the temporaries.
+
+    Within a group, indices flagged in `first` come first (so they form a prefix).
+    """
+    order = np.lexsort((~first, win))
+    sw = win[order]
+    bounds = np.flatnonzero(np.diff(sw)) + 1
+    for grp in np.split(order, bounds):
+        if grp.size == 0:
+            continue
+        w = int(win[grp[0]])
+        per = max(1, min((budget or _SAMPLE_CHUNK) // (w * w), _MAX_STACK_ROWS // w))
+        for lo in range(0, grp.size, per):
+            yield w, grp[lo:lo + per]
+
+
 def _windows_oriented(img, x, y, size, angle, win):
-    """Sample each keypoint's w x w rotated window and area-resize it to 21 x 21."""
+    """Sample each keypoint's w x w rotated window and area-resize it to 21 x 21.
+
+    Windows of one side are sampled together by one cv2.remap with float32 maps
+    (float bilinear weights).  The maps reproduce OpenCV SURF's positions: row
+    starts accumulated in float32, offsets along a row computed in double (then
+    float32).  Samples outside the interpolation domain take the nearest
+    clamped pixel, as in OpenCV SURF; only windows reaching the border pay
+    for that.
+    """
     h, w_img = img.shape
     n = x.size
     patches = np.empty((n, _PATCH + 1, _PATCH + 1), np.uint8)
@@ -451,29 +631,70 @@ def _windows_oriented(img, x, y, size, angle, win):
     off = -(win - 1).astype(_F32) / _F32(2)
     start_x = (x + off * cos_dir) + off * sin_dir
     start_y = (y - off * sin_dir) + off * cos_dir
-    reach = (win.astype(np.float64) - 1) * (0.5 * math.sqrt(2.0)) + 2.0
-    touches = ((x - reach < 0) | (y - reach < 0)
-               | (x + reach >= w_img - 1) | (y + reach >= h - 1))
-    exact = touches | (win <= _EXACT_MAX_WIN)
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    dsize = (_PATCH + 1, _PATCH + 1)
-    for k in np.nonzero(~exact)[0]:
-        # Large interior windows: 1/32-px warp is close enough once area-averaged.
-        w = int(win[k])
-        m = np.array([[cos_dir[k], sin_dir[k], start_x[k]],
-                      [-sin_dir[k], cos_dir[k], start_y[k]]], np.float64)
-        wnd = cv2.warpAffine(img, m, (w, w), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        patches[k] = cv2.resize(wnd, dsize, interpolation=cv2.INTER_AREA)
-    idx = np.nonzero(exact)[0]
-    for w in np.unique(win[idx]):
-        group = idx[win[idx] == w]
-        w = int(w)
-        per = max(1, _SAMPLE_CHUNK // (w * w))
-        for lo in range(0, group.size, per):
-            g = group[lo:lo + per]
+    if not _remap_is_exact() or max(h, w_img) >= _MAX_STACK_ROWS:
+        for w, g in _window_groups(win, np.zeros(n, bool), _SAMPLE_CHUNK // 8):
             wnds = _windows_exact(img, start_x[g], start_y[g], cos_dir[g], sin_dir[g], w)
-            for kk, wnd in zip(g, wnds):
-                patches[kk] = cv2.resize(wnd, dsize, interpolation=cv2.INTER_AREA)
+            patches[g] = _area_resize_stack(wnds.reshape(-1, w), g.size)
+        return patches
+    # Windows whose corners all lie safely inside need no border handling.
+    last = (win - 1).astype(np.float64)
+    sx64, sy64 = start_x.astype(np.float64), start_y.astype(np.float64)
+    s64, c64 = sin_dir.astype(np.float64), cos_dir.astype(np.float64)
+    touches = np.zeros(n, bool)
+    for ci, cj in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        cx = sx64 + ci * last * s64 + cj * last * c64
+        cy = sy64 + ci * last * c64 - cj * last * s64
+        touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
+    # One set of buffers for every chunk: fresh multi-megabyte temporaries per
+    # chunk would cost a page fault per 4 KiB each time.
+    cap = max(_SAMPLE_CHUNK, int(win.max()) ** 2)
+    buf_x = np.empty(cap, _F32)
+    buf_y = np.empty(cap, _F32)
+    buf_w = np.empty(cap, np.uint8)
+    buf_n = np.empty(cap, np.uint8)
+    buf_m = np.empty(cap, np.uint8)
+    buf_k = np.empty(cap, np.uint8)
+    # Largest float32 strictly below side - 1: inRange bounds are inclusive.
+    x_hi = float(np.nextafter(_F32(w_img - 1), _F32(-np.inf)))
+    y_hi = float(np.nextafter(_F32(h - 1), _F32(-np.inf)))
+    for w, g in _window_groups(win, touches):
+        k = g.size
+        cnt = k * w * w
+        steps = np.empty((k, w), _F32)
+        steps[:, 0] = start_x[g]
+        steps[:, 1:] = sin_dir[g, None]
+        row_x = np.cumsum(steps, axis=1, dtype=_F32)
+        steps[:, 0] = start_y[g]
+        steps[:, 1:] = cos_dir[g, None]
+        row_y = np.cumsum(steps, axis=1, dtype=_F32)
+        j = np.arange(w, dtype=np.float64)
+        col_x = (j[None, :] * c64[g, None]).astype(_F32)
+        col_y = (j[None, :] * s64[g, None]).astype(_F32)
+        map_x = buf_x[:cnt].reshape(k, w, w)
+        map_y = buf_y[:cnt].reshape(k, w, w)
+        np.add(row_x[:, :, None], col_x[:, None, :], out=map_x)
+        np.subtract(row_y[:, :, None], col_y[:, None, :], out=map_y)
+        map_x = map_x.reshape(k * w, w)
+        map_y = map_y.reshape(k * w, w)
+        wnds = buf_w[:cnt].reshape(k * w, w)
+        rows = int(np.count_nonzero(touches[g])) * w
+        if rows < k * w:
+            cv2.remap(img, map_x[rows:], map_y[rows:], cv2.INTER_LINEAR, dst=wnds[rows:],
+                      borderMode=cv2.BORDER_REPLICATE)
+        if rows:
+            # Border windows (a prefix of the group) take the nearest clamped
+            # pixel wherever floor(x) or floor(y) leaves [0, side - 1): the
+            # bilinear value is kept only where both coordinates are in range.
+            mx, my, dst = map_x[:rows], map_y[:rows], wnds[:rows]
+            cv2.remap(img, mx, my, cv2.INTER_NEAREST, dst=dst,
+                      borderMode=cv2.BORDER_REPLICATE)
+            lin = cv2.remap(img, mx, my, cv2.INTER_LINEAR, dst=buf_n[:rows * w].reshape(rows, w),
+                            borderMode=cv2.BORDER_REPLICATE)
+            keep = cv2.inRange(mx, 0.0, x_hi, dst=buf_m[:rows * w].reshape(rows, w))
+            keep_y = cv2.inRange(my, 0.0, y_hi, dst=buf_k[:rows * w].reshape(rows, w))
+            cv2.bitwise_and(keep, keep_y, dst=keep)
+            cv2.copyTo(lin, keep, dst)
+        patches[g] = _area_resize_stack(wnds, k)
     return patches
 
 
@@ -484,38 +705,58 @@ def _windows_upright(img, x, y, win):
     off = -(win - 1).astype(_F32) / _F32(2)
     x0 = np.rint(x + off).astype(np.int64)
     y0 = np.rint(y - off).astype(np.int64)
-    for k in range(n):
-        w = int(win[k])
+    flat = img.reshape(-1)
+    for w, g in _window_groups(win, np.zeros(n, bool)):
         # Patch row i runs along +x, column j along -y: the 270 degree frame.
-        cols = np.clip(x0[k] + np.arange(w), 0, w_img - 1)
-        rows = np.clip(y0[k] - np.arange(w), 0, h - 1)
-        wnd = img[rows[None, :], cols[:, None]]
-        patches[k] = cv2.resize(wnd, (_PATCH + 1, _PATCH + 1), interpolation=cv2.INTER_AREA)
+        ar = np.arange(w)
+        cols = np.clip(x0[g, None] + ar, 0, w_img - 1)
+        rows = np.clip(y0[g, None] - ar, 0, h - 1) * w_img
+        wnds = flat[rows[:, None, :] + cols[:, :, None]]
+        patches[g] = _area_resize_stack(wnds.reshape(-1, w), g.size)
     return patches
 
 
+def _block_pooling():
+    """(400, 16) 0/1 matrix summing the 20 x 20 grid into 4 x 4 blocks of 5 x 5, row-major."""
+    i = np.arange(_PATCH)
+    block = (i[:, None] // 5) * 4 + (i[None, :] // 5)
+    return (block.reshape(-1, 1) == np.arange(16)[None, :]).astype(_F32)
+
+
+_POOL = _block_pooling()
+_DESC_CHUNK = 256
+
+
 def _descriptors_from_patches(patches, extended):
-    p = patches.astype(np.int32)
-    dx = (p[:, :-1, 1:] - p[:, :-1, :-1] + p[:, 1:, 1:] - p[:, 1:, :-1]).astype(_F32) * _DESC_W
-    dy = (p[:, 1:, :-1] - p[:, :-1, :-1] + p[:, 1:, 1:] - p[:, :-1, 1:]).astype(_F32) * _DESC_W
-    n = p.shape[0]
-    # (n, 4, 5, 4, 5) -> blocks (n, 4, 4) of 25 samples, row-major.
-    bx = dx.reshape(n, 4, 5, 4, 5).transpose(0, 1, 3, 2, 4).reshape(n, 16, 25).astype(np.float64)
-    by = dy.reshape(n, 4, 5, 4, 5).transpose(0, 1, 3, 2, 4).reshape(n, 16, 25).astype(np.float64)
-    if extended:
-        ypos, xpos = by >= 0, bx >= 0
-        feats = [
-            np.where(ypos, bx, 0), np.where(ypos, np.abs(bx), 0),
-            np.where(ypos, 0, bx), np.where(ypos, 0, np.abs(bx)),
-            np.where(xpos, by, 0), np.where(xpos, np.abs(by), 0),
-            np.where(xpos, 0, by), np.where(xpos, 0, np.abs(by)),
-        ]
-    else:
-        feats = [bx, by, np.abs(bx), np.abs(by)]
-    vec = np.stack([f.sum(axis=2) for f in feats], axis=2).reshape(n, -1).astype(_F32)
-    norm = np.sqrt((vec.astype(np.float64) ** 2).sum(axis=1))
-    scale = (1.0 / (norm + np.finfo(np.float32).eps)).astype(_F32)
-    return vec * scale[:, None]
+    n = patches.shape[0]
+    dim = 128 if extended else 64
+    out = np.empty((n, dim), _F32)
+    for lo in range(0, n, _DESC_CHUNK):
+        p = patches[lo:lo + _DESC_CHUNK].astype(np.int16)
+        k = p.shape[0]
+        diag = p[:, 1:, 1:] - p[:, :-1, :-1]   # P[i+1, j+1] - P[i, j]
+        anti = p[:, :-1, 1:] - p[:, 1:, :-1]   # P[i, j+1] - P[i+1, j]
+        dx = (diag + anti).astype(_F32)
+        dx *= _DESC_W
+        dy = (diag - anti).astype(_F32)
+        dy *= _DESC_W
+        dx = dx.reshape(k, -1)
+        dy = dy.reshape(k, -1)
+        if extended:
+            ypos = (dy >= 0).astype(_F32)
+            xpos = (dx >= 0).astype(_F32)
+            adx, ady = np.abs(dx), np.abs(dy)
+            dx_p, adx_p = dx * ypos, adx * ypos
+            dy_p, ady_p = dy * xpos, ady * xpos
+            feats = [dx_p, adx_p, dx - dx_p, adx - adx_p, dy_p, ady_p, dy - dy_p, ady - ady_p]
+        else:
+            feats = [dx, dy, np.abs(dx), np.abs(dy)]
+        # (k, f, 400) @ (400, 16) -> (k, f, 16) -> per block [f0, f1, ...].
+        vec = np.matmul(np.stack(feats, axis=1), _POOL).transpose(0, 2, 1).reshape(k, -1)
+        norm = np.sqrt(np.einsum("ij,ij->i", vec, vec, dtype=np.float64))
+        scale = (1.0 / (norm + np.finfo(np.float32).eps)).astype(_F32)
+        out[lo:lo + k] = vec * scale[:, None]
+    return out
 
 
 def _as_gray_u8(image):
@@ -669,8 +910,8 @@ class SURF:
         keep &= (g <= integral.shape[0]) & (g <= integral.shape[1])
         angle = np.full(x.size, 270.0, _F32)
         if not self.upright:
-            for lo in range(0, x.size, _KP_CHUNK):
-                sl = slice(lo, lo + _KP_CHUNK)
+            for lo in range(0, x.size, _ORI_CHUNK):
+                sl = slice(lo, lo + _ORI_CHUNK)
                 sub = np.nonzero(keep[sl])[0] + lo
                 if sub.size == 0:
                     continue
@@ -690,11 +931,10 @@ class SURF:
                     patches = _windows_oriented(img, x[sl], y[sl], size[sl], angle[sl], win[sl])
                 desc[sl] = _descriptors_from_patches(patches, self.extended)
         out_angle = np.where(angle >= 360, _F32(0), angle)
-        keypoints = [
-            cv2.KeyPoint(float(x[i]), float(y[i]), float(size[i]), float(out_angle[i]),
-                         float(kp["response"][j]), int(kp["octave"][j]), int(kp["class_id"][j]))
-            for i, j in enumerate(idx)
-        ]
+        fields = zip(x.tolist(), y.tolist(), size.tolist(), out_angle.tolist(),
+                     kp["response"][idx].tolist(), kp["octave"][idx].tolist(),
+                     kp["class_id"][idx].tolist())
+        keypoints = [cv2.KeyPoint(*f) for f in fields]
         return keypoints, desc
 
 
