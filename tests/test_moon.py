@@ -1,0 +1,233 @@
+"""Moon-disk detection: generated scenes with known disks, and the real photos
+in ../shared when they are there.
+
+A detection is correct by the rule of shared/data/detect/circles.json: centre
+within max(5 px, 0.3 r) of the truth and radius within 30%.
+"""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from moontrek.registration.errors import NoMoonError, RegistrationError
+from moontrek.registration.images import decode_image
+from moontrek.registration.moon import Circle, find_moon
+from moontrek.synthetic import make_no_moon_scene, make_sky_scene, render_moon
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DETECT = SHARED / "detect"
+REGISTRATE = SHARED / "registrate"
+
+ORANGE = (0.45, 0.75, 1.0)
+PINK = (0.8, 0.75, 1.0)
+
+
+def assert_within(found, truth):
+    x, y, r = truth
+    centre_error = float(np.hypot(found.x - x, found.y - y))
+    assert centre_error <= max(5.0, 0.3 * r), f"centre off by {centre_error:.1f} px: {found} vs {truth}"
+    assert abs(found.radius - r) <= 0.3 * r, f"radius {found.radius:.1f} vs {r:.1f}"
+
+
+def scene(**kwargs):
+    kwargs.setdefault("noise", 3.0)
+    return make_sky_scene(**kwargs)
+
+
+class TestCircle:
+    def test_as_dict_gives_plain_floats_rounded_to_a_tenth(self):
+        """as_dict() is JSON-ready: plain floats, rounded to 0.1 px."""
+        d = Circle(np.float64(10.04), np.float32(20.26), 30.55).as_dict()
+        assert d == {"x": 10.0, "y": 20.3, "radius": pytest.approx(30.6, abs=0.051)}
+        assert all(type(v) is float for v in d.values())
+        json.dumps(d)
+
+    def test_scaled_multiplies_centre_and_radius(self):
+        """scaled(f) maps a circle to an image resized by f."""
+        assert Circle(10, 20, 5).scaled(2) == Circle(20, 40, 10)
+
+    def test_is_immutable(self):
+        """A Circle is a frozen value."""
+        with pytest.raises(AttributeError):
+            Circle(1, 2, 3).x = 5
+
+
+class TestGeneratedMoons:
+    @pytest.mark.parametrize(
+        "size, radius, centre",
+        [
+            ((700, 500), 10, (120, 90)),
+            ((700, 500), 14, (600, 420)),
+            ((800, 600), 40, None),
+            ((800, 600), 120, (250, 380)),
+            ((1000, 900), 400, (500, 450)),
+        ],
+    )
+    def test_finds_disks_of_any_size_anywhere(self, size, radius, centre):
+        """Disks from 10 px to 400 px in radius, anywhere in the frame."""
+        image, truth = scene(size=size, radius=radius, centre=centre, seed=radius)
+        assert_within(find_moon(image), truth)
+
+    @pytest.mark.parametrize(
+        "sky, tint",
+        [
+            ((150, 80, 25), ORANGE),  # orange Moon on a blue evening sky
+            ((100, 95, 100), PINK),  # pink Moon in grey haze
+            ((40, 75, 150), (1.0, 1.0, 1.0)),  # white Moon on an orange twilight
+            ((60, 20, 50), (1.0, 0.9, 0.8)),  # bluish Moon on a purple sky
+        ],
+    )
+    def test_ignores_colour_casts(self, sky, tint):
+        """The sky's and the Moon's colours do not matter, only brightness."""
+        image, truth = scene(size=(800, 600), radius=90, sky=sky, tint=tint, gradient=0.3, seed=3)
+        assert_within(find_moon(image), truth)
+
+    @pytest.mark.parametrize("radius, strength", [(15, 1.0), (60, 0.8), (150, 0.5)])
+    def test_finds_the_disk_not_its_halo(self, radius, strength):
+        """A glow around the Moon does not inflate the circle."""
+        image, truth = scene(size=(800, 600), radius=radius, halo=strength, seed=radius)
+        assert_within(find_moon(image), truth)
+
+    @pytest.mark.parametrize("shift", [(1.2, 0.0), (-0.9, 0.4), (0.3, -1.5), (-1.6, -0.6)])
+    def test_crescent_gives_the_full_disk(self, shift):
+        """For a crescent the circle is the whole disk through the lit limb,
+        not the lit part's centroid."""
+        image, truth = scene(size=(800, 600), radius=110, centre=(400, 300), phase=shift, seed=5)
+        found = find_moon(image)
+        assert_within(found, truth)
+        assert abs(found.radius - truth[2]) <= 0.1 * truth[2]
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_sees_through_branches(self, seed):
+        """Dark branches across the disk neither split nor shrink it."""
+        image, truth = scene(size=(800, 600), radius=100, branches=4, seed=seed)
+        assert_within(find_moon(image), truth)
+
+    @pytest.mark.parametrize(
+        "size, radius, centre",
+        [
+            ((800, 600), 100, (100, 300)),  # touching the left edge
+            ((800, 600), 120, (740, 300)),  # cut by the right edge
+            ((800, 600), 150, (400, 60)),  # cut by the top edge
+            ((600, 600), 290, (300, 300)),  # a cropped photo: the disk fills the frame
+        ],
+    )
+    def test_disk_touching_or_cut_by_the_border(self, size, radius, centre):
+        """The frame's border is not part of the limb."""
+        image, truth = scene(size=size, radius=radius, centre=centre, seed=9)
+        assert_within(find_moon(image), truth)
+
+    @pytest.mark.parametrize("noise, quality", [(8.0, 60), (12.0, 40)])
+    def test_survives_noise_and_jpeg(self, noise, quality):
+        """Sensor noise and JPEG blocks do not hide a small Moon."""
+        image, truth = scene(size=(800, 600), radius=25, noise=noise, jpeg=quality, seed=4)
+        assert_within(find_moon(image), truth)
+
+    def test_accepts_grey_images(self):
+        """A single-channel image works as well as BGR."""
+        image, truth = scene(size=(640, 480), radius=60, seed=2)
+        assert_within(find_moon(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), truth)
+
+    def test_finds_a_model_render(self):
+        """A render of the model (disk nearly edge to edge, on black)."""
+        image = render_moon(600, craters=120)
+        assert_within(find_moon(image), (299.5, 299.5, 0.46 * 600))
+
+    def test_large_photo_answers_in_original_pixels(self):
+        """A 12 Mpx photo is searched on a small copy and the circle comes
+        back in the photo's own pixels (benchmarks/bench_detect.py reports
+        the time)."""
+        image, truth = scene(size=(4000, 3000), radius=300, centre=(2600, 1100), seed=6)
+        found = find_moon(image)
+        assert_within(found, truth)
+        assert abs(found.radius - 300) < 10
+
+    def test_is_deterministic(self):
+        """The same image always gives the same circle."""
+        image, _ = scene(size=(800, 600), radius=70, branches=3, halo=0.5, seed=11)
+        assert find_moon(image) == find_moon(image.copy())
+
+
+class TestNoMoon:
+    @pytest.mark.parametrize("kind", ["blank", "noise", "gradient", "coins", "lamps"])
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_scenes_without_a_moon_raise(self, kind, seed):
+        """Flat frames, noise, twilight gradients, coins on a table and rows
+        of equal lights are not the Moon."""
+        image = make_no_moon_scene(kind, seed=seed, jpeg=80 if seed % 2 else None)
+        with pytest.raises(NoMoonError):
+            find_moon(image)
+
+    @pytest.mark.parametrize("value", [0, 128, 255])
+    def test_uniform_images_raise(self, value):
+        """A black, grey or white frame has no Moon."""
+        with pytest.raises(NoMoonError):
+            find_moon(np.full((300, 400, 3), value, np.uint8))
+
+    def test_tiny_or_empty_images_raise(self):
+        """Images too small to hold a disk say so instead of failing."""
+        with pytest.raises(NoMoonError):
+            find_moon(np.zeros((4, 4, 3), np.uint8))
+        with pytest.raises(NoMoonError):
+            find_moon(np.zeros((0, 0, 3), np.uint8))
+
+    def test_error_is_a_registration_error_with_a_sentence(self):
+        """The error reaches users: a RegistrationError with a readable message."""
+        with pytest.raises(RegistrationError) as info:
+            find_moon(np.zeros((200, 200, 3), np.uint8))
+        assert isinstance(info.value, NoMoonError)
+        assert info.value.message.endswith(".") and "Moon" in info.value.message
+
+
+def _labels():
+    path = DETECT / "circles.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())["circles"]
+
+
+def _load(path):
+    return decode_image(path.read_bytes(), field=path.name)
+
+
+needs_shared = pytest.mark.skipif(
+    not DETECT.exists() or not REGISTRATE.exists(),
+    reason=f"real photos not available: {SHARED} is missing",
+)
+
+
+@needs_shared
+class TestRealPhotos:
+    @pytest.mark.parametrize("name", sorted(name for name, truth in _labels().items() if truth))
+    def test_labelled_moons_are_found(self, name):
+        """Every hand-labelled Moon (small, crescent, clouds, halo, glow) is
+        found within the labels' tolerance."""
+        assert_within(find_moon(_load(DETECT / name)), _labels()[name])
+
+    @pytest.mark.parametrize("name", sorted(name for name, truth in _labels().items() if truth is None))
+    def test_photos_without_a_moon_raise(self, name):
+        """The coins photo (and any other unlabelled one) has no Moon."""
+        with pytest.raises(NoMoonError):
+            find_moon(_load(DETECT / name))
+
+    @pytest.mark.parametrize("index", ["01", "02", "03"])
+    def test_user_photos_give_a_plausible_disk(self, index):
+        """Cropped user photos (orange with a plane, hazy pink, behind
+        branches): a central disk of 35% to 60% of the shorter side."""
+        image = _load(REGISTRATE / f"{index}-userImage.png")
+        height, width = image.shape[:2]
+        found = find_moon(image)
+        assert 0.3 * width < found.x < 0.7 * width and 0.3 * height < found.y < 0.7 * height
+        assert 0.35 * min(width, height) <= found.radius <= 0.6 * min(width, height)
+
+    @pytest.mark.parametrize("index", ["01", "02", "03"])
+    def test_model_renders_give_the_frame_filling_disk(self, index):
+        """Model renders: the disk fills the frame nearly edge to edge."""
+        image = _load(REGISTRATE / f"{index}-modelImage.png")
+        height, width = image.shape[:2]
+        found = find_moon(image)
+        assert abs(found.x - width / 2) < 0.06 * width and abs(found.y - height / 2) < 0.06 * height
+        assert 0.4 * min(width, height) <= found.radius <= 0.52 * min(width, height)
