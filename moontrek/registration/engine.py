@@ -6,11 +6,12 @@ from .algorithms import get_algorithm
 from .classic import register_classic
 from .errors import RegistrationError
 from .images import decode_image
+from .moon_pipeline import register_moon
 
 __all__ = ["PIPELINES", "DEFAULT_PIPELINE", "register", "register_images"]
 
-PIPELINES = {"classic": register_classic}
-DEFAULT_PIPELINE = "classic"
+PIPELINES = {"classic": register_classic, "moon": register_moon}
+DEFAULT_PIPELINE = "moon"
 
 
 def _pipeline(name):

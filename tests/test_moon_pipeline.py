@@ -1,0 +1,200 @@
+"""The Moon-aware registration pipeline (``moontrek.registration.moon_pipeline``)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from moontrek.registration import (
+    ALGORITHM_NAMES,
+    RegistrationError,
+    algorithm_table,
+    corner_error,
+    decode_image,
+    fitted_size,
+    register,
+    register_images,
+)
+from moontrek.registration.engine import DEFAULT_PIPELINE, PIPELINES
+from moontrek.registration.geometry import map_points
+from moontrek.registration.moon_pipeline import WORK_RADIUS, register_moon
+from moontrek.synthetic import encode, make_pair, perturb_photo, render_moon
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+AVAILABLE = [name for name in ALGORITHM_NAMES if algorithm_table()[name].available]
+# Tight next to reference.json's 3%: a working pipeline lands well inside it.
+SYNTHETIC_TOLERANCE = 0.015
+
+
+def relative_error(result, pair):
+    height, width = pair.user.shape[:2]
+    return corner_error(result.homography, pair.expected, width, height) / max(width, height)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return render_moon(800, seed=11)
+
+
+def photo(model, rng_seed=0, **warp_and_look):
+    look = {key: warp_and_look.pop(key) for key in list(warp_and_look) if key in ("cast", "occluders", "blur", "noise")}
+    pair = make_pair(model, **warp_and_look)
+    pair.user = perturb_photo(pair.user, np.random.default_rng(rng_seed), **look)
+    return pair
+
+
+CASES = {
+    "rotated 180": dict(angle=180.0, scale=0.9),
+    "rotated 95, half size": dict(angle=95.0, scale=0.5),
+    "rotated 300, twice the size": dict(angle=300.0, scale=2.0),
+    "orange cast, blur": dict(angle=40.0, scale=0.8, cast=(0.25, 0.7, 1.1), blur=1.2),
+    "branches": dict(angle=-70.0, scale=0.9, occluders=2, noise=3.0),
+    "mild perspective": dict(angle=15.0, scale=0.9, perspective=(0.08, -0.06)),
+}
+
+
+class TestSyntheticRegistration:
+    """Every available algorithm registers photo-like synthetic pairs with a
+    small error in the server's convention (user pixels to fitted model)."""
+
+    @pytest.mark.parametrize("case", list(CASES))
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    def test_registers_within_tolerance(self, model, algorithm, case):
+        """Rotations including 180 degrees, 0.5x and 2x scale, a colour
+        cast, branches and mild perspective all land within 1.5% of the
+        user image's longer side of the known answer."""
+        pair = photo(model, **CASES[case])
+        result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
+        assert result.pipeline == "moon" and result.algorithm == algorithm
+        assert relative_error(result, pair) <= SYNTHETIC_TOLERANCE
+
+    def test_bytes_front_door_uses_the_same_convention(self, model):
+        """``register`` on encoded files, with a non-square user image,
+        returns the answer for the model fitted to the user image."""
+        pair = make_pair(model, angle=210.0, scale=0.7, user_size=(700, 520))
+        result = register(encode(pair.user), encode(pair.model), "ORB", pipeline="moon")
+        assert relative_error(result, pair) <= SYNTHETIC_TOLERANCE
+
+    def test_moon_is_registered_and_the_default(self):
+        """The engine offers the pipeline as "moon" and uses it by default."""
+        assert PIPELINES["moon"] is register_moon
+        assert DEFAULT_PIPELINE == "moon"
+
+
+class TestQualityFields:
+    """The result carries counts and quality measures for the payload."""
+
+    def test_counts_and_extras(self, model):
+        """Keypoint, match and inlier counts are consistent, and the extras
+        hold the reprojection error and both disks, the model's in the
+        fitted model's frame."""
+        pair = make_pair(model, angle=60.0, scale=0.6)
+        result = register_images(pair.user, pair.model, "SIFT", pipeline="moon")
+        assert result.keypoints_user > 0 and result.keypoints_model > 0
+        assert 0 < result.inliers <= result.matches
+        extras = result.extras
+        assert 0 <= extras["reprojection_error_px"] < 3.0
+        assert set(extras["circles"]) == {"user", "model"}
+        for circle in extras["circles"].values():
+            assert set(circle) >= {"x", "y", "radius"}
+        user_circle, model_circle = extras["circles"]["user"], extras["circles"]["model"]
+        mapped = map_points(result.homography, [[user_circle["x"], user_circle["y"]]])[0]
+        # The user disk's centre lands on the fitted model disk's centre.
+        assert np.hypot(mapped[0] - model_circle["x"], mapped[1] - model_circle["y"]) < 0.03 * model_circle["radius"]
+        fit_w, _ = fitted_size(800, 800, pair.user.shape[1], pair.user.shape[0])
+        assert model_circle["radius"] == pytest.approx(0.46 * 800 * fit_w / 800, rel=0.05)
+        assert extras["estimator"] in {"similarity", "homography"}
+        json.dumps(result.summary())  # the payload stays plain JSON
+
+
+class TestRefusals:
+    """Implausible inputs give a registration error, never a homography."""
+
+    @pytest.mark.parametrize("algorithm", ["SIFT", "ORB"])
+    def test_blank_user_image(self, model, algorithm):
+        """A uniformly grey photo has no Moon to register."""
+        blank = np.full((600, 600, 3), 90, np.uint8)
+        with pytest.raises(RegistrationError):
+            register_images(blank, model, algorithm, pipeline="moon")
+
+    @pytest.mark.parametrize("algorithm", ["SIFT", "ORB"])
+    def test_noise_user_image(self, model, algorithm):
+        """Random noise gives a registration error."""
+        noise = np.random.default_rng(3).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+        with pytest.raises(RegistrationError):
+            register_images(noise, model, algorithm, pipeline="moon")
+
+    @pytest.mark.parametrize("algorithm", ["SIFT", "ORB"])
+    def test_disk_of_noise(self, model, algorithm):
+        """A bright disk filled with noise is Moon-shaped but matches nothing."""
+        rng = np.random.default_rng(5)
+        fake = np.zeros((600, 600, 3), np.uint8)
+        cv2.circle(fake, (300, 300), 260, (200, 200, 200), -1)
+        texture = rng.integers(0, 60, fake.shape, dtype=np.uint8)
+        fake = np.where(fake > 0, fake - texture, 0).astype(np.uint8)
+        with pytest.raises(RegistrationError):
+            register_images(fake, model, algorithm, pipeline="moon")
+
+    def test_mirrored_photo(self, model):
+        """A mirror image can only be matched by a mirroring homography,
+        which no camera produces: refused."""
+        pair = make_pair(model, angle=30.0, scale=0.8)
+        with pytest.raises(RegistrationError):
+            register_images(cv2.flip(pair.user, 1), model, "SIFT", pipeline="moon")
+
+
+class TestWorkingScale:
+    """The cost follows the working radius, not the photo's megapixels."""
+
+    def test_large_photo_is_registered_at_the_working_scale(self):
+        """A 4000x4000 photo is registered on disks resampled to the working
+        radius, so its cost does not follow its megapixels (the benchmark
+        reports the times), and the answer is still in its own pixels."""
+        source = render_moon(1000, seed=4)
+        small = make_pair(source, angle=50.0, scale=1.0)
+        large = make_pair(source, angle=50.0, scale=4.0)
+        results = [register_images(pair.user, pair.model, "ORB", pipeline="moon") for pair in (small, large)]
+        for result, pair in zip(results, (small, large)):
+            assert relative_error(result, pair) <= SYNTHETIC_TOLERANCE
+            assert result.extras["working_radius_px"] <= WORK_RADIUS
+        # Both disks were worked at the same radius, so the detectors saw
+        # images of the same size and found comparable numbers of keypoints.
+        assert results[0].extras["working_radius_px"] == results[1].extras["working_radius_px"]
+
+
+def _real_pairs():
+    registrate = SHARED / "registrate"
+    if not (registrate / "reference.json").exists():
+        return []
+    reference = json.loads((registrate / "reference.json").read_text())
+    return sorted(reference["pairs"].items())
+
+
+@pytest.mark.skipif(not _real_pairs(), reason=f"real demo pairs not found under {SHARED / 'registrate'}")
+class TestRealPairs:
+    """The three demo photos register within reference.json's tolerance
+    (3% of the user image's longer side) with every available algorithm."""
+
+    @pytest.fixture(scope="class")
+    def images(self):
+        registrate = SHARED / "registrate"
+        return {
+            name: (
+                decode_image((registrate / entry["user"]).read_bytes()),
+                decode_image((registrate / entry["model"]).read_bytes()),
+                np.array(entry["homography"]),
+            )
+            for name, entry in _real_pairs()
+        }
+
+    @pytest.mark.parametrize("name", [name for name, _ in _real_pairs()])
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    def test_within_reference_tolerance(self, images, algorithm, name):
+        """Registration lands within tolerance of the reference homography."""
+        user, model, reference = images[name]
+        result = register_images(user, model, algorithm, pipeline="moon")
+        height, width = user.shape[:2]
+        assert corner_error(result.homography, reference, width, height) <= 0.03 * max(width, height)
+
