@@ -7,7 +7,8 @@ import threading
 
 import falcon
 
-from .registration import PIPELINES, algorithm_table, get_algorithm, register
+from .registration import PIPELINES, algorithm_table, decode_image, get_algorithm, register
+from .registration.moon import find_moon
 from .registration.errors import RegistrationError
 
 __all__ = ["Registrar"]
@@ -80,6 +81,12 @@ class Registrar:
                 surf_enabled=self.surf_enabled,
                 max_pixels=self.max_image_pixels,
             )
+
+    def detect_moon(self, image_bytes):
+        """The Moon's disk in an uploaded photo (a Circle), or NoMoonError."""
+        with self._slot():
+            image = decode_image(image_bytes, field="image-file", max_pixels=self.max_image_pixels)
+            return find_moon(image)
 
     def algorithms(self):
         return [entry.as_dict() for entry in algorithm_table(surf_enabled=self.surf_enabled).values()]

@@ -8,12 +8,13 @@ import falcon
 from . import __version__
 from .uploads import read_files
 
-__all__ = ["RegistrarResource", "AlgorithmsResource", "HealthResource"]
+__all__ = ["RegistrarResource", "MoonDetectResource", "AlgorithmsResource", "HealthResource"]
 
 registration_logger = logging.getLogger("moontrek.registration")
 
 USER_FIELD = "user-file"
 MODEL_FIELD = "model-file"
+IMAGE_FIELD = "image-file"
 
 
 def success(resp, payload):
@@ -50,6 +51,23 @@ class RegistrarResource:
             result.elapsed_ms,
         )
         success(resp, {"homography_matrix": result.homography_list(), **result.summary()})
+
+
+class MoonDetectResource:
+    """``POST /api/moon/detect``: the Moon's disk in a photo; the server
+    fallback for the client's own detect_moon."""
+
+    rate_limit_scope = "moon-detect"
+    rate_limited_methods = ("POST",)
+
+    def __init__(self, registrar, max_upload_bytes):
+        self.registrar = registrar
+        self.max_upload_bytes = max_upload_bytes
+
+    def on_post(self, req, resp):
+        files = read_files(req, (IMAGE_FIELD,), max_bytes=self.max_upload_bytes)
+        circle = self.registrar.detect_moon(files[IMAGE_FIELD])
+        success(resp, {"circle": circle.as_dict()})
 
 
 class AlgorithmsResource:

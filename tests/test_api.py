@@ -313,3 +313,64 @@ class TestLogging:
         """The body is plain JSON (no NaN or numpy types)."""
         result = post_pair(client, pair_files, "/api/registrar/ORB")
         json.loads(result.text)
+
+
+class TestMoonDetect:
+    def test_finds_the_disk(self, client):
+        """POST /api/moon/detect answers the disk's centre and radius."""
+        from moontrek.synthetic import render_moon
+
+        image = np.zeros((480, 640, 3), np.uint8)
+        image[40:440, 200:600] = render_moon(400, seed=4, radius=150)
+        body, headers = multipart({"image-file": encode(image)})
+        result = client.simulate_post("/api/moon/detect", body=body, headers=headers)
+        assert result.status_code == 200, result.text
+        circle = result.json["payload"]["circle"]
+        assert abs(circle["x"] - 400) < 5 and abs(circle["y"] - 240) < 5
+        assert abs(circle["radius"] - 150) < 0.1 * 150
+        assert "X-RateLimit-Limit" in result.headers
+
+    def test_no_moon(self, client):
+        """An image without a Moon is a 422 envelope saying so."""
+        body, headers = multipart({"image-file": encode(np.full((300, 300, 3), 40, np.uint8))})
+        result = client.simulate_post("/pyapi/moon/detect", body=body, headers=headers)
+        assert_envelope(result, 422, "No Moon")
+
+    def test_missing_field(self, client):
+        """The image must come in the image-file field."""
+        body, headers = multipart({"user-file": b"x"})
+        assert_envelope(client.simulate_post("/api/moon/detect", body=body, headers=headers), 400, "image-file")
+
+
+class TestQualityFields:
+    def test_moon_pipeline_payload(self, client, pair_files, moon_pair):
+        """The default (moon) pipeline's payload keeps homography_matrix and
+        adds the quality fields: matches, inliers, inlier ratio, reprojection
+        error, the circles found, milliseconds and the implementation."""
+        payload = post_pair(client, pair_files, "/api/registrar/SIFT").json["payload"]
+        assert payload["pipeline"] == "moon"
+        for key in ("matches", "inliers", "inlier_ratio", "reprojection_error_px", "elapsed_ms", "implementation"):
+            assert key in payload
+        assert 0 < payload["inlier_ratio"] <= 1 and payload["reprojection_error_px"] < 5
+        assert set(payload["circles"]) == {"user", "model"}
+        assert set(payload["circles"]["user"]) == {"x", "y", "radius"}
+        height, width = moon_pair.user.shape[:2]
+        error = corner_error(np.array(payload["homography_matrix"]), moon_pair.expected, width, height)
+        assert error < 0.01 * max(width, height)
+
+    def test_real_demo_pairs_over_the_api(self, client):
+        """Every available algorithm registers the real demo pairs within the
+        reference tolerance through the API (skipped without ../shared)."""
+        from tests.conftest import shared_data
+
+        folder = shared_data("registrate")
+        reference = json.loads((folder / "reference.json").read_text())
+        for name, pair in reference["pairs"].items():
+            files = {"user-file": (folder / pair["user"]).read_bytes(), "model-file": (folder / pair["model"]).read_bytes()}
+            width, height = pair["user_size"]
+            for algorithm in AVAILABLE:
+                result = post_pair(client, files, f"/pyapi/registrar/{algorithm}")
+                assert result.status_code == 200, (name, algorithm, result.text)
+                matrix = np.array(result.json["payload"]["homography_matrix"])
+                error = corner_error(matrix, np.array(pair["homography"]), width, height)
+                assert error <= 0.03 * max(width, height), (name, algorithm, error)
