@@ -28,7 +28,8 @@ ERROR_STATUSES = {
     429: ("TooManyRequests", "Over the rate limit; Retry-After says when to come back."),
     500: ("InternalServerError", "Anything unexpected; the details go to the server's log."),
     501: ("NotImplemented", "The algorithm is known but not served by this server; the message says why."),
-    503: ("ServiceUnavailable", "The server is too busy or its rate-limit storage is unreachable; try again later."),
+    503: ("ServiceUnavailable", "Every registration slot stayed busy, or the rate-limit storage is down "
+          "and the server fails closed; Retry-After says when to come back."),
 }
 
 RATE_LIMIT_HEADERS = {
@@ -118,11 +119,11 @@ def error_response(code, description):
     """A component response: the error envelope with ``status`` equal to ``code``."""
     headers = {name: ref("headers", name) for name in RATE_LIMIT_HEADERS}
     if code == 429:
+        # The limiter's refusal always says where the client stands.
         headers = {name: header(text, required=True) for name, text in RATE_LIMIT_HEADERS.items()}
+    if code in (429, 503):
         headers[RETRY_AFTER] = header("Seconds until a request may succeed.", required=True)
-    elif code == 503:
-        headers[RETRY_AFTER] = ref("headers", RETRY_AFTER)
-    elif code == 405:
+    if code == 405:
         headers["Allow"] = {"description": "The methods this path allows.", "required": True,
                             "schema": {"type": "string"}}
     schema = {"allOf": [schema_ref("ErrorEnvelope"), {"type": "object", "properties": {"status": {"enum": [code]}}}]}
@@ -235,8 +236,12 @@ def components():
 # -- the paths ------------------------------------------------------------------
 
 
-def registrar_paths(prefix):
+def prefixed_paths(prefix):
+    """The routes served under both /api and /pyapi (the path the deployed
+    Moon-Trek client uses): the same operations, sharing one rate-limit budget."""
     tag = [prefix.strip("/")]
+    name = prefix.strip("/").capitalize()
+    alias = "" if prefix == "/api" else " The same as the /api route, sharing its rate-limit budget."
     algorithm = {
         "name": "algorithm",
         "in": "path",
@@ -253,7 +258,6 @@ def registrar_paths(prefix):
         "schema": {"type": "string"},
         "example": "classic",
     }
-    name = prefix.strip("/").capitalize()
     register = operation(
         f"register{name}",
         "Register a Moon photo onto a model render",
@@ -263,7 +267,7 @@ def registrar_paths(prefix):
             404, 422, 501, *UPLOAD_ERRORS,
         ),
         description="The homography from the photo (user-file) to the model render (model-file). Rate limited."
-        + (" The same as /api/registrar/{algorithm}, sharing its rate-limit budget." if prefix != "/api" else ""),
+        + alias,
         parameters=[algorithm, pipeline],
         body=upload_body(("user-file", "The photo."), ("model-file", "The model render.")),
     )
@@ -272,10 +276,23 @@ def registrar_paths(prefix):
         "The algorithms and pipelines this server serves",
         tag,
         responses(success_response("The algorithm list.", "AlgorithmListEnvelope"), 500),
+        description="Each algorithm, whether this build serves it (and why not) and which implementation does;"
+        " the pipelines." + alias,
+    )
+    detect = operation(
+        f"detectMoon{name}",
+        "Find the Moon's disk in an image",
+        tag,
+        responses(success_response("The Moon's disk.", "MoonDetectionEnvelope", rate_limited=True), 422,
+                  *UPLOAD_ERRORS),
+        description="The circle of the Moon in image-file, in that image's pixels; 422 when there is no Moon."
+        " Rate limited." + alias,
+        body=upload_body(("image-file", "The photo or render.")),
     )
     return {
         f"{prefix}/registrar/{{algorithm}}": {"post": register},
         f"{prefix}/registrar": {"get": list_algorithms},
+        f"{prefix}/moon/detect": {"post": detect},
     }
 
 
@@ -299,20 +316,7 @@ def other_paths():
             500,
         ),
     )
-    detect = operation(
-        "detectMoon",
-        "Find the Moon's disk in an image",
-        ["api"],
-        responses(success_response("The Moon's disk.", "MoonDetectionEnvelope", rate_limited=True), 422,
-                  *UPLOAD_ERRORS),
-        description="The circle of the Moon in image-file, in that image's pixels; 422 when there is no Moon.",
-        body=upload_body(("image-file", "The photo or render.")),
-    )
-    return {
-        "/api/health": {"get": health},
-        "/api/openapi.json": {"get": document},
-        "/api/moon/detect": {"post": detect},
-    }
+    return {"/api/health": {"get": health}, "/api/openapi.json": {"get": document}}
 
 
 def build_document():
@@ -330,7 +334,7 @@ def build_document():
             {"name": "api", "description": "The API."},
             {"name": "pyapi", "description": "The path the deployed Moon-Trek client posts to; the same as /api."},
         ],
-        "paths": {**registrar_paths("/api"), **registrar_paths("/pyapi"), **other_paths()},
+        "paths": {**prefixed_paths("/api"), **prefixed_paths("/pyapi"), **other_paths()},
         "components": components(),
     }
 

@@ -23,6 +23,15 @@ def read_files(req, names, *, max_bytes):
         )
     if req.content_length is not None and req.content_length > max_bytes:
         raise _too_large(req.content_length, max_bytes)
+    if not req.content_length:
+        # No form to read; and Falcon's multipart parser asserts that the
+        # length is known (a POST without Content-Length would be a 500).
+        raise falcon.HTTPBadRequest(
+            title="Empty body",
+            description=(
+                f"The request has no body (or no Content-Length): send {', '.join(names)} as multipart/form-data."
+            ),
+        )
 
     files = {}
     try:
@@ -49,6 +58,12 @@ def read_files(req, names, *, max_bytes):
         raise falcon.HTTPBadRequest(
             title="Malformed form",
             description=f"The request body is not a valid multipart/form-data form: {detail.rstrip('.')}.",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        # Falcon decodes a part's Content-Disposition as UTF-8 and lets the error out.
+        raise falcon.HTTPBadRequest(
+            title="Malformed form",
+            description="The request body is not a valid multipart/form-data form: a part's headers are not UTF-8.",
         ) from exc
 
     for name in names:

@@ -66,8 +66,10 @@ def _to_bgr8(image):
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
-        image = image.astype(np.uint8)
+        # Float (or 32-bit) images have no fixed white: stretch what is there.
+        # NaN and infinities carry no brightness, so they become black first.
+        image = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     channels = image.shape[2]
