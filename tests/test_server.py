@@ -28,6 +28,17 @@ def request(port, method, path, body=None, headers=None):
         connection.close()
 
 
+def assert_peak_memory_under(process, megabytes):
+    """The process's peak resident memory (Linux's VmHWM; skipped elsewhere)."""
+    from pathlib import Path
+
+    status = Path(f"/proc/{process.pid}/status")
+    if not status.exists():
+        return
+    peak_kb = int(next(line for line in status.read_text().splitlines() if line.startswith("VmHWM")).split()[1])
+    assert peak_kb < megabytes * 1024, f"peak resident memory {peak_kb / 1024:.0f} MB"
+
+
 @pytest.fixture
 def server(tmp_path):
     """A `python -m moontrek serve` process on a free loopback port."""
@@ -126,8 +137,6 @@ class TestWaitress:
     def test_hostile_corpus_over_http(self, server):
         """Every hostile case over real HTTP gets its 4xx, the server stays
         up, and its peak resident memory stays under 1.5 GB."""
-        from pathlib import Path
-
         from tests.hostile import corpus, status_ok
 
         port, _, process = server
@@ -137,7 +146,34 @@ class TestWaitress:
             status, _, _ = request(port, method, path, body or None, headers)
             assert status_ok(status, expected) and status < 500, (name, status)
             assert request(port, "GET", "/api/health")[0] == 200
-        status_file = Path(f"/proc/{process.pid}/status")
-        if status_file.exists():
-            peak_kb = int(next(line for line in status_file.read_text().splitlines() if line.startswith("VmHWM")).split()[1])
-            assert peak_kb < 1.5 * 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
+        assert_peak_memory_under(process, 1.5 * 1024)
+
+    def test_memory_bounded_with_largest_images(self, server):
+        """Four concurrent registrations of 7000x7000 photos (49 Mpx, just
+        under the default 50 Mpx limit) all succeed while at most
+        max_concurrent_registrations run at once, and the server's peak
+        resident memory stays under 1.5 GB."""
+        import threading
+
+        import cv2
+
+        from moontrek.synthetic import encode, make_pair, render_moon
+
+        port, _, process = server
+        model = render_moon(1200, seed=3)
+        pair = make_pair(model, angle=30.0, scale=1.0, user_size=(1200, 1200))
+        user = cv2.resize(pair.user, (7000, 7000), interpolation=cv2.INTER_LINEAR)
+        body, headers = multipart({"user-file": encode(user, ".jpg", quality=90), "model-file": encode(model)})
+        del user
+        statuses = []
+
+        def post():
+            statuses.append(request(port, "POST", "/api/registrar/ORB", body, headers)[0])
+
+        threads = [threading.Thread(target=post) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert statuses == [200] * 4
+        assert_peak_memory_under(process, 1.5 * 1024)
