@@ -91,3 +91,43 @@ class TestErrors:
         config = validate_config({"log_filepath": str(blocker / "moontrek.log")})
         with pytest.raises(LogSetupError, match="log_filepath"):
             configure_logging(config)
+
+
+class TestLogFile:
+    def test_rotation_by_size_and_count(self, make_config, tmp_path):
+        """The log rotates at log_max_bytes and keeps log_backup_count old files."""
+        import falcon.testing
+
+        from moontrek.app import create_app
+
+        config = make_config(log_max_bytes=2000, log_backup_count=2)
+        client = falcon.testing.TestClient(create_app(config))
+        for _ in range(100):
+            client.simulate_get("/api/health")
+        folder = Path(config["log_filepath"]).parent
+        names = sorted(path.name for path in folder.iterdir())
+        assert names == ["moontrek.log", "moontrek.log.1", "moontrek.log.2"]
+        assert all(path.stat().st_size <= 2000 + 500 for path in folder.iterdir())
+
+    def test_start_up_lines(self, make_config):
+        """Start-up logs the effective config, with a storage password masked,
+        and the algorithms served."""
+        from moontrek.app import create_app
+
+        config = make_config(rate_limit_storage_uri="redis://:s3cret@127.0.0.1:6399/0")
+        create_app(config)
+        log = Path(config["log_filepath"]).read_text()
+        assert "effective config" in log and "redis://***@127.0.0.1:6399/0" in log and "s3cret" not in log
+        assert "algorithms: SIFT (opencv)" in log
+
+    def test_serve_refuses_an_unwritable_log_path(self, tmp_path, capsys):
+        """`moontrek serve` with a log path that cannot be written exits 2
+        with a message naming the path."""
+        from moontrek.cli import main
+
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        config = tmp_path / "config.py"
+        config.write_text(f"CONFIG = {{'log_filepath': {str(blocker / 'x.log')!r}}}\n")
+        assert main(["serve", "--config", str(config)]) == 2
+        assert "log_filepath" in capsys.readouterr().err
