@@ -14,6 +14,7 @@ import pytest
 
 from moontrek.registration.errors import NoMoonError, RegistrationError
 from moontrek.registration.images import decode_image
+from moontrek.registration import moon
 from moontrek.registration.moon import Circle, find_moon
 from moontrek.synthetic import make_no_moon_scene, make_sky_scene, render_moon
 
@@ -180,6 +181,59 @@ class TestNoMoon:
             find_moon(np.zeros((200, 200, 3), np.uint8))
         assert isinstance(info.value, NoMoonError)
         assert info.value.message.endswith(".") and "Moon" in info.value.message
+
+
+def _quick_and_full(image):
+    """The quick path's circle (or None) and the full search's, on the
+    detector's working copy of a generated scene."""
+    grey = moon._brightness(image)
+    scene_ = moon._prepare(grey)
+    quick = moon._quick(grey, scene_)
+    full = moon._choose(moon._candidates(grey, scene_))
+    return quick, full
+
+
+class TestQuickPath:
+    """The one-threshold path for a lone bright disk answers like the full
+    search, and hands everything doubtful to it."""
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_plain_disks_take_it_and_agree_with_the_full_search(self, seed):
+        """A Moon alone on a dark sky (the common case) is accepted, within
+        5% of the full search's circle and within the labels' tolerance."""
+        image, truth = scene(size=(640, 480), radius=40 + 25 * seed, seed=seed)
+        quick, full = _quick_and_full(image)
+        assert quick is not None
+        assert np.hypot(quick.x - full.x, quick.y - full.y) <= 0.05 * full.r
+        assert abs(quick.r - full.r) <= 0.05 * full.r
+        assert_within(Circle(quick.x, quick.y, quick.r), truth)
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_a_disk_in_a_glow_goes_to_the_full_search(self, seed):
+        """A strong halo thresholded with its disk is round too; the quick
+        path refuses it (or finds the disk itself), never the glow."""
+        image, truth = scene(size=(800, 600), radius=60, halo=1.0, sky=(150, 140, 150), seed=seed)
+        quick, _ = _quick_and_full(image)
+        assert quick is None or abs(quick.r - truth[2]) <= 0.1 * truth[2]
+
+    @pytest.mark.parametrize("kind", ["coins", "lamps"])
+    def test_look_alikes_go_to_the_full_search(self, kind):
+        """Several similar bright disks are never settled by the quick path."""
+        image = make_no_moon_scene(kind, seed=1)
+        grey = moon._brightness(image)
+        assert moon._quick(grey, moon._prepare(grey)) is None
+
+    def test_limb_points_lie_on_the_hull(self):
+        """The hull-distance shortcut keeps the points on the lit limb and
+        drops the ones in a concave notch."""
+        canvas = np.zeros((200, 200), np.uint8)
+        cv2.circle(canvas, (100, 100), 70, 1, -1)
+        cv2.circle(canvas, (170, 100), 40, 0, -1)  # a bite out of the right side
+        contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        limb, points = moon._limb_points(contours[0].reshape(-1, 2), 200, 200)
+        assert 0 < len(limb) < len(points)
+        distance = np.hypot(limb[:, 0] - 100, limb[:, 1] - 100)
+        assert np.all(np.abs(distance - 70) <= 3)
 
 
 def _labels():

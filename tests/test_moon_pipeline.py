@@ -19,6 +19,7 @@ from moontrek.registration import (
 )
 from moontrek.registration.engine import DEFAULT_PIPELINE, PIPELINES
 from moontrek.registration.geometry import map_points
+from moontrek.registration import moon_pipeline
 from moontrek.registration.moon_pipeline import WORK_RADIUS, register_moon
 from moontrek.synthetic import encode, make_pair, perturb_photo, render_moon
 
@@ -162,6 +163,52 @@ class TestWorkingScale:
         # Both disks were worked at the same radius, so the detectors saw
         # images of the same size and found comparable numbers of keypoints.
         assert results[0].extras["working_radius_px"] == results[1].extras["working_radius_px"]
+
+
+def _bf_mutual_ratio(desc_a, desc_b, norm):
+    """The reference: BFMatcher 2-NN forward with the ratio test, 1-NN back."""
+    matcher = cv2.BFMatcher(norm)
+    back = {m[0].queryIdx: m[0].trainIdx for m in matcher.knnMatch(desc_b, desc_a, k=1) if m}
+    return {
+        (p.queryIdx, p.trainIdx)
+        for p, q in (pair for pair in matcher.knnMatch(desc_a, desc_b, k=2) if len(pair) == 2)
+        if p.distance < moon_pipeline.RATIO * q.distance and back.get(p.trainIdx) == p.queryIdx
+    }
+
+
+class TestShortcuts:
+    """The faster building blocks give the answers of the plain ones."""
+
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    def test_mutual_matches_equal_brute_force(self, model, algorithm):
+        """The Hamming table (binary descriptors) and the pruned backward
+        search (float ones) return exactly BFMatcher's mutual ratio matches."""
+        detector = moon_pipeline._new_detector(algorithm_table()[algorithm])
+        grey = cv2.cvtColor(model, cv2.COLOR_BGR2GRAY)
+        turned = cv2.warpAffine(grey, cv2.getRotationMatrix2D((400, 400), 37, 0.95), (800, 800))
+        turned = np.clip(turned + np.random.default_rng(0).normal(0, 6, turned.shape), 0, 255).astype(np.uint8)
+        _, desc_a = detector.detectAndCompute(grey, None)
+        _, desc_b = detector.detectAndCompute(turned, None)
+        pairs = moon_pipeline._mutual_ratio_matches(desc_a, desc_b, detector.defaultNorm())
+        assert len(pairs) > 20
+        assert set(map(tuple, pairs.tolist())) == _bf_mutual_ratio(desc_a, desc_b, detector.defaultNorm())
+
+    @pytest.mark.parametrize("count", [1, 2, 5, 6, 1001])
+    def test_median_level_is_the_median(self, count):
+        """The histogram median of whole grey levels is np.median's."""
+        values = np.random.default_rng(count).integers(0, 766, count).astype(np.float32)
+        assert moon_pipeline._median_level(values) == float(np.median(values))
+
+    def test_pyramid_levels_keep_the_pixel_grid(self):
+        """A point's value is the same in the original and, through
+        to_level, in a halved level (odd sides included)."""
+        x, y = np.meshgrid(np.arange(201, dtype=np.float32), np.arange(157, dtype=np.float32))
+        image = np.dstack([x, y, x + y]).astype(np.float32)
+        pyramid = moon_pipeline._Pyramid(image)
+        level, k = pyramid.level(0.3)
+        assert k == 1
+        point = moon_pipeline._Pyramid.to_level(k) @ np.array([60.5, 40.5, 1.0])
+        assert level[int(point[1]), int(point[0]), :2] == pytest.approx([60.5, 40.5])
 
 
 def _real_pairs():

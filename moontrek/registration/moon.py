@@ -42,6 +42,19 @@ _MIN_CONTRAST = 20.0  # grey levels between the disk and the ring around it
 _MIN_RADIUS_FOUND = 4.5  # working pixels
 _RIVAL_SHARE = 0.2  # a look-alike scores at least this share of the best
 _CONTAINER_SHARE = 0.5  # a disk drops the features inside it from this share
+# The quick path's acceptance (see _quick), stricter than the full search's.
+# Measured on 600 generated scenes, 240 disks of synthetic pairs and the
+# real photos: no accepted circle off by more than 10% of the radius, with
+# the step and profile limits well inside the first failures (0.2, 0.48).
+_QUICK_OTHERS = 0.1  # other regions above this share of the disk's area must lie in it
+_QUICK_SUPPORT = 0.8
+_QUICK_COVERAGE = 0.6
+_QUICK_STEP = 0.3
+_QUICK_FILL = 0.75
+_QUICK_SPILL = 0.1
+_QUICK_PEAK = 0.05  # the steepest drop within this fraction of the radius
+_QUICK_INNER_DROP = 0.35
+_QUICK_RANSAC_BATCH = 20  # trials at a time, for an early exit on clean limbs
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,16 @@ def find_moon(image):
         size = (max(8, round(width * factor)), max(8, round(height * factor)))
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
         factor = grey.shape[1] / float(width)
-    candidates = _candidates(grey)
-    best = _choose(candidates)
+    scene = _prepare(grey)
+    best = None
+    if scene is not None:
+        best = _quick(grey, scene)
+        if best is None:
+            # Dim maria or a flattened photo can leave the disk short of its
+            # circle at Otsu's level: once more, halfway down to the sky.
+            best = _quick(grey, scene, lower=True)
+        if best is None:
+            best = _choose(_candidates(grey, scene))
     if best is None:
         raise NoMoonError(_NO_MOON)
     # Pixel centres: (x + 0.5) / factor - 0.5 maps work to original pixels.
@@ -107,19 +128,142 @@ def _brightness(image):
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def _candidates(grey):
-    """Every plausible disk at every threshold level, with its measurements."""
-    height, width = grey.shape
+@dataclass
+class _Scene:
+    """What every detection path measures first on the working copy."""
+
+    smooth: np.ndarray  # lightly blurred grey, uint8
+    smooth_f: np.ndarray  # the same as float32, for sampling
+    sky: float
+    top: float
+    noise: float
+
+
+def _prepare(grey):
+    """The blurred image, the sky's and the brightest level and the noise;
+    None for a blank frame."""
     smooth = cv2.GaussianBlur(grey, (0, 0), 1.0)
     sky = float(np.percentile(smooth[::4, ::4], 5))
     top = float(smooth.max())
     if top - sky < _MIN_RANGE:
-        return []
-    smooth_f = smooth.astype(np.float32)
+        return None
     # Sensor noise, from differences of raw neighbours (robust: the Moon's
     # edge is a tiny fraction of them), then as much as survives the blur.
     raw = grey[::2].astype(np.float32)
     noise = 1.4826 * float(np.median(np.abs(np.diff(raw, axis=1)))) / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi))
+    return _Scene(smooth, smooth.astype(np.float32), sky, top, noise)
+
+
+def _quick(grey, scene, lower=False):
+    """The common case in one pass: a bright disk alone on a darker sky (a
+    render, most cropped photos). One Otsu threshold, the largest region's
+    hull limb, one RANSAC circle, the full detector's measurements, and
+    stricter acceptance: the region (with any pieces that branches cut off)
+    must stand alone and fill its circle,
+    the limb must follow the circle most of the way round and step down
+    sharply at the circle itself, not inside it (a glow). None sends the
+    image to the full search."""
+    height, width = grey.shape
+    span = scene.top - scene.sky
+    otsu, _ = cv2.threshold(scene.smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    if lower:
+        otsu = scene.sky + 0.5 * (otsu - scene.sky)
+    level = float(np.clip(otsu, scene.sky + _LEVELS[0] * span, scene.sky + _LEVELS[-1] * span))
+    mask = (scene.smooth > level).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    areas = np.array([cv2.contourArea(c) for c in contours])
+    order = np.argsort(-areas)
+    area = float(areas[order[0]])
+    if area < np.pi * _MIN_RADIUS_FOUND**2:
+        return None
+    outline = contours[order[0]].reshape(-1, 2)
+    # Other regions of some size are pieces of the disk that branches cut
+    # off, or rivals (coins, lamps, lit cloud): they are judged once the
+    # circle is known.
+    others = [contours[i].reshape(-1, 2) for i in order[1:] if areas[i] > _QUICK_OTHERS * area]
+    limb, _ = _limb_points(outline, width, height)
+    if len(limb) < 12:
+        return None
+    max_radius = 0.75 * max(width, height)
+    # RANSAC, not a fit to the whole limb: branches across the limb leave
+    # hull points inside the circle.
+    fit = _ransac(limb, max_radius, batch=_QUICK_RANSAC_BATCH)
+    if fit is None:
+        return None
+    x, y, r, _ = fit
+    edge = np.concatenate([c[:: max(1, len(c) // 400)] for c in [outline] + others]).astype(np.float64)
+    edge = edge[_off_border(edge, width, height)]
+    x, y, r, arc = _collect(x, y, r, edge, scene.smooth_f, level, max_radius)
+    if any(np.hypot(c[:, 0] - x, c[:, 1] - y).max() > (1.0 + _QUICK_SPILL) * r for c in others):
+        return None
+    if arc is None:
+        return None
+    c = _evaluate(x, y, r, limb, arc, scene.smooth_f, level, scene.sky, span, width, height)
+    if c is None:
+        return None
+    c.noise = scene.noise
+    c.score = c.step * c.bright**2 * c.coverage * c.support
+    # The region against its circle, both clipped to the frame.
+    bx, by, bw, bh = cv2.boundingRect(np.concatenate([outline] + others))
+    x0, y0 = max(0, min(bx, int(x - r) - 1)), max(0, min(by, int(y - r) - 1))
+    x1, y1 = min(width, max(bx + bw, int(x + r) + 2)), min(height, max(by + bh, int(y + r) + 2))
+    region = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.drawContours(region, [c - (x0, y0) for c in [outline] + others], -1, 1, thickness=-1)
+    disk = np.zeros_like(region)
+    cv2.circle(disk, (round((x - x0) * 16), round((y - y0) * 16)), round(r * 16), 1, -1, shift=4)
+    inside = float(np.count_nonzero(disk)) or 1.0
+    fill = np.count_nonzero(region & disk) / inside
+    spill = np.count_nonzero(region & (1 - disk)) / inside
+    if (
+        c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise)
+        or c.score < _MIN_SCORE
+        or c.support < _QUICK_SUPPORT
+        or c.coverage < _QUICK_COVERAGE
+        or c.step < _QUICK_STEP
+        or fill < _QUICK_FILL
+        or spill > _QUICK_SPILL
+    ):
+        return None
+    # A glow thresholded with its disk is round too, but the profile
+    # through it drops fastest at the disk's rim, well inside the circle.
+    peak, inner_drop = _edge_profile(scene.smooth_f, x, y, r, level)
+    if not (abs(peak - 1.0) <= _QUICK_PEAK and inner_drop <= _QUICK_INNER_DROP):
+        return None
+    return c
+
+
+def _edge_profile(smooth, x, y, r, level):
+    """Where the mean radial profile through the lit limb drops fastest, as
+    a fraction of r, and the fastest drop well inside the circle as a share
+    of that: a disk in a glow drops at its own rim, inside the glow's."""
+    factors = np.linspace(0.5, 1.3, 41)
+    theta = np.linspace(-np.pi, np.pi, 48, endpoint=False)
+    xs = x + r * factors[:, None] * np.cos(theta)[None]
+    ys = y + r * factors[:, None] * np.sin(theta)[None]
+    profile = _sample(smooth, xs.ravel(), ys.ravel()).reshape(xs.shape)
+    # Angles whose limb is lit and in the frame; beyond the frame (a disk
+    # filling it) the profile keeps its last value there.
+    lit = np.isfinite(profile[factors <= 1.1]).all(axis=0) & (profile[factors.searchsorted(0.9)] > level)
+    if lit.sum() < 4:
+        return np.nan, np.nan
+    profile = profile[:, lit]
+    for i in range(1, len(factors)):
+        gone = ~np.isfinite(profile[i])
+        profile[i, gone] = profile[i - 1, gone]
+    mean = profile.mean(axis=1)
+    drop = mean[:-2] - mean[2:]
+    centres = factors[1:-1]
+    best = int(np.argmax(drop))
+    inner = drop[centres <= 0.9]
+    return float(centres[best]), float(max(inner.max(), 0.0) / max(drop[best], 1e-6))
+
+
+def _candidates(grey, scene):
+    """Every plausible disk at every threshold level, with its measurements."""
+    height, width = grey.shape
+    smooth, smooth_f, sky, top, noise = scene.smooth, scene.smooth_f, scene.sky, scene.top, scene.noise
     levels = sorted({sky + f * (top - sky) for f in _LEVELS})
     found = []
     boxes = []
@@ -166,13 +310,14 @@ def _limb_points(outline, width, height):
         return points[~on_border], points
     extent = float(np.ptp(hull, axis=0).max())
     tolerance = max(1.0, 0.02 * extent)
-    start, end = hull, np.roll(hull, -1, axis=0)
-    seg = end - start
-    seg_len2 = np.maximum((seg**2).sum(axis=1), 1e-9)
-    rel = points[:, None, :] - start[None, :, :]
-    t = np.clip((rel * seg[None]).sum(axis=2) / seg_len2[None], 0.0, 1.0)
-    nearest = start[None] + t[..., None] * seg[None]
-    distance = np.sqrt(((points[:, None, :] - nearest) ** 2).sum(axis=2)).min(axis=1)
+    # Every point lies inside the convex hull, where the distance to its
+    # boundary is the least distance to the lines of its edges: one matrix
+    # product instead of a projection onto every segment.
+    seg = np.roll(hull, -1, axis=0) - hull
+    length = np.hypot(seg[:, 0], seg[:, 1])
+    start, seg, length = hull[length > 1e-9], seg[length > 1e-9], length[length > 1e-9]
+    normal = np.column_stack((-seg[:, 1], seg[:, 0])) / length[:, None]
+    distance = np.abs(points @ normal.T - (start * normal).sum(axis=1)).min(axis=1)
     keep = (distance <= tolerance) & ~on_border
     return points[keep], points
 
@@ -198,19 +343,11 @@ def _refine(points, x, y, r, iterations=6):
     for _ in range(iterations):
         dx, dy = px - x, py - y
         dist = np.maximum(np.hypot(dx, dy), 1e-9)
-        ux, uy = dx / dist, dy / dist
         residual = dist - r
-        # Normal equations of J = [-ux, -uy, -1], solved in closed form.
-        jtj = np.array(
-            [
-                [np.dot(ux, ux), np.dot(ux, uy), ux.sum()],
-                [np.dot(ux, uy), np.dot(uy, uy), uy.sum()],
-                [ux.sum(), uy.sum(), float(len(px))],
-            ]
-        )
-        jtr = np.array([np.dot(ux, residual), np.dot(uy, residual), residual.sum()])
+        # J = [-ux, -uy, -1]: the normal equations from two matrix products.
+        jac = np.vstack((dx, dy, dist)) / dist
         try:
-            delta = np.linalg.solve(jtj, jtr)
+            delta = np.linalg.solve(jac @ jac.T, jac @ residual)
         except np.linalg.LinAlgError:
             break
         x, y, r = x + delta[0], y + delta[1], r + delta[2]
@@ -219,23 +356,33 @@ def _refine(points, x, y, r, iterations=6):
     return x, y, abs(r)
 
 
-def _ransac(points, max_radius):
+def _ransac(points, max_radius, batch=_RANSAC_TRIALS):
     """The circle most hull points agree on, refined on its inliers. A fixed
-    seed keeps the detector deterministic."""
+    seed keeps the detector deterministic. Trials run in batches of
+    ``batch``, stopping once the best one's inlier share makes a better
+    circle unlikely to have been missed (one in a thousand)."""
     rng = np.random.default_rng(12345)
     n = len(points)
     trials = rng.integers(0, n, size=(_RANSAC_TRIALS, 3))
-    ux, uy, r = _circle_through(points[trials[:, 0]], points[trials[:, 1]], points[trials[:, 2]])
-    ok = np.isfinite(r) & (r >= _MIN_RADIUS) & (r <= max_radius)
-    if not ok.any():
+    best_count, best_fit = -1, None
+    for start in range(0, _RANSAC_TRIALS, batch):
+        chunk = trials[start : start + batch]
+        ux, uy, r = _circle_through(points[chunk[:, 0]], points[chunk[:, 1]], points[chunk[:, 2]])
+        ok = np.isfinite(r) & (r >= _MIN_RADIUS) & (r <= max_radius)
+        if ok.any():
+            ux, uy, r = ux[ok], uy[ok], r[ok]
+            dist = np.hypot(points[None, :, 0] - ux[:, None], points[None, :, 1] - uy[:, None])
+            tol = np.maximum(1.0, 0.025 * r)[:, None]
+            inliers = np.abs(dist - r[:, None]) <= tol
+            counts = inliers.sum(axis=1)
+            best = int(np.argmax(counts))
+            if counts[best] > best_count:
+                best_count, best_fit = int(counts[best]), (ux[best], uy[best], r[best], inliers[best])
+        if best_fit is not None and (1.0 - (best_count / n) ** 3) ** (start + len(chunk)) < 1e-3:
+            break
+    if best_fit is None:
         return None
-    ux, uy, r = ux[ok], uy[ok], r[ok]
-    dist = np.hypot(points[None, :, 0] - ux[:, None], points[None, :, 1] - uy[:, None])
-    tol = np.maximum(1.0, 0.025 * r)[:, None]
-    inliers = np.abs(dist - r[:, None]) <= tol
-    best = int(np.argmax(inliers.sum(axis=1)))
-    x, y, rad = ux[best], uy[best], r[best]
-    mask = inliers[best]
+    x, y, rad, mask = best_fit
     for _ in range(3):
         if mask.sum() < 5:
             return None
