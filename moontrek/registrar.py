@@ -7,9 +7,8 @@ import threading
 
 import falcon
 
-from .registration import PIPELINES, algorithm_table, decode_image, get_algorithm, register
+from .registration import DEFAULT_PIPELINE, PIPELINES, algorithm_table, decode_image, get_algorithm, get_pipeline, register
 from .registration.moon import find_moon
-from .registration.errors import RegistrationError
 
 __all__ = ["Registrar"]
 
@@ -65,11 +64,7 @@ class Registrar:
     def check(self, algorithm, pipeline=None):
         """Raise the engine's error now if the algorithm or pipeline is not served."""
         get_algorithm(algorithm, surf_enabled=self.surf_enabled)
-        name = self._pipeline(pipeline)
-        if name is not None and name.strip().lower() not in PIPELINES:
-            raise RegistrationError(
-                f"Unknown pipeline {name[:40]!r}: use one of {', '.join(sorted(PIPELINES))}."
-            )
+        get_pipeline(self._pipeline(pipeline))
 
     def register(self, user_bytes, model_bytes, algorithm, *, pipeline=None):
         with self._slot():
@@ -92,4 +87,4 @@ class Registrar:
         return [entry.as_dict() for entry in algorithm_table(surf_enabled=self.surf_enabled).values()]
 
     def pipelines(self):
-        return {"available": sorted(PIPELINES), "default": self._pipeline(None) or "classic"}
+        return {"available": sorted(PIPELINES), "default": self._pipeline(None) or DEFAULT_PIPELINE}

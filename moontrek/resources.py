@@ -3,7 +3,6 @@ done by the collaborators passed in."""
 
 import logging
 
-import falcon
 
 from . import __version__
 from .uploads import read_files

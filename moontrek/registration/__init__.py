@@ -1,7 +1,7 @@
 """Registration of Moon photos onto model renders, independent of HTTP."""
 
 from .algorithms import ALGORITHM_NAMES, Algorithm, algorithm_table, get_algorithm
-from .engine import DEFAULT_PIPELINE, PIPELINES, register, register_images
+from .engine import DEFAULT_PIPELINE, PIPELINES, get_pipeline, register, register_images
 from .errors import (
     AlgorithmUnavailableError,
     HomographyNotFoundError,
@@ -23,6 +23,7 @@ __all__ = [
     "get_algorithm",
     "DEFAULT_PIPELINE",
     "PIPELINES",
+    "get_pipeline",
     "register",
     "register_images",
     "AlgorithmUnavailableError",

@@ -8,23 +8,25 @@ from .errors import RegistrationError
 from .images import decode_image
 from .moon_pipeline import register_moon
 
-__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "register", "register_images"]
+__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "get_pipeline", "register", "register_images"]
 
 PIPELINES = {"classic": register_classic, "moon": register_moon}
 DEFAULT_PIPELINE = "moon"
 
 
-def _pipeline(name):
+def get_pipeline(name):
+    """The pipeline function called ``name`` (case-insensitive; None: the
+    default); raise RegistrationError naming the valid ones."""
     key = (name or DEFAULT_PIPELINE).strip().lower()
     if key not in PIPELINES:
-        raise RegistrationError(f"Unknown pipeline {name!r}: use one of {', '.join(sorted(PIPELINES))}.")
+        raise RegistrationError(f"Unknown pipeline {str(name)[:40]!r}: use one of {', '.join(sorted(PIPELINES))}.")
     return PIPELINES[key]
 
 
 def register_images(user, model, algorithm, *, pipeline=None, surf_enabled=True):
     """Register decoded BGR images; see :func:`register`."""
     started = time.perf_counter()
-    run = _pipeline(pipeline)
+    run = get_pipeline(pipeline)
     result = run(user, model, get_algorithm(algorithm, surf_enabled=surf_enabled))
     result.elapsed_ms = (time.perf_counter() - started) * 1000.0
     return result
@@ -42,7 +44,7 @@ def register(user_bytes, model_bytes, algorithm, *, pipeline=None, surf_enabled=
     started = time.perf_counter()
     # Resolve the algorithm first: an unknown name should not cost a decode.
     get_algorithm(algorithm, surf_enabled=surf_enabled)
-    _pipeline(pipeline)
+    get_pipeline(pipeline)
     user = decode_image(user_bytes, field="user-file", max_pixels=max_pixels)
     model = decode_image(model_bytes, field="model-file", max_pixels=max_pixels)
     result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
