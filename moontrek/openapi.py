@@ -181,7 +181,9 @@ def schemas():
         "Homography": {
             **array(array(number(), 3), 3),
             "description": "Maps user-image pixels (x, y, 1) to model-image pixels after the model has been "
-            "resized to fit the user image with its aspect ratio kept.",
+            "fitted inside the user image with its aspect ratio kept, as MoonRegistration v1.0.3's sync_img_size "
+            "does (by the photo's width unless the height would overflow, else by its height; enlarged when the "
+            "photo is larger): a square render becomes min(w, h) on a side for a w x h photo.",
         },
         "KeypointCounts": obj({"user": integer(0), "model": integer(0)}, additional=False),
         "Registration": obj(

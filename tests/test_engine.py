@@ -39,16 +39,31 @@ class TestFittedSize:
     @pytest.mark.parametrize(
         "model,user,expected",
         [
-            ((2000, 2000), (693, 689), (689, 689)),  # square model, landscape user: shorter side
-            ((2000, 2000), (600, 800), (800, 800)),  # square counts as not landscape, like portrait
-            ((2000, 1000), (800, 600), (800, 400)),  # both landscape: longer side
-            ((1000, 2000), (800, 600), (300, 600)),  # portrait model, landscape user
-            ((300, 300), (800, 600), (300, 300)),  # never enlarged
+            ((2000, 2000), (693, 689), (689, 689)),  # square model, landscape photo: the photo's height
+            ((2000, 2000), (600, 800), (600, 600)),  # square model, portrait photo: the photo's width
+            ((2000, 2000), (500, 500), (500, 500)),  # square photo smaller than the model
+            ((2000, 2000), (1080, 1920), (1080, 1080)),  # portrait phone photo
+            ((2000, 2000), (4032, 3024), (3024, 3024)),  # landscape 12 Mpx photo: enlarged
+            ((2000, 2000), (3024, 4032), (3024, 3024)),  # portrait 12 Mpx photo: enlarged
+            ((300, 300), (800, 600), (600, 600)),  # a small model is enlarged too
+            ((2000, 1000), (800, 600), (800, 400)),  # wide model in a landscape photo: by width
+            ((2000, 1000), (600, 800), (600, 300)),  # wide model in a portrait photo: by width
+            ((1000, 2000), (800, 600), (300, 600)),  # tall model in a landscape photo: by height
+            ((1000, 2000), (600, 800), (400, 800)),  # tall model in a portrait photo: by height
+            ((1000, 2000), (300, 900), (300, 600)),  # tall model in a taller photo: by width
+            ((3000, 2000), (1000, 1000), (1000, 666)),  # 666.67 truncated, as int() does
         ],
     )
     def test_sync_img_size_convention(self, model, user, expected):
-        """The model is resized as MoonRegistration's sync_img_size does."""
+        """The model is fitted inside the photo as MoonRegistration v1.0.3's
+        sync_img_size does: by width unless the height would overflow, then
+        by height, enlarging when the photo is larger, the other side truncated."""
         assert fitted_size(*model, *user) == expected
+
+    def test_float32_ratio(self):
+        """The ratio is a float32, as in the C++: for a 1004 px wide photo
+        2000 * (1004/2000 in float32) truncates to 1003, not 1004."""
+        assert fitted_size(2000, 2000, 1004, 5000) == (1004, 1003)
 
     def test_fit_model_to_user_resizes_image(self):
         """fit_model_to_user returns an image of the fitted size."""

@@ -14,25 +14,22 @@ __all__ = ["fitted_size", "scale_matrix", "corner_error", "map_points"]
 def fitted_size(model_width, model_height, user_width, user_height):
     """Return (width, height) of the model once fitted to the user image.
 
-    The model's longer side is set to the user's longer side when both images
-    have the same orientation (landscape means strictly wider than tall), and
-    to the user's shorter side otherwise. The other side follows the aspect
-    ratio, truncated. A model already no larger than that is left as it is:
-    the library never enlarges it.
+    MoonRegistration v1.0.3's ``sync_img_size(primary=user, secondary=model)``:
+    the model is fitted *inside* the photo with its aspect ratio kept. It takes
+    the photo's width when its height then stays within the photo's height,
+    else the photo's height; the other side is ``int(side * ratio)`` with the
+    ratio in float32, as the C++ computes it. A model smaller than the photo
+    is enlarged. A square render thus becomes ``min(w, h)`` on a side for any
+    w x h photo, portrait or landscape.
     """
-    user_landscape = user_width > user_height
-    model_landscape = model_width > model_height
-    if user_landscape == model_landscape:
-        longer = max(user_width, user_height)
-    else:
-        longer = min(user_width, user_height)
-    if model_height > model_width and model_height > longer:
-        ratio = longer / model_height
-        return int(model_width * ratio), longer
-    if model_width >= model_height and model_width > longer:
-        ratio = longer / model_width
-        return longer, int(model_height * ratio)
-    return model_width, model_height
+    # float32 throughout: the library's ratio is a C++ float, and its
+    # truncation decides the last pixel of the fitted side.
+    f32 = np.float32
+    ratio = f32(user_width) / f32(model_width)
+    if ratio * f32(model_height) <= f32(user_height):
+        return int(user_width), int(f32(model_height) * ratio)
+    ratio = f32(user_height) / f32(model_height)
+    return int(f32(model_width) * ratio), int(user_height)
 
 
 def scale_matrix(sx, sy=None):
