@@ -2,29 +2,48 @@
 #   docker build -t moontrek-python-server .
 #   docker run -d --name moontrek-python-server -p 5000:80 \
 #       -v "$(pwd)/config:/app/config" moontrek-python-server
-FROM python:3.12-slim
+#
+# Debian's slim image with Debian's python3: its filesystem can be rebuilt
+# from Debian's packages with debootstrap, which is how
+# scripts/rootfs-check.sh runs these steps without a Docker engine. That
+# script reads this file: keep to the instructions it understands (FROM, ENV,
+# WORKDIR, COPY, RUN, USER, EXPOSE, VOLUME, HEALTHCHECK, CMD; exec-form CMD).
+FROM debian:bookworm-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MALLOC_ARENA_MAX=2
 
+# Python 3.11 from Debian, and a virtual environment for everything from
+# PyPI (Debian's python3 refuses pip installs into the system).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall OpenCV. Every
-# dependency ships manylinux wheels (headless OpenCV needs no X or GL
-# libraries), so no compiler enters the image.
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+# Dependencies first, so code changes do not reinstall OpenCV. The lock pins
+# every package (and the build backend) with hashes; all of them ship
+# manylinux wheels for CPython 3.11 (headless OpenCV needs no X or GL
+# libraries), so no compiler enters the image. scripts/lock.sh makes the lock.
+COPY requirements.lock ./
+RUN pip install --require-hashes --only-binary :all: -r requirements.lock
 
 COPY pyproject.toml setup.cfg README.md wsgi.py ./
 COPY moontrek ./moontrek
 # The server reads config/config.py from its working directory, /app. The
 # image carries the Docker defaults there; a folder mounted at /app/config
-# replaces them (and without a config.py in it, the built-in defaults apply).
+# replaces them (and without a config.py in it, the built-in defaults apply,
+# on port 80 all the same: the CMD names the port).
 COPY config/config.py.docker ./config/config.py
-RUN pip install --no-deps . \
+# The locked setuptools builds the package: nothing unpinned is fetched.
+RUN pip install --no-deps --no-build-isolation . \
+    && rm -rf build moontrek.egg-info \
     && useradd --system --home-dir /app --shell /usr/sbin/nologin moontrek \
     && mkdir -p /app/data /app/logs \
     && chown moontrek /app/data /app/logs

@@ -16,5 +16,8 @@ fi
 # A packaged redis-server may start as a service; the tests start their own
 # on free ports and do not need it.
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The locked set (requirements-test.lock, made by scripts/lock.sh), then the
+# package alone: CI tests exactly the versions the lock names.
+python3 -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-test.lock
+python3 -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 exec python3 -m pytest "$@"
