@@ -329,12 +329,11 @@ def mounts_under(root):
 # --- The base filesystem ----------------------------------------------------------
 
 
-def apt_sources(suite):
-    """The host apt's Debian entries for ``suite`` (and -updates, -security),
-    as (uri, suites, components) from deb822 .sources and one-line .list files."""
+def apt_sources(suite, etc=Path("/etc/apt")):
+    """The host apt's entries for ``suite`` (and -updates, -security), as
+    (uri, suites, components) from deb822 .sources and one-line .list files."""
     entries = []
-    files = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-    for path in files:
+    for path in sorted((etc / "sources.list.d").glob("*.sources")):
         for stanza in path.read_text().split("\n\n"):
             fields = {}
             for line in stanza.splitlines():
@@ -345,7 +344,7 @@ def apt_sources(suite):
             if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
                 for uri in fields.get("uris", []):
                     entries.append((uri, fields.get("suites", []), fields.get("components", [])))
-    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]:
+    for path in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]:
         for line in path.read_text().splitlines() if path.exists() else []:
             words = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
             if len(words) >= 3 and words[0] == "deb":
@@ -600,7 +599,7 @@ def run_image(plan, root, context, scratch, log, start_timeout=120.0):
     return findings
 
 
-def verify(plan, root, findings):
+def verify(plan, root, findings, strict_console=False):
     """Turn the findings into a list of failures (empty: all good)."""
     failures = []
     uid, _, _ = _passwd(root, plan.user)
@@ -629,9 +628,22 @@ def verify(plan, root, findings):
                 failures.append(f"/app/data/moontrek.log lacks {needle!r}")
         if log_path.stat().st_uid != uid:
             failures.append(f"/app/data/moontrek.log is owned by uid {log_path.stat().st_uid}, not {plan.user}")
-    if "Traceback" in findings.get("console", ""):
-        findings["console_has_traceback"] = True
+    console = findings.get("console", "")
+    findings["console_tracebacks"] = console.count("Traceback (most recent call last)")
+    if findings["console_tracebacks"] and strict_console:
+        failures.append(f"the server's console has {findings['console_tracebacks']} traceback(s):\n{console[-3000:]}")
     return failures
+
+
+def console_problems(console):
+    """One line per traceback in the console: its message and where."""
+    problems = []
+    for block in console.split("Traceback (most recent call last)")[1:]:
+        lines = block.splitlines()
+        error = next((line for line in lines if re.match(r"^\w+(Error|Exception):", line)), "?")
+        message = next((line for line in lines if line.startswith("Message: ")), "")
+        problems.append(f"{error} {message}".strip())
+    return problems
 
 
 # --- The command ------------------------------------------------------------------
@@ -650,6 +662,8 @@ def make_parser():
                         help="CA bundle RUN steps trust for pip, as the build host does ('' for none)")
     parser.add_argument("--install-tools", action="store_true",
                         help="apt-get install debootstrap (and the rest) when missing")
+    parser.add_argument("--strict-console", action="store_true",
+                        help="fail when the server's console shows a traceback (a logging error, say)")
     parser.add_argument("--keep", action="store_true", help="keep the built tree")
     parser.add_argument("--parse-only", action="store_true", help="only read the Dockerfile and print the plan")
     return parser
@@ -713,12 +727,14 @@ def main(argv=None):
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
         findings = run_image(plan, root, context, scratch, log)
-        failures = verify(plan, root, findings)
+        failures = verify(plan, root, findings, args.strict_console)
         leftover = mounts_under(work)
         if leftover:
             failures.append(f"mounts left on the host: {leftover}")
         summary = {k: v for k, v in findings.items() if k not in ("console", "healthcheck_output")}
         log("findings: " + json.dumps(summary))
+        for problem in console_problems(findings.get("console", "")):
+            log(f"WARNING: traceback in the server's console: {problem}")
         if failures:
             print("rootfs-check: FAILED:\n  - " + "\n  - ".join(failures), file=sys.stderr)
             print("server console:\n" + findings.get("console", "")[-3000:], file=sys.stderr)

@@ -129,6 +129,52 @@ class TestDockerignore:
                 assert not rootfs.ignored(source, patterns), source
 
 
+class TestHostPieces:
+    """The parts of the real run that read the host."""
+
+    def test_apt_sources_follow_the_hosts_apt(self, tmp_path):
+        """The mirror comes from the host's apt: deb822 and one-line entries
+        for the suite and its -updates/-security, not other suites, disabled
+        stanzas, deb-src or files apt does not read."""
+        (tmp_path / "sources.list.d").mkdir()
+        (tmp_path / "sources.list.d" / "debian.sources").write_text(
+            "Types: deb\n# a comment\nURIs: http://mirror.test/debian\nSuites: bookworm bookworm-updates\n"
+            "Components: main\n\n"
+            "Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+            "Types: deb\nEnabled: no\nURIs: http://off.test/debian\nSuites: bookworm\nComponents: main\n"
+        )
+        (tmp_path / "sources.list.d" / "other.list.disabled").write_text("deb http://skip.test/ bookworm main\n")
+        (tmp_path / "sources.list").write_text(
+            "deb [arch=amd64] http://one.test/debian bookworm contrib # note\n"
+            "deb-src http://src.test/debian bookworm main\n"
+            "deb http://old.test/debian bullseye main\n"
+        )
+        assert rootfs.apt_sources("bookworm", tmp_path) == [
+            ("http://mirror.test/debian", ["bookworm", "bookworm-updates"], ["main"]),
+            ("http://mirror.test/debian-security", ["bookworm-security"], ["main"]),
+            ("http://one.test/debian", ["bookworm"], ["contrib"]),
+        ]
+
+    def test_mounts_under(self, tmp_path):
+        """A fresh folder has no mounts under it; /proc has one (so the check
+        that guards deleting the tree does see mounts)."""
+        if sys.platform != "linux":
+            pytest.skip("reads /proc/self/mountinfo")
+        assert rootfs.mounts_under(tmp_path) == []
+        assert "/proc" in rootfs.mounts_under("/proc")
+
+    def test_console_problems(self):
+        """A logging error in the server's console is named by its message."""
+        console = (
+            "INFO start\n--- Logging error ---\nTraceback (most recent call last):\n  File \"x\", line 1\n"
+            "TypeError: %d format: a real number is required, not str\nMessage: 'listening on %d'\n"
+        )
+        assert rootfs.console_problems(console) == [
+            "TypeError: %d format: a real number is required, not str Message: 'listening on %d'"
+        ]
+        assert rootfs.console_problems("INFO all good\n") == []
+
+
 class TestDockerfileMatchesReadme:
     """What the Dockerfile does is what the README's Docker section says."""
 
