@@ -314,6 +314,12 @@ def _process_env(root, plan_env, user):
     return uid, gid, {**plan_env, "HOME": home or "/", "HOSTNAME": "moontrek-rootfs"}
 
 
+def _remove_tree(path):
+    """rm -rf that never crosses into another file system (a bind mount
+    that somehow survived), after the mount check has passed."""
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
+
+
 def mounts_under(root):
     """Mount points under ``root`` in the host's mount namespace."""
     prefix = str(Path(root).resolve())
@@ -398,7 +404,7 @@ def build_base(plan, cache, mirror, log):
         os.replace(staging / "base.tar", tarball)
     finally:
         if not mounts_under(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_tree(staging)
     return tarball
 
 
@@ -433,9 +439,43 @@ def copy_into(root, context, step, patterns):
             os.lchown(target, 0, 0)
 
 
-def build_image(plan, root, context, host_ca, log):
+def _step_digest(step, context, patterns):
+    """What a layer depends on: the instruction, and for COPY the copied
+    files' names, modes and contents."""
+    if not isinstance(step, CopyStep):
+        return json.dumps(dataclasses.asdict(step) if dataclasses.is_dataclass(step) else step, sort_keys=True)
+    digest = hashlib.sha256(json.dumps([step.sources, step.dest]).encode())
+    for source in step.sources:
+        path = context / source
+        for item in sorted([path, *path.rglob("*")] if path.is_dir() else [path]):
+            relative = item.relative_to(context).as_posix()
+            if item.is_file() and not ignored(relative, patterns):
+                digest.update(f"{relative}\0{item.stat().st_mode:o}\0".encode())
+                digest.update(hashlib.sha256(item.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def build_image(plan, root, context, tarball, host_ca, log, layers=None):
+    """Unpack the base and perform the steps. With ``layers`` (a folder),
+    the tree after each RUN is kept there as a tarball keyed by everything
+    before it, as Docker's build cache does, and the latest one that still
+    matches is unpacked instead of redoing the steps up to it."""
     patterns = load_dockerignore(context)
+    keys, key = [], tarball.name
     for step in plan.steps:
+        key = hashlib.sha256((key + _step_digest(step, context, patterns)).encode()).hexdigest()[:20]
+        keys.append(key)
+    start, snapshot = 0, tarball
+    if layers:
+        layers.mkdir(parents=True, exist_ok=True)
+        for index in reversed(range(len(plan.steps))):
+            if isinstance(plan.steps[index], RunStep) and (layers / f"{keys[index]}.tar").exists():
+                start, snapshot = index + 1, layers / f"{keys[index]}.tar"
+                break
+    _run(["tar", "--numeric-owner", "-C", str(root), "-xpf", str(snapshot)])
+    log(f"FROM {plan.base}: unpacked into {root}"
+        + (f" (layer cache: the first {start} steps from {snapshot.name})" if start else ""))
+    for index, step in enumerate(plan.steps[start:], start):
         if isinstance(step, tuple):  # WORKDIR: Docker creates it
             (root / step[1].lstrip("/")).mkdir(parents=True, exist_ok=True)
         elif isinstance(step, CopyStep):
@@ -455,6 +495,16 @@ def build_image(plan, root, context, host_ca, log):
             if result.returncode != 0:
                 raise CheckFailed(f"RUN failed with exit code {result.returncode}:\n{result.stdout[-4000:]}")
             log(f"  done in {time.monotonic() - started:.0f} s")
+            if layers:
+                if mounts_under(root):
+                    raise CheckFailed(f"RUN left mounts under {root}")
+                partial = layers / f"{keys[index]}.tar.partial"
+                _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(partial), "."])
+                os.replace(partial, layers / f"{keys[index]}.tar")
+    if layers:  # keep only this build's layers
+        for old in layers.glob("*.tar"):
+            if old.stem not in keys:
+                old.unlink()
 
 
 # --- Running the image ----------------------------------------------------------
@@ -662,6 +712,8 @@ def make_parser():
                         help="CA bundle RUN steps trust for pip, as the build host does ('' for none)")
     parser.add_argument("--install-tools", action="store_true",
                         help="apt-get install debootstrap (and the rest) when missing")
+    parser.add_argument("--layer-cache", action="store_true",
+                        help="also cache the tree after each RUN (as Docker's build cache), for fast reruns")
     parser.add_argument("--strict-console", action="store_true",
                         help="fail when the server's console shows a traceback (a logging error, say)")
     parser.add_argument("--keep", action="store_true", help="keep the built tree")
@@ -717,11 +769,10 @@ def main(argv=None):
         if root.exists():
             if mounts_under(root):
                 raise CheckFailed(f"{root} has mounts; refusing to reuse it")
-            shutil.rmtree(root)
+            _remove_tree(root)
         root.mkdir()
-        _run(["tar", "--numeric-owner", "-C", str(root), "-xpf", str(tarball)])
-        log(f"FROM {plan.base}: unpacked into {root}")
-        build_image(plan, root, context, host_ca, log)
+        layers = Path(args.cache) / "layers" if args.layer_cache else None
+        build_image(plan, root, context, tarball, host_ca, log, layers)
         log("built; starting the image")
         scratch = work / "run"
         shutil.rmtree(scratch, ignore_errors=True)
@@ -751,7 +802,7 @@ def main(argv=None):
             print(f"rootfs-check: mounts remain under {work}, not deleting it: {leftover}", file=sys.stderr)
             status = 1
         elif not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_tree(work)
         elif args.keep:
             log(f"kept {work}")
     return status
