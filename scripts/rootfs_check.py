@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["DockerfileError", "Instruction", "ImagePlan", "parse_dockerfile", "load_plan", "main"]
+__all__ = ["DockerfileError", "ImagePlan", "Instruction", "load_plan", "main", "parse_dockerfile"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED = ("FROM", "ENV", "WORKDIR", "COPY", "RUN", "USER", "EXPOSE", "VOLUME", "HEALTHCHECK", "CMD")
@@ -217,7 +217,7 @@ def load_plan(dockerfile_text):
         elif ins.keyword == "VOLUME":
             volumes.extend(_exec_form(ins.args, where) if ins.args.startswith("[") else ins.args.split())
         elif ins.keyword == "HEALTHCHECK":
-            match = re.fullmatch(r"((?:--[a-z-]+=\S+\s+)*)CMD\s+(.+)", ins.args, re.S)
+            match = re.fullmatch(r"((?:--[a-z-]+=\S+\s+)*)CMD\s+(.+)", ins.args, re.DOTALL)
             if not match:
                 raise DockerfileError(f"{where}: expected HEALTHCHECK [--option=value ...] CMD ...")
             for option in match.group(1).split():
@@ -251,7 +251,7 @@ def load_dockerignore(context):
                 regex += "(?:[^/]+/)*"
             else:
                 regex += "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in part) + "/"
-        patterns.append(re.compile(regex[:-1] if regex.endswith("/") else regex))
+        patterns.append(re.compile(regex.removesuffix("/")))
     return patterns
 
 
@@ -266,7 +266,7 @@ def ignored(relative, patterns):
 
 def _run(argv, **kwargs):
     kwargs.setdefault("check", True)
-    return subprocess.run(argv, **kwargs)
+    return subprocess.run(argv, **kwargs)  # noqa: PLW1510 (check defaults to True above)
 
 
 def _namespaced(root, argv, *, env, workdir="/", uid=0, gid=0, net=False, build=False, binds=(), host_ca=None):
@@ -281,8 +281,8 @@ def _namespaced(root, argv, *, env, workdir="/", uid=0, gid=0, net=False, build=
         f"mount -t tmpfs -o mode=755,nosuid dev {r}/dev",
         f"for n in null zero full random urandom tty; do touch {r}/dev/$n; mount --bind /dev/$n {r}/dev/$n; done",
         f"mkdir -p {r}/dev/shm {r}/dev/pts && mount -t tmpfs -o mode=1777,nosuid,nodev shm {r}/dev/shm",
-        f"ln -s /proc/self/fd {r}/dev/fd && ln -s /proc/self/fd/0 {r}/dev/stdin"
-        f" && ln -s /proc/self/fd/1 {r}/dev/stdout && ln -s /proc/self/fd/2 {r}/dev/stderr",
+        (f"ln -s /proc/self/fd {r}/dev/fd && ln -s /proc/self/fd/0 {r}/dev/stdin"
+         f" && ln -s /proc/self/fd/1 {r}/dev/stdout && ln -s /proc/self/fd/2 {r}/dev/stderr"),
     ]
     if build:
         script.append(f"rm -f {r}/etc/resolv.conf && touch {r}/etc/resolv.conf && mount --bind /etc/resolv.conf {r}/etc/resolv.conf")
@@ -490,7 +490,7 @@ def build_image(plan, root, context, tarball, host_ca, log, layers=None):
             result = subprocess.run(
                 _namespaced(root, ["/bin/sh", "-c", step.command], env=env, workdir=step.workdir,
                             uid=uid, gid=gid, build=True, host_ca=host_ca),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
             if result.returncode != 0:
                 raise CheckFailed(f"RUN failed with exit code {result.returncode}:\n{result.stdout[-4000:]}")
@@ -568,7 +568,8 @@ def make_pair(folder):
     """A synthetic pair with a known answer, made on the host by moontrek's
     own generator (the same the tests use)."""
     sys.path.insert(0, str(ROOT))
-    from moontrek.synthetic import encode, make_pair as warp, render_moon
+    from moontrek.synthetic import encode, render_moon
+    from moontrek.synthetic import make_pair as warp
 
     model = render_moon(800, seed=11)
     pair = warp(model, angle=25.0, scale=0.75, shift=(12.0, -8.0), perspective=(0.04, -0.03))
@@ -585,6 +586,43 @@ def _children(pid):
         return []
 
 
+def _exercise(plan, root, server, port, pair_dir, env, uid, gid, start_timeout, findings):
+    """Probe the running server from inside its network namespace, run the
+    HEALTHCHECK there, then stop it as docker stop does."""
+    netns = f"--net=/proc/{server.pid}/ns/net"
+    probe = subprocess.run(
+        ["nsenter", netns, "--", sys.executable, str(Path(__file__).resolve()), "_probe",
+         "--port", str(port), "--pair", str(pair_dir), "--timeout", str(start_timeout)],
+        check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        findings.update(json.loads(probe.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        raise CheckFailed(f"the probe failed:\n{probe.stdout}{probe.stderr}") from None
+    if "error" in findings:
+        raise CheckFailed(findings["error"])
+    pids = _children(server.pid)  # the CMD: PID 1 of the container's PID namespace
+    if pids:
+        status = Path(f"/proc/{pids[0]}/status").read_text()
+        findings["server_uid"] = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))
+    if plan.healthcheck:
+        health = subprocess.run(
+            ["nsenter", netns, "--", *_namespaced(root, plan.healthcheck, env=env, workdir=plan.workdir, uid=uid, gid=gid)],
+            check=False, capture_output=True, text=True, timeout=60,
+        )
+        findings["healthcheck_exit"] = health.returncode
+        findings["healthcheck_output"] = (health.stdout + health.stderr)[-2000:]
+    # docker stop: SIGTERM to PID 1, SIGKILL after the grace period.
+    started = time.monotonic()
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    try:
+        findings["exit_code"] = server.wait(timeout=DOCKER_STOP_GRACE)
+        findings["stop_seconds"] = round(time.monotonic() - started, 2)
+    except subprocess.TimeoutExpired:
+        findings["exit_code"] = None
+
+
 def run_image(plan, root, context, scratch, log, start_timeout=120.0):
     """Start the CMD as the USER in its own namespaces with the config folder
     mounted; check it; stop it as docker stop would. Returns the findings."""
@@ -598,54 +636,25 @@ def run_image(plan, root, context, scratch, log, start_timeout=120.0):
     pair_dir = scratch / "pair"
     pair_dir.mkdir()
     make_pair(pair_dir)
-    console = open(scratch / "console.log", "w+b")
     argv = _namespaced(root, plan.cmd, env=env, workdir=plan.workdir, uid=uid, gid=gid, net=True,
                        binds=[(config_dir, "/app/config")])
     log(f"CMD {' '.join(plan.cmd)} as {plan.user} (uid {uid}), own network namespace, {config_dir} at /app/config")
-    server = subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT)
     findings = {}
-    try:
-        netns = f"--net=/proc/{server.pid}/ns/net"
-        probe = subprocess.run(
-            ["nsenter", netns, "--", sys.executable, str(Path(__file__).resolve()), "_probe",
-             "--port", str(port), "--pair", str(pair_dir), "--timeout", str(start_timeout)],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+    with open(scratch / "console.log", "w+b") as console:
+        server = subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT)
         try:
-            findings.update(json.loads(probe.stdout.strip().splitlines()[-1]))
-        except (ValueError, IndexError):
-            raise CheckFailed(f"the probe failed:\n{probe.stdout}{probe.stderr}") from None
-        if "error" in findings:
-            raise CheckFailed(findings["error"])
-        pids = _children(server.pid)
-        if pids:
-            status = Path(f"/proc/{pids[0]}/status").read_text()
-            findings["server_uid"] = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
-        if plan.healthcheck:
-            health = subprocess.run(
-                ["nsenter", netns, "--", *_namespaced(root, plan.healthcheck, env=env, workdir=plan.workdir, uid=uid, gid=gid)],
-                capture_output=True, text=True, timeout=60,
-            )
-            findings["healthcheck_exit"] = health.returncode
-            findings["healthcheck_output"] = (health.stdout + health.stderr)[-2000:]
-        # docker stop: SIGTERM to PID 1, SIGKILL after the grace period.
-        started = time.monotonic()
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        try:
-            findings["exit_code"] = server.wait(timeout=DOCKER_STOP_GRACE)
-            findings["stop_seconds"] = round(time.monotonic() - started, 2)
-        except subprocess.TimeoutExpired:
-            findings["exit_code"] = None
-    finally:
-        if server.poll() is None:
-            for pid in _children(server.pid):
-                os.kill(pid, signal.SIGKILL)
-            server.kill()
-            server.wait()
+            _exercise(plan, root, server, port, pair_dir, env, uid, gid, start_timeout, findings)
+        except CheckFailed as exc:
+            console.seek(0)
+            raise CheckFailed(f"{exc}\nserver console:\n{console.read().decode(errors='replace')[-3000:]}") from None
+        finally:
+            if server.poll() is None:
+                for pid in _children(server.pid):
+                    os.kill(pid, signal.SIGKILL)
+                server.kill()
+                server.wait()
         console.seek(0)
         findings["console"] = console.read().decode(errors="replace")
-        console.close()
     return findings
 
 
@@ -659,7 +668,9 @@ def verify(plan, root, findings, strict_console=False):
         failures.append(f"registration answered {findings.get('registration_status')}: {findings.get('answer')}")
     elif findings.get("corner_error_px", 1e9) > 3.0:
         failures.append(f"registration corner error {findings['corner_error_px']} px (> 3 px)")
-    if findings.get("server_uid") in (None, 0) or findings.get("server_uid") != uid:
+    if uid == 0:
+        failures.append(f"USER {plan.user} is root")
+    if findings.get("server_uid") != uid:
         failures.append(f"the server runs as uid {findings.get('server_uid')}, not {plan.user} ({uid})")
     if plan.healthcheck and findings.get("healthcheck_exit") != 0:
         failures.append(f"HEALTHCHECK exited {findings.get('healthcheck_exit')}: {findings.get('healthcheck_output')}")
