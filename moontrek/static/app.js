@@ -54,6 +54,10 @@ async function failureMessage(response) {
   } catch {
     message = undefined;
   }
+  if (!message && response.status === 413) {
+    // The HTTP server refuses a body over its limit before the API sees it.
+    message = "The files are larger than this server accepts: choose smaller images.";
+  }
   message = message || text.trim().split("\n")[0] || response.statusText;
   const retry = response.headers.get("Retry-After");
   const when = retry && response.status === 429 ? ` (try again in ${retry} s)` : "";
