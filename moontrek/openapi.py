@@ -21,7 +21,8 @@ MAX_LAYERS = 8
 #: Every error status the API answers, with its component name and when.
 ERROR_STATUSES = {
     400: ("BadRequest", "A file field is missing, empty, sent twice or not a decodable image; "
-          "or the multipart body is malformed."),
+          "or the multipart body is malformed; or (overlay) a bad transparency, format or view value, "
+          "or more than 8 layer-file parts."),
     404: ("NotFound", "Unknown algorithm (the message lists the valid ones), or nothing at this path."),
     405: ("MethodNotAllowed", "The method is not allowed on this path; the Allow header says which are."),
     413: ("ContentTooLarge", "The body is over the server's upload limit, or an image has more pixels "
