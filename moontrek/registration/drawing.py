@@ -43,7 +43,7 @@ FORMATS = {"png": ".png", "jpeg": ".jpg"}
 JPEG_QUALITY = 90
 # The overlay is composited this many photo rows at a time, so that a 50 Mpx
 # photo needs a few MB of float working memory, not a few GB.
-BAND_ROWS = 512
+BAND_ROWS = 1024
 # A layer shrunk by more than this is first resized with area averaging:
 # bilinear warping alone skips source pixels and thin map lines break up.
 AREA_RESIZE_BELOW = 0.75
@@ -141,7 +141,10 @@ def draw_overlay(photo, model_shape, layers, homography, transparency=1.0):
 
 def _composite(out, source, to_photo, opacity):
     """Warp the premultiplied BGRA ``source`` by ``to_photo`` and composite it
-    over ``out`` in place, band by band."""
+    over ``out`` in place, band by band:
+    out = out * (1 - opacity * alpha) + opacity * premultiplied colour.
+    In 8-bit OpenCV arithmetic, one channel at a time (within one level of
+    float arithmetic, and several times faster than NumPy on 12 Mpx)."""
     photo_h, photo_w = out.shape[:2]
     for top in range(0, photo_h, BAND_ROWS):
         rows = min(BAND_ROWS, photo_h - top)
@@ -151,13 +154,16 @@ def _composite(out, source, to_photo, opacity):
             source, shift @ to_photo, (photo_w, rows), flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT, borderValue=0,
         )
-        alpha = warped[:, :, 3]
-        if not alpha.any():
+        *colours, alpha = cv2.split(warped)
+        if not cv2.countNonZero(alpha):
             continue
-        weight = alpha.astype(np.float32)[:, :, None] * (opacity / 255.0)
-        band = out[top:top + rows].astype(np.float32)
-        band = band * (1.0 - weight) + warped[:, :, :3].astype(np.float32) * opacity
-        out[top:top + rows] = np.clip(band + 0.5, 0, 255).astype(np.uint8)
+        keep = cv2.subtract(np.full_like(alpha, 255), cv2.convertScaleAbs(alpha, alpha=opacity))
+        band = out[top:top + rows]
+        mixed = [
+            cv2.addWeighted(cv2.multiply(channel, keep, scale=1.0 / 255.0), 1.0, colour, opacity, 0.0)
+            for channel, colour in zip(cv2.split(band), colours)
+        ]
+        band[:] = cv2.merge(mixed)
 
 
 def _match_points(result):
