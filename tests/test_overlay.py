@@ -235,6 +235,25 @@ class TestViews:
             encode_image(image, "gif")
 
 
+class TestLayerDecoding:
+    def test_keep_alpha(self):
+        """decode_image(keep_alpha=True) gives 8-bit BGRA: an RGBA PNG's alpha
+        as it is (16-bit scaled to 8), an image without alpha opaque."""
+        from moontrek.registration import decode_image
+
+        rgba = np.zeros((20, 30, 4), np.uint8)
+        rgba[:] = (10, 20, 30, 40)
+        assert decode_image(encode(rgba), keep_alpha=True)[0, 0].tolist() == [10, 20, 30, 40]
+        deep = np.zeros((20, 30, 4), np.uint16)
+        deep[:] = (256 * 10, 256 * 20, 256 * 30, 256 * 128)
+        decoded = decode_image(encode(deep), keep_alpha=True)
+        assert decoded.dtype == np.uint8 and decoded[0, 0].tolist() == [10, 20, 30, 128]
+        grey = np.full((20, 30), 9, np.uint8)
+        assert decode_image(encode(grey), keep_alpha=True)[0, 0].tolist() == [9, 9, 9, 255]
+        # Without keep_alpha, the same RGBA is composited onto black, as before.
+        assert decode_image(encode(rgba))[0, 0].tolist() == [2, 3, 5]
+
+
 class TestInlierPoints:
     @pytest.mark.parametrize("pipeline,algorithm", [("moon", "SIFT"), ("classic", "ORB"), ("moon", "ORB")])
     def test_both_pipelines_give_the_inliers(self, pairs, pipeline, algorithm):

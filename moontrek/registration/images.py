@@ -85,6 +85,8 @@ def _to_bgr8(image):
 def _to_bgra8(image):
     """8-bit BGRA, the colours not composited: a layer's alpha is its own."""
     if image.ndim == 3 and image.shape[2] == 4:
+        if image.dtype == np.uint8:
+            return image
         alpha = image[:, :, 3]
         if alpha.dtype == np.uint16:
             alpha = (alpha >> 8).astype(np.uint8)
