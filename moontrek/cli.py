@@ -163,7 +163,11 @@ def _batch(args):
         )
         return 2
     if args.overlays:
-        os.makedirs(args.overlays, exist_ok=True)
+        try:
+            os.makedirs(args.overlays, exist_ok=True)
+        except OSError as exc:
+            print(f"moontrek batch: --overlays {args.overlays}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     algorithms = args.algorithms or ["SIFT"]
     failed = 0
     out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout

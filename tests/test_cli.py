@@ -150,6 +150,10 @@ class TestBatch:
         assert "no pairs in" in capsys.readouterr().err
         assert main(["batch", str(tmp_path / "absent")]) == 2
         assert "is not a folder" in capsys.readouterr().err
+        (tmp_path / "a-user.png").write_bytes(b"x")
+        (tmp_path / "a-model.png").write_bytes(b"x")
+        assert main(["batch", str(tmp_path), "--overlays", str(tmp_path / "readme.txt")]) == 2
+        assert "--overlays" in capsys.readouterr().err
         for argv in (["batch", str(tmp_path), "-a", "FAST"], ["batch", str(tmp_path), "--jobs", "0"]):
             with pytest.raises(SystemExit) as exc:
                 main(argv)
