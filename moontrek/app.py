@@ -3,6 +3,7 @@
 import ctypes
 import json
 import sys
+from pathlib import Path
 
 import cv2
 import falcon
@@ -16,12 +17,17 @@ from .middleware import RateLimitMiddleware, RequestLogMiddleware
 from .ratelimit import RateLimiter
 from .registrar import Registrar
 from .resources import AlgorithmsResource, HealthResource, MoonDetectResource, RegistrarResource
+from .resources import OverlayResource, PageResource
 
 __all__ = ["create_app", "limit_malloc_arenas", "RATE_LIMIT_HEADERS"]
 
 MAX_FORM_PARTS = 16
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 RATE_LIMIT_HEADERS = ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"]
+# What the overlay answers beside its image; scripts on other origins read them too.
+OVERLAY_HEADERS = ["X-Homography", "X-Registration"]
+# The page at / and its script and style (package data).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def limit_malloc_arenas(arenas=2):
@@ -60,7 +66,9 @@ def create_app(config):
     client_address = ClientAddress(config["trusted_proxies"])
     app = falcon.App(
         middleware=[
-            falcon.CORSMiddleware(allow_origins=config["cors_allow_origins"], expose_headers=RATE_LIMIT_HEADERS),
+            falcon.CORSMiddleware(
+                allow_origins=config["cors_allow_origins"], expose_headers=RATE_LIMIT_HEADERS + OVERLAY_HEADERS
+            ),
             RequestLogMiddleware(client_address),
             RateLimitMiddleware(limiter, client_address, fail_open=config["rate_limit_fail_open"]),
         ]
@@ -79,6 +87,11 @@ def create_app(config):
         app.add_route(f"{prefix}/registrar/{{algorithm}}", registrar_resource)
         app.add_route(f"{prefix}/registrar", algorithms_resource)
         app.add_route(f"{prefix}/moon/detect", moon_resource)
+    overlay_resource = OverlayResource(registrar, config["max_upload_bytes"])
+    for prefix in ("/api", "/pyapi"):
+        app.add_route(f"{prefix}/overlay/{{algorithm}}", overlay_resource)
+    app.add_route("/", PageResource((STATIC_DIR / "index.html").read_bytes()))
+    app.add_static_route("/static", str(STATIC_DIR))
     app.add_route("/api/health", HealthResource())
     app.add_route("/api/openapi.json", OpenAPIResource())
     logger.info("effective config: %s", json.dumps(redacted(config), sort_keys=True))

@@ -8,16 +8,21 @@ error responses, the rate-limit headers) lives once in ``components``.
 
 from . import __version__
 from .registration import ALGORITHM_NAMES
+from .registration.drawing import FORMATS, VIEWS
 
 __all__ = ["build_document", "OpenAPIResource", "ERROR_STATUSES"]
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
+HTML = "text/html"
+IMAGE_TYPES = ("image/png", "image/jpeg")
+MAX_LAYERS = 8
 
 #: Every error status the API answers, with its component name and when.
 ERROR_STATUSES = {
     400: ("BadRequest", "A file field is missing, empty, sent twice or not a decodable image; "
-          "or the multipart body is malformed."),
+          "or the multipart body is malformed; or (overlay) a bad transparency, format or view value, "
+          "or more than 8 layer-file parts."),
     404: ("NotFound", "Unknown algorithm (the message lists the valid ones), or nothing at this path."),
     405: ("MethodNotAllowed", "The method is not allowed on this path; the Allow header says which are."),
     413: ("ContentTooLarge", "The body is over the server's upload limit, or an image has more pixels "
@@ -295,7 +300,70 @@ def prefixed_paths(prefix):
         f"{prefix}/registrar/{{algorithm}}": {"post": register},
         f"{prefix}/registrar": {"get": list_algorithms},
         f"{prefix}/moon/detect": {"post": detect},
+        f"{prefix}/overlay/{{algorithm}}": {"post": overlay_operation(name, tag, alias, algorithm, pipeline)},
     }
+
+
+def overlay_operation(name, tag, alias, algorithm, pipeline):
+    """``POST {prefix}/overlay/{algorithm}``: the registration drawn, as an
+    image; failures are the same JSON envelopes as the registrar's."""
+    transparency = {
+        "name": "transparency",
+        "in": "query",
+        "required": False,
+        "description": "Opacity of the layers, 0 to 1 (default 1): one value for every layer, or one per layer "
+        "separated by commas.",
+        "schema": {"type": "string", "pattern": r"^\s*[0-9.]+\s*(,\s*[0-9.]+\s*)*$"},
+        "example": "0.8",
+    }
+    image_format = {"name": "format", "in": "query", "required": False, "description": "The image's format.",
+                    "schema": string(enum=list(FORMATS), default="png")}
+    view = {
+        "name": "view",
+        "in": "query",
+        "required": False,
+        "description": "overlay: the layers over the photo, the photo's size; matches: photo and fitted model side "
+        "by side with the inlier matches; blend: the photo warped over the fitted model, red and green, the "
+        "fitted model's size.",
+        "schema": string(enum=list(VIEWS), default=VIEWS[0]),
+    }
+    binary = string(format="binary")
+    image = {
+        "description": "The drawing; the homography and the quality fields are in the headers.",
+        "headers": {
+            "X-Homography": {"description": "The homography (photo pixels to fitted-model pixels), a 3x3 JSON array.",
+                             "required": True, "schema": {"type": "string"}},
+            "X-Registration": {"description": "The registration's quality fields as a JSON object: those of the "
+                               "registrar's payload, and drawing_ms.", "required": True, "schema": {"type": "string"}},
+            **{name: ref("headers", name) for name in RATE_LIMIT_HEADERS},
+        },
+        "content": {media: {"schema": binary} for media in IMAGE_TYPES},
+    }
+    body = {
+        "required": True,
+        "content": {MULTIPART: {"schema": obj(
+            {
+                "user-file": string("The photo.", format="binary"),
+                "model-file": string("The model render.", format="binary"),
+                "layer-file": {
+                    **array(binary), "maxItems": MAX_LAYERS,
+                    "description": f"Up to {MAX_LAYERS} map layers in the render's frame (RGBA), drawn in order; "
+                    "without one the render itself is drawn. Black and transparent pixels are not drawn.",
+                },
+            },
+            required=["user-file", "model-file"],
+        )}},
+    }
+    return operation(
+        f"overlay{name}",
+        "Register, then draw the map layers over the photo",
+        tag,
+        responses(image, 404, 422, 501, *UPLOAD_ERRORS),
+        description="Registers the photo onto the model render as the registrar does, then answers the layers drawn "
+        "over the photo in its own frame (PNG or JPEG). Spends the registrar's rate-limit budget." + alias,
+        parameters=[algorithm, pipeline, transparency, image_format, view],
+        body=body,
+    )
 
 
 def other_paths():
@@ -318,7 +386,14 @@ def other_paths():
             500,
         ),
     )
-    return {"/api/health": {"get": health}, "/api/openapi.json": {"get": document}}
+    page = operation(
+        "page",
+        "The page to try the overlay in a browser",
+        ["page"],
+        responses({"description": "The page (its script and style are under /static/).",
+                   "content": {HTML: {"schema": string()}}}, 405, 500),
+    )
+    return {"/api/health": {"get": health}, "/api/openapi.json": {"get": document}, "/": {"get": page}}
 
 
 def build_document():
@@ -329,12 +404,14 @@ def build_document():
             "title": "moontrek",
             "version": __version__,
             "description": "The Moon-Trek registration server: homographies from Moon photos to model renders. "
-            "Every answer is JSON: {ok: true, status: 200, payload} or {ok: false, status, error}.",
+            "Every answer is JSON: {ok: true, status: 200, payload} or {ok: false, status, error}; "
+            "except the overlay's success (an image) and the page at / (HTML).",
             "license": {"name": "MIT"},
         },
         "tags": [
             {"name": "api", "description": "The API."},
             {"name": "pyapi", "description": "The path the deployed Moon-Trek client posts to; the same as /api."},
+            {"name": "page", "description": "The page to try the API in a browser."},
         ],
         "paths": {**prefixed_paths("/api"), **prefixed_paths("/pyapi"), **other_paths()},
         "components": components(),

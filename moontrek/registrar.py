@@ -4,10 +4,13 @@ server's configuration."""
 import contextlib
 import logging
 import threading
+import time
 
 import falcon
 
 from .registration import DEFAULT_PIPELINE, PIPELINES, algorithm_table, decode_image, get_algorithm, get_pipeline, register
+from .registration import register_images
+from .registration.drawing import draw_view, encode_image
 from .registration.moon import find_moon
 
 __all__ = ["Registrar"]
@@ -76,6 +79,32 @@ class Registrar:
                 surf_enabled=self.surf_enabled,
                 max_pixels=self.max_image_pixels,
             )
+
+    def overlay(
+        self, user_bytes, model_bytes, layer_bytes, algorithm, *, pipeline=None, view="overlay", transparency=1.0,
+        image_format="png",
+    ):
+        """Register, then draw ``view`` and encode it: (result, image bytes,
+        drawing milliseconds). Layers are decoded one at a time as they are
+        drawn, so eight large layers never sit in memory together."""
+        with self._slot():
+            started = time.perf_counter()
+            user = decode_image(user_bytes, field="user-file", max_pixels=self.max_image_pixels)
+            model = decode_image(model_bytes, field="model-file", max_pixels=self.max_image_pixels)
+            result = register_images(
+                user, model, algorithm, pipeline=self._pipeline(pipeline), surf_enabled=self.surf_enabled
+            )
+            result.elapsed_ms = (time.perf_counter() - started) * 1000.0
+            drawing = time.perf_counter()
+            layers = None
+            if layer_bytes:
+                layers = (
+                    decode_image(data, field=f"layer-file #{number}", max_pixels=self.max_image_pixels,
+                                 keep_alpha=True)
+                    for number, data in enumerate(layer_bytes, 1)
+                )
+            image = encode_image(draw_view(view, result, user, model, layers, transparency), image_format)
+            return result, image, (time.perf_counter() - drawing) * 1000.0
 
     def detect_moon(self, image_bytes):
         """The Moon's disk in an uploaded photo (a Circle), or NoMoonError."""

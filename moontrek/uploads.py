@@ -5,13 +5,19 @@ import falcon
 __all__ = ["read_files"]
 
 
-def read_files(req, names, *, max_bytes):
+def read_files(req, names, *, max_bytes, repeated=None):
     """Return ``{name: bytes}`` for the file fields ``names`` of the request.
 
     The size is checked from Content-Length before anything is read; parts
     are read with a bound too, for bodies sent without a length. Unknown
     fields are skipped; a field sent twice, missing or empty is refused.
+
+    ``repeated`` maps optional fields that may come several times to the
+    most allowed; each gets a list of bytes in the order sent (empty when
+    absent). An empty part without a file name, what a browser sends for a
+    file input left unchosen, is skipped.
     """
+    repeated = repeated or {}
     content_type = req.content_type or ""
     if not content_type.lower().startswith("multipart/form-data"):
         raise falcon.HTTPUnsupportedMediaType(
@@ -37,6 +43,9 @@ def read_files(req, names, *, max_bytes):
     try:
         for part in req.get_media():
             name = part.name
+            if name in repeated:
+                _read_repeated(part, files.setdefault(name, []), repeated[name], max_bytes)
+                continue
             if name not in names:
                 continue
             if name in files:
@@ -73,7 +82,27 @@ def read_files(req, names, *, max_bytes):
             )
         if not files[name]:
             raise falcon.HTTPBadRequest(title="Empty field", description=f"The form field {name!r} is empty.")
+    for name in repeated:
+        files.setdefault(name, [])
     return files
+
+
+def _read_repeated(part, parts, most, max_bytes):
+    """Append one part of a repeatable field to ``parts``, within the limits."""
+    data = part.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _too_large(None, max_bytes)
+    if not data:
+        if not part.filename:
+            return
+        raise falcon.HTTPBadRequest(
+            title="Empty field", description=f"The form field {part.name!r} number {len(parts) + 1} is empty."
+        )
+    if len(parts) >= most:
+        raise falcon.HTTPBadRequest(
+            title="Too many files", description=f"At most {most} {part.name!r} parts may be sent."
+        )
+    parts.append(data)
 
 
 def _too_large(size, limit):

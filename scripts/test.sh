@@ -16,6 +16,18 @@ fi
 # A packaged redis-server may start as a service; the tests start their own
 # on free ports and do not need it.
 
+# The page tests drive Debian's headless Chromium with Playwright for Python
+# (never a downloaded browser); without it they skip with a message.
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "scripts/test.sh: chromium is not installed; the page tests will be skipped" >&2
+    fi
+fi
+
 # The locked set (requirements-test.lock, made by scripts/lock.sh), then the
 # package alone: CI tests exactly the versions the lock names.
 python3 -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-test.lock

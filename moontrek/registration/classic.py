@@ -67,4 +67,5 @@ def register_classic(user, model, algorithm):
         keypoints_model=len(model_kp),
         matches=int(len(src)),
         inliers=int(inlier_mask.sum()) if inlier_mask is not None else 0,
+        inlier_points=None if inlier_mask is None else (src[inlier_mask.ravel() > 0], dst[inlier_mask.ravel() > 0]),
     )

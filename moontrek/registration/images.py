@@ -14,8 +14,9 @@ __all__ = ["MIN_SIDE", "decode_image", "fit_model_to_user", "to_gray"]
 MIN_SIDE = 16
 
 
-def decode_image(data, *, field="image", max_pixels=None):
-    """Decode an uploaded file into an 8-bit, 3-channel BGR image.
+def decode_image(data, *, field="image", max_pixels=None, keep_alpha=False):
+    """Decode an uploaded file into an 8-bit, 3-channel BGR image (4-channel
+    BGRA with ``keep_alpha``, opaque where the file has no alpha: map layers).
 
     Accepts PNG, JPEG, WebP, TIFF and BMP with 1, 3 or 4 channels and 8 or
     16 bits. Transparent pixels are composited onto black, the colour of the
@@ -59,7 +60,7 @@ def decode_image(data, *, field="image", max_pixels=None):
         # The header lied about the size (or a second frame differs): trust
         # nothing from this file.
         raise ImageError(f"The {field} is a damaged {kind} file: its size is inconsistent.", field=field)
-    return _to_bgr8(image)
+    return _to_bgra8(image) if keep_alpha else _to_bgr8(image)
 
 
 def _to_bgr8(image):
@@ -79,6 +80,20 @@ def _to_bgr8(image):
         alpha = image[:, :, 3:4].astype(np.uint16)
         return ((image[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
     return image
+
+
+def _to_bgra8(image):
+    """8-bit BGRA, the colours not composited: a layer's alpha is its own."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        if image.dtype == np.uint8:
+            return image
+        alpha = image[:, :, 3]
+        if alpha.dtype == np.uint16:
+            alpha = (alpha >> 8).astype(np.uint8)
+        elif alpha.dtype != np.uint8:
+            alpha = (np.clip(np.nan_to_num(alpha.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.dstack([_to_bgr8(image[:, :, :3]), alpha])
+    return cv2.cvtColor(_to_bgr8(image), cv2.COLOR_BGR2BGRA)
 
 
 def fit_model_to_user(model, user_shape):

@@ -504,6 +504,7 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
             "disk_scale": round(float(np.sqrt(abs(np.linalg.det(linear)))), 4),
             "working_radius_px": radius,
         },
+        inlier_points=(user_points, model_points),
     )
 
 

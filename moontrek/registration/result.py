@@ -21,6 +21,9 @@ class RegistrationResult:
     inliers: int
     elapsed_ms: float = 0.0
     extras: dict = field(default_factory=dict)
+    #: The inlier matches as (user Nx2 photo px, model Nx2 fitted-model px),
+    #: for drawing; not part of the payload.
+    inlier_points: tuple = field(default=None, repr=False, compare=False)
 
     @property
     def inlier_ratio(self):

@@ -1,0 +1,227 @@
+"""The page at /, driven in a real browser as a person would use it.
+
+Debian's headless Chromium (scripts/test.sh installs it) driven by
+Playwright for Python, against a live ``moontrek serve`` on a free loopback
+port. Skipped with a message where Chromium or Playwright is absent; the
+browser is never downloaded.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moontrek.synthetic import encode, make_pair, render_moon
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ROOT = Path(__file__).resolve().parents[1]
+# A registration on a busy 2-core machine takes about a second; allow plenty.
+WAIT_MS = 60_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed: pip install 'moontrek[test]'"
+)
+if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+    pytest.skip("Chromium is not installed: scripts/test.sh installs Debian's chromium with apt-get",
+                allow_module_level=True)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """``moontrek serve`` in a subprocess with its own config file."""
+
+    def __init__(self, folder, config):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        config_file = folder / "config.py"
+        config = {"log_filepath": str(folder / "moontrek.log"), "port": self.port, **config}
+        config_file.write_text(f"CONFIG = {config!r}\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moontrek", "serve", "--config", str(config_file)],
+            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "api/health", timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moontrek serve did not start; see {folder / 'moontrek.log'}")
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A generated portrait pair, a map layer, and a text file, on disk."""
+    folder = tmp_path_factory.mktemp("uploads")
+    model = render_moon(800, seed=4)
+    pair = make_pair(model, angle=35.0, scale=0.7, shift=(10.0, -20.0), user_size=(600, 840))
+    layer = np.zeros((800, 800, 4), np.uint8)
+    layer[395:405, 100:700] = (0, 200, 255, 255)
+    layer[100:700, 395:405] = (255, 120, 0, 255)
+    paths = {"user": folder / "moon-photo.png", "model": folder / "render.png", "layer": folder / "layer.png",
+             "text": folder / "notes.txt", "big": folder / "big-photo.png"}
+    paths["user"].write_bytes(encode(pair.user))
+    paths["model"].write_bytes(encode(model))
+    paths["layer"].write_bytes(encode(layer))
+    paths["text"].write_text("This is not a photo of the Moon.\n")
+    paths["big"].write_bytes(encode(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)))
+    return paths, pair.user.shape
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The server on the built-in defaults (20 registrations a day, CORS "*")."""
+    live = LiveServer(tmp_path_factory.mktemp("server"), {})
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory):
+    """A server with a small upload limit and a budget of two registrations."""
+    live = LiveServer(tmp_path_factory.mktemp("strict"),
+                      {"max_upload_bytes": 1_000_000, "default_rate_limits": ["2 per day"]})
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def open_page(page, server):
+    """Open the page and wait until the algorithm list has been loaded."""
+    page.goto(server.url)
+    page.wait_for_function("document.querySelectorAll('select[name=algorithm] option').length > 1")
+
+
+def submit(page):
+    page.get_by_role("button", name="Register and draw").click()
+
+
+def wait_for_failure(page):
+    page.wait_for_selector("#result.failed", timeout=WAIT_MS)
+    return page.inner_text("#result")
+
+
+class TestPage:
+    def test_register_and_see_the_overlay(self, page, server, files, tmp_path):
+        """Choose a photo, a render and a layer, lower the transparency, press
+        the button: the overlay appears at the photo's size and the result
+        lists the quality fields."""
+        paths, (height, width, _) = files
+        open_page(page, server)
+        page.set_input_files("input[name=user-file]", str(paths["user"]))
+        page.set_input_files("input[name=model-file]", str(paths["model"]))
+        page.set_input_files("input[name=layer-file]", str(paths["layer"]))
+        page.select_option("select[name=algorithm]", "ORB")
+        page.focus("#transparency")
+        for _ in range(4):
+            page.keyboard.press("ArrowLeft")
+        assert page.inner_text("#transparency-value") == "0.80"
+        submit(page)
+        page.wait_for_function(
+            "() => { const img = document.querySelector('img#overlay');"
+            " return !img.hidden && img.complete && img.naturalWidth > 0; }",
+            timeout=WAIT_MS,
+        )
+        size = page.eval_on_selector("img#overlay", "img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [width, height]
+        text = page.inner_text("#result")
+        assert "ORB" in text and "inliers" in text and "circles" in text and "milliseconds" in text
+        inliers = int(text.split("inliers")[1].split()[0])
+        assert inliers > 10
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        assert (tmp_path / "page.png").stat().st_size > 10_000
+
+    def test_algorithms_come_from_the_server(self, page, server):
+        """The select lists every algorithm of GET /api/registrar, and only
+        the available ones are enabled."""
+        open_page(page, server)
+        options = page.eval_on_selector_all(
+            "select[name=algorithm] option", "options => options.map(o => [o.value, o.disabled])"
+        )
+        with urllib.request.urlopen(server.url + "api/registrar") as answer:
+            listed = json.load(answer)["payload"]["algorithms"]
+        assert options == [[entry["name"], not entry["available"]] for entry in listed]
+        assert [name for name, _ in options] == ["SIFT", "ORB", "AKAZE", "BRISK", "SURF"]
+
+    def test_a_text_file_as_the_photo(self, page, server, files, tmp_path):
+        """A text file chosen as the photo: the server's message in #result,
+        no overlay shown."""
+        paths, _ = files
+        open_page(page, server)
+        page.set_input_files("input[name=user-file]", str(paths["text"]))
+        page.set_input_files("input[name=model-file]", str(paths["model"]))
+        submit(page)
+        message = wait_for_failure(page)
+        assert "400" in message and "user-file is not an image" in message
+        assert page.eval_on_selector("img#overlay", "img => img.hidden")
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+
+    def test_missing_file_is_said_before_posting(self, page, server):
+        """Pressing the button without a render: a message, no request spent."""
+        open_page(page, server)
+        submit(page)
+        assert "Choose a file" in wait_for_failure(page)
+
+
+class TestPageLimits:
+    def test_too_large_then_rate_limited(self, page, strict_server, files):
+        """An upload over the server's limit shows the 413 message (waitress
+        refuses it from its Content-Length, before the API, so it costs no
+        budget); once the budget of two is spent, the 429 message with when
+        to come back."""
+        paths, _ = files
+        open_page(page, strict_server)
+        page.set_input_files("input[name=user-file]", str(paths["big"]))
+        page.set_input_files("input[name=model-file]", str(paths["model"]))
+        submit(page)
+        message = wait_for_failure(page)
+        assert "413" in message and "larger than this server accepts" in message
+        page.set_input_files("input[name=user-file]", str(paths["text"]))
+        for _ in range(2):
+            page.evaluate("document.querySelector('#result').className = ''")
+            submit(page)
+            assert "400" in wait_for_failure(page)
+        submit(page)
+        page.wait_for_function("document.querySelector('#result').innerText.includes('429')", timeout=WAIT_MS)
+        message = page.inner_text("#result")
+        assert "Too many" in message or "used its 2 requests" in message
+        assert "try again in" in message
