@@ -23,7 +23,9 @@ from . import __version__
 
 __all__ = ["Metrics", "MetricsResource", "CONTENT_TYPE", "multiprocess_dir", "OUTCOMES"]
 
-CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+# The classic text format, which every Prometheus reads (what
+# generate_latest writes); newer clients call their default "1.0.0".
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "moontrek"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
