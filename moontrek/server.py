@@ -115,6 +115,10 @@ def make_server(app, config, *, sockets=None, metrics=None):
         # refuses at >=, hence the +1: exactly the limit is allowed).
         max_request_body_size=config["max_upload_bytes"] + 1,
         ident="moontrek",
+        # waitress 3 drops X-Forwarded-For and its kin unless it trusts the
+        # peer itself (one address, no networks). moontrek decides whom to
+        # believe (trusted_proxies, moontrek.clients), so it needs the header.
+        clear_untrusted_proxy_headers=False,
         **where,
     )
     server.channel_class = EnvelopeChannel
