@@ -238,5 +238,8 @@ class TestForwardedOverWaitress:
         finally:
             stop.set()
             loop.join(30)
-        lines = [line for line in open(config["log_filepath"]).read().splitlines() if "GET /api/health" in line]
+        from pathlib import Path
+
+        log = Path(config["log_filepath"]).read_text()
+        lines = [line for line in log.splitlines() if "GET /api/health" in line]
         assert lines[0].endswith(" 198.51.100.7") and lines[1].endswith(" 127.0.0.3")
