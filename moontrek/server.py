@@ -292,7 +292,7 @@ class Supervisor:
     def _start(self, worker):
         environ = {**os.environ, MULTIPROC_ENV: self.metrics_dir}
         command = [sys.executable, "-m", "moontrek.worker", "--fd", str(self.sock.fileno()),
-                   "--index", str(worker.index), "--count", str(self.count)]
+                   "--index", str(worker.index), "--count", str(self.count), "--parent", str(os.getpid())]
         worker.process = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=[self.sock.fileno()], env=environ)
         worker.process.stdin.write(json.dumps(self.config).encode("utf-8"))
         worker.process.stdin.close()
@@ -360,6 +360,7 @@ def worker_main(argv=None):
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True, help="the supervisor's process id")
     args = parser.parse_args(argv)
     try:
         config = validate_config(json.loads(sys.stdin.read()), source="worker config")
@@ -368,7 +369,22 @@ def worker_main(argv=None):
         return 2
     for key in ("threads", "max_concurrent_registrations"):
         config[key] = share(config[key], args.index, args.count)
+    _stop_with_parent(args.parent)
     sock = socket.socket(fileno=args.fd)
     serve_one(config, sockets=[sock], rotate_logs=False, label=f"worker {args.index}")
     return 0
+
+
+def _stop_with_parent(parent):
+    """Ask Linux to send this worker SIGTERM (it drains) if the supervisor
+    dies without stopping it, e.g. killed with SIGKILL."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor was already gone
+        os.kill(os.getpid(), signal.SIGTERM)
 

@@ -26,11 +26,16 @@ def worker_pids(log):
 
 
 def alive(pid):
+    """Running (a zombie waiting to be reaped does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.fixture
@@ -166,3 +171,14 @@ class TestWorkers:
         log = workers.log_text()
         assert log.count("moontrek stopped") == 3
         assert "Traceback" not in log and "Logging error" not in workers.console()
+
+    def test_workers_stop_when_the_supervisor_is_killed(self, workers):
+        """A supervisor killed with SIGKILL (no chance to stop them) leaves no
+        worker behind: Linux sends each one SIGTERM and it drains and exits."""
+        pids = list(worker_pids(workers.log_text()).values())
+        workers.process.kill()
+        workers.process.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.05)
