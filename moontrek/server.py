@@ -265,6 +265,11 @@ class Supervisor:
             while not self.stop.wait(_SUPERVISOR_TICK):
                 self._watch()
                 self._rotate_log()
+            # The workers hold the socket now: once the last has taken its
+            # queued connections and closed it, new ones are refused (and a
+            # proxy tries elsewhere) instead of waiting on a socket that
+            # nobody accepts from.
+            self.sock.close()
             self._stop_all()
         finally:
             for worker in self.workers:

@@ -108,8 +108,12 @@ class TestWorkers:
     def test_requests_served_by_several_processes(self, workers):
         """Requests are answered by both worker processes (the log's process
         ids), and the metrics add up every worker's counts."""
-        pids = set(worker_pids(workers.log_text()).values())
+        log = workers.log_text()
+        pids = set(worker_pids(log).values())
         assert len(pids) == 2
+        # Their shares of 4 threads and 2 registration slots.
+        for index in (0, 1):
+            assert f"worker {index} listening on http://127.0.0.1:{workers.port} with 2 threads and 1 " in log
         sent = 0
         deadline = time.monotonic() + 60
         served_by = set()
