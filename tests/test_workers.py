@@ -186,3 +186,29 @@ class TestWorkers:
         while any(alive(pid) for pid in pids):
             assert time.monotonic() < deadline, "a worker outlived its supervisor"
             time.sleep(0.05)
+
+
+class TestSharedLog:
+    def test_supervisor_rotates_and_no_line_is_lost(self, tmp_path):
+        """Every worker writes to the one log file and only the supervisor
+        rotates it: after several rotations every request's line is in the
+        log or its rotated copies."""
+        serve = Serve(tmp_path, {"default_rate_limits": [], "log_max_bytes": 4000, "log_backup_count": 50},
+                      "--workers", "2")
+        try:
+            serve.wait_healthy()
+            serve.wait_for_log("worker 1 listening")
+            sent = 0
+            deadline = time.monotonic() + 60
+            while len(list(tmp_path.glob("moontrek.log.*"))) < 2:
+                assert time.monotonic() < deadline, "the log was never rotated"
+                assert request(serve.port, "GET", "/api/registrar")[0] == 200
+                sent += 1
+            for _ in range(20):
+                assert request(serve.port, "GET", "/api/registrar")[0] == 200
+                sent += 1
+        finally:
+            assert serve.stop() == 0
+        text = "".join(path.read_text() for path in tmp_path.glob("moontrek.log*"))
+        assert text.count("GET /api/registrar 200") == sent
+        assert "moontrek stopped" in serve.log_text()  # still written after the rotations
