@@ -41,7 +41,6 @@ class Registrar:
         max_concurrent=None,
         wait_seconds=10.0,
         metrics=None,
-        on_slot=None,
     ):
         self.surf_enabled = surf_enabled
         self.max_image_pixels = max_image_pixels
@@ -52,9 +51,6 @@ class Registrar:
         self.wait_seconds = wait_seconds
         self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent else None
         self.metrics = metrics
-        # Called once a request holds its slot, before the engine runs: a
-        # seam for tests that must know a slot is taken (see test_hostile.py).
-        self.on_slot = on_slot
 
     @contextlib.contextmanager
     def _slot(self):
@@ -75,11 +71,9 @@ class Registrar:
                     retry_after=BUSY_RETRY_AFTER,
                 )
         in_progress = self.metrics.in_progress if self.metrics is not None else None
+        if in_progress is not None:
+            in_progress.inc()
         try:
-            if in_progress is not None:
-                in_progress.inc()
-            if self.on_slot is not None:
-                self.on_slot()
             yield
         finally:
             if in_progress is not None:
@@ -89,6 +83,7 @@ class Registrar:
 
     @contextlib.contextmanager
     def _counted(self, counter, success, labels=()):
+        # ``counter`` names a labelled counter of moontrek.metrics.Metrics.
         """Count the outcome of the work inside: ``success``, ``refused``
         (the documented 422), ``invalid`` (the input: 400, 413) or ``error``."""
         outcome = "error"
@@ -103,7 +98,7 @@ class Registrar:
             raise
         finally:
             if self.metrics is not None:
-                counter(self.metrics).labels(*labels, outcome).inc()
+                getattr(self.metrics, counter).labels(*labels, outcome).inc()
 
     def _pipeline(self, pipeline):
         return pipeline or self.default_pipeline
@@ -117,7 +112,7 @@ class Registrar:
         # check() has vouched for both names, so the labels stay bounded.
         name = get_algorithm(algorithm, surf_enabled=self.surf_enabled).name
         pipeline = self._pipeline(pipeline) or DEFAULT_PIPELINE
-        with self._slot(), self._counted(lambda m: m.registrations, "registered", (name, pipeline)):
+        with self._slot(), self._counted("registrations", "registered", (name, pipeline)):
             started = time.perf_counter()
             try:
                 return register(
@@ -134,7 +129,7 @@ class Registrar:
 
     def detect_moon(self, image_bytes):
         """The Moon's disk in an uploaded photo (a Circle), or NoMoonError."""
-        with self._slot(), self._counted(lambda m: m.moon_detections, "found"):
+        with self._slot(), self._counted("moon_detections", "found"):
             image = decode_image(image_bytes, field="image-file", max_pixels=self.max_image_pixels)
             return find_moon(image)
 
