@@ -68,7 +68,7 @@ def start_server(args, folder):
         "}\n"
     )
     command = [sys.executable, "-m", "moontrek", "serve", "--config", str(config), "--port", str(port),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--workers", str(args.workers)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -103,13 +103,17 @@ def post(port, path, body, headers):
 
 
 def peak_rss_mb(pid):
+    """Peak resident memory of ``pid`` and its child processes (the workers
+    of --workers N), added up."""
     status = Path(f"/proc/{pid}/status")
     if not status.exists():
         return float("nan")
-    for line in status.read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    total = next((int(line.split()[1]) / 1024 for line in status.read_text().splitlines()
+                  if line.startswith("VmHWM")), 0.0)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        total += peak_rss_mb(int(child))
+    return total
 
 
 def run(port, bodies, clients, requests, algorithm):
@@ -164,12 +168,14 @@ def main(argv=None):
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="max_concurrent_registrations")
     parser.add_argument("--wait", type=float, default=30.0, help="registration_wait_seconds")
     parser.add_argument("--opencv-threads", type=int, default=1, help="opencv_threads of the started server")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes of the started server (threads and slots are shared among them)")
     args = parser.parse_args(argv)
 
     pairs, source = load_pairs()
     bodies = [multipart({"user-file": user, "model-file": model}) for _, user, model in pairs]
     print(f"load: {args.algorithm} on {source}; {os.cpu_count()} cores; waitress threads {args.threads}, "
-          f"slots {args.slots}, opencv_threads {args.opencv_threads}")
+          f"slots {args.slots}, opencv_threads {args.opencv_threads}, workers {args.workers}")
     with tempfile.TemporaryDirectory() as folder:
         process = None
         if args.url_port:

@@ -12,6 +12,7 @@ from .clients import ClientAddress
 from .config import redacted
 from .errors import handle_error
 from .logs import configure_logging
+from .metrics import Metrics, MetricsResource
 from .openapi import OpenAPIResource
 from .middleware import RateLimitMiddleware, RequestLogMiddleware
 from .ratelimit import RateLimiter
@@ -44,17 +45,25 @@ def limit_malloc_arenas(arenas=2):
         pass
 
 
-def create_app(config):
-    """Build the WSGI app from a checked configuration (see moontrek.config)."""
-    logger = configure_logging(config)
+def create_app(config, *, metrics=None, rotate_logs=True):
+    """Build the WSGI app from a checked configuration (see moontrek.config).
+
+    ``metrics`` (a moontrek.metrics.Metrics) is made here unless the server
+    passes its own; ``rotate_logs`` is False in worker processes, whose
+    supervisor rotates the shared log file.
+    """
+    logger = configure_logging(config, rotate=rotate_logs)
     if config["opencv_threads"]:
         # Process-wide: concurrent requests are the parallelism (see README).
         cv2.setNumThreads(config["opencv_threads"])
     limit_malloc_arenas()
+    if metrics is None:
+        metrics = Metrics()
     limiter = RateLimiter(
         config["default_rate_limits"],
         storage_uri=config["rate_limit_storage_uri"],
         strategy=config["rate_limit_strategy"],
+        on_outage=metrics.storage_outages.inc,
     )
     registrar = Registrar(
         surf_enabled=config["surf_enabled"],
@@ -62,15 +71,17 @@ def create_app(config):
         default_pipeline=config["default_pipeline"],
         max_concurrent=config["max_concurrent_registrations"],
         wait_seconds=config["registration_wait_seconds"],
+        metrics=metrics,
     )
+    metrics.build_info.labels["surf"] = registrar.surf_implementation()
     client_address = ClientAddress(config["trusted_proxies"])
     app = falcon.App(
         middleware=[
             falcon.CORSMiddleware(
                 allow_origins=config["cors_allow_origins"], expose_headers=RATE_LIMIT_HEADERS + OVERLAY_HEADERS
             ),
-            RequestLogMiddleware(client_address),
-            RateLimitMiddleware(limiter, client_address, fail_open=config["rate_limit_fail_open"]),
+            RequestLogMiddleware(client_address, metrics),
+            RateLimitMiddleware(limiter, client_address, fail_open=config["rate_limit_fail_open"], metrics=metrics),
         ]
     )
     # The forms have two or three fields; a body of hundreds of parts is an
@@ -94,6 +105,9 @@ def create_app(config):
     app.add_static_route("/static", str(STATIC_DIR))
     app.add_route("/api/health", HealthResource())
     app.add_route("/api/openapi.json", OpenAPIResource())
+    if config["metrics_enabled"]:
+        # Not rate limited: Prometheus scrapes every few seconds.
+        app.add_route("/api/metrics", MetricsResource(metrics))
     logger.info("effective config: %s", json.dumps(redacted(config), sort_keys=True))
     logger.info(
         "algorithms: %s",

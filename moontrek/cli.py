@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, validate_config
 from .logs import LogSetupError
 from .registration import ALGORITHM_NAMES, PIPELINES, RegistrationError, register
 from .registration import decode_image, register_images
@@ -26,6 +26,7 @@ def make_parser():
     serve.add_argument("--host", help="address to listen on (overrides the config)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides the config)")
     serve.add_argument("--threads", type=int, help="waitress worker threads (overrides the config)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the socket, Linux (overrides the config)")
 
     reg = commands.add_parser("register", help="register a photo onto a model render and print the result")
     reg.add_argument("user_file", help="the photo of the Moon")
@@ -98,9 +99,12 @@ def _serve(args):
     from .server import serve
 
     config = load_config(args.config)
-    for key in ("host", "port", "threads"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
+    overrides = {key: getattr(args, key) for key in ("host", "port", "threads", "workers")
+                 if getattr(args, key) is not None}
+    if overrides:
+        # Checked again: an option can make the config unusable (--workers 2
+        # with memory:// rate limits).
+        config = validate_config({**config, **overrides}, source="the config with the command-line options")
     serve(config)
     return 0
 

@@ -44,6 +44,8 @@ KEYS = {
     "max_concurrent_registrations": (os.cpu_count() or 1, "Registrations run at once; more wait."),
     "registration_wait_seconds": (10.0, "How long a registration may wait for a slot before 503."),
     "opencv_threads": (1, "Threads OpenCV may use inside one registration (0: OpenCV's default)."),
+    "workers": (1, "Processes `moontrek serve` runs, sharing one listening socket (Linux)."),
+    "metrics_enabled": (True, "Serve Prometheus metrics at GET /api/metrics."),
 }
 DEFAULTS = {name: default for name, (default, _) in KEYS.items()}
 
@@ -100,10 +102,10 @@ def validate_config(raw, source="config"):
         _check(source, key, isinstance(config[key], str) and config[key], "a non-empty string")
     for key, low in (("log_max_bytes", 1), ("log_backup_count", 0), ("max_upload_bytes", 1),
                      ("max_image_pixels", 1), ("threads", 1), ("max_concurrent_registrations", 1),
-                     ("opencv_threads", 0)):
+                     ("opencv_threads", 0), ("workers", 1)):
         _check(source, key, _is_int(config[key]) and config[key] >= low, f"an integer >= {low}")
     _check(source, "port", _is_int(config["port"]) and 0 <= config["port"] <= 65535, "a port number 0-65535")
-    for key in ("surf_enabled", "rate_limit_fail_open"):
+    for key in ("surf_enabled", "rate_limit_fail_open", "metrics_enabled"):
         _check(source, key, isinstance(config[key], bool), "True or False")
     wait = config["registration_wait_seconds"]
     _check(source, "registration_wait_seconds",
@@ -150,6 +152,13 @@ def validate_config(raw, source="config"):
            '"*" or a list of origins such as ["https://moon-trek.jpl.nasa.gov"]')
     pipeline = config["default_pipeline"]
     _check(source, "default_pipeline", pipeline in PIPELINES, f"one of {', '.join(sorted(PIPELINES))}")
+    if config["workers"] > 1 and config["default_rate_limits"] and scheme == "memory":
+        # Each process would count on its own: a client would get N budgets.
+        raise ConfigError(
+            f"{source}: key 'workers' is {config['workers']}, but rate limits kept in memory:// are per process, "
+            "so each client would get one budget per worker: set 'rate_limit_storage_uri' to a shared storage "
+            "such as redis://localhost:6379/0, or run one worker."
+        )
     return config
 
 

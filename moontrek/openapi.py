@@ -393,7 +393,22 @@ def other_paths():
         responses({"description": "The page (its script and style are under /static/).",
                    "content": {HTML: {"schema": string()}}}, 405, 500),
     )
-    return {"/api/health": {"get": health}, "/api/openapi.json": {"get": document}, "/": {"get": page}}
+    metrics = operation(
+        "metrics",
+        "Prometheus metrics; never rate limited",
+        ["api"],
+        responses(
+            {
+                "description": "The metrics in Prometheus's text exposition format (version 0.0.4).",
+                "content": {"text/plain": {"schema": string()}},
+            },
+            404, 500,
+        ),
+        description="Requests by route and status, registrations by algorithm, pipeline and outcome, durations, "
+        "slot waits, 503s, rate-limit breaches and storage outages, and the build. 404 when the server's "
+        "metrics_enabled is False.",
+    )
+    return {"/api/health": {"get": health}, "/api/openapi.json": {"get": document}, "/api/metrics": {"get": metrics}, "/": {"get": page}}
 
 
 def build_document():

@@ -52,7 +52,7 @@ class RateLimitState:
 class RateLimiter:
     """Applies a list of rate strings to keys (client addresses, per scope)."""
 
-    def __init__(self, rates, storage_uri="memory://", strategy="fixed-window"):
+    def __init__(self, rates, storage_uri="memory://", strategy="fixed-window", on_outage=None):
         self.limits = [item for rate in rates for item in limits.parse_many(rate)]
         options = _REDIS_OPTIONS if storage_uri.split("://", 1)[0] in ("redis", "rediss", "valkey") else {}
         self.storage = limits.storage.storage_from_string(storage_uri, wrap_exceptions=True, **options)
@@ -60,6 +60,8 @@ class RateLimiter:
         self._shown_uri = redacted({"rate_limit_storage_uri": storage_uri})["rate_limit_storage_uri"]
         self._outage = False
         self._lock = threading.Lock()
+        # Called once at the start of each outage (the metrics count them).
+        self._on_outage = on_outage
 
     def hit(self, *identifiers, now):
         """Count one request for ``identifiers``; None when no limit applies.
@@ -83,6 +85,8 @@ class RateLimiter:
                 return
             self._outage = down
         if down:
+            if self._on_outage is not None:
+                self._on_outage()
             logger.error("rate-limit storage %s unreachable: %s", self._shown_uri, exc)
         else:
             logger.warning("rate-limit storage %s reachable again", self._shown_uri)

@@ -1,5 +1,6 @@
 """Shared fixtures: configs, apps, clients, multipart bodies, synthetic pairs."""
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,23 @@ def multipart(files, fields=None, boundary=None):
             )
     body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def logging_errors_fail():
+    """A log call that cannot be formatted (``%d`` given a string) fails the
+    test that made it, instead of printing ``--- Logging error ---`` and
+    going on: logging.raiseExceptions stays on, and the handler's
+    handleError re-raises the error it was given."""
+    assert logging.raiseExceptions
+
+    def handle_error(self, record):
+        raise  # noqa: PLE0704 - re-raises the formatting error being handled
+
+    original = logging.Handler.handleError
+    logging.Handler.handleError = handle_error
+    yield
+    logging.Handler.handleError = original
 
 
 @pytest.fixture

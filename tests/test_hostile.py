@@ -57,11 +57,14 @@ class TestBusy:
         from moontrek.app import create_app
         from tests.conftest import multipart
 
+        holding = threading.Event()
         release = threading.Event()
         real_register = moontrek.registrar.register
 
         def slow_register(*args, **kwargs):
-            release.wait(10)
+            # Called inside the slot: say so, then keep it until released.
+            holding.set()
+            release.wait(30)
             return real_register(*args, **kwargs)
 
         monkeypatch.setattr(moontrek.registrar, "register", slow_register)
@@ -74,10 +77,13 @@ class TestBusy:
         )
         worker.start()
         try:
+            # Only once the first request holds the slot: otherwise this one
+            # could take it first on a loaded machine.
+            assert holding.wait(30), "the first request never got its slot"
             busy = client.simulate_post("/api/registrar/ORB", body=body, headers=headers)
         finally:
             release.set()
-            worker.join(30)
+            worker.join(60)
         assert busy.status_code == 503
         assert busy.json["status"] == 503 and "busy" in busy.json["error"]
         assert int(busy.headers["Retry-After"]) >= 1

@@ -28,6 +28,22 @@ def request(port, method, path, body=None, headers=None):
         connection.close()
 
 
+def metric_value(port, name):
+    """A metric's value (summed over its label sets) from GET /api/metrics."""
+    _, _, raw = request(port, "GET", "/api/metrics")
+    values = [float(line.rsplit(" ", 1)[1]) for line in raw.decode().splitlines()
+              if line.startswith(name) and (line[len(name)] in " {")]
+    return sum(values)
+
+
+def wait_for_metric(port, name, value, timeout=60):
+    """Poll the metrics until ``name`` reaches ``value`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while metric_value(port, name) < value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        time.sleep(0.05)
+
+
 def assert_peak_memory_under(process, megabytes):
     """The process's peak resident memory (Linux's VmHWM; skipped elsewhere)."""
     from pathlib import Path
@@ -49,6 +65,9 @@ def server(tmp_path):
         f"    'log_filepath': {str(tmp_path / 'logs' / 'moontrek.log')!r},\n"
         "    'default_rate_limits': ['100 per hour'],\n"
         "    'max_upload_bytes': 4000000,\n"
+        # Generous: the tests that queue registrations must not get a 503
+        # because the machine is loaded.
+        "    'registration_wait_seconds': 300,\n"
         "}\n"
     )
     process = subprocess.Popen(
@@ -75,6 +94,21 @@ def server(tmp_path):
 
 
 class TestWaitress:
+    def test_console_is_clean(self, server):
+        """`moontrek serve` prints its listening line and no logging error or
+        traceback, on the console as in the log file (waitress 3 gives the
+        port as a string: a %d once broke the line)."""
+        port, folder, process = server
+        assert request(port, "GET", "/api/health")[0] == 200
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        console = process.stdout.read().decode(errors="replace")
+        log = (folder / "logs" / "moontrek.log").read_text()
+        for text in (console, log):
+            assert f"listening on http://127.0.0.1:{port} with" in text
+            assert "Logging error" not in text and "Traceback" not in text
+            assert "moontrek stopped" in text
+
     def test_real_multipart_request(self, server, pair_files):
         """A real multipart POST over HTTP gets the homography, and the
         request is logged to the configured file."""
@@ -122,8 +156,9 @@ class TestWaitress:
         worker = threading.Thread(target=slow_request)
         worker.start()
         log = folder / "logs" / "moontrek.log"
-        time.sleep(0.5)  # the upload is on loopback; the registration takes seconds
-        assert not answers, "the request finished before the signal: make it slower"
+        # Signal once the registration holds its slot (the metrics say so),
+        # not after a guessed sleep.
+        wait_for_metric(port, "moontrek_registrations_in_progress", 1.0)
         process.send_signal(signal.SIGTERM)
         worker.join(timeout=60)
         assert answers and answers[0][0] == 200, answers
@@ -177,3 +212,34 @@ class TestWaitress:
             thread.join(120)
         assert statuses == [200] * 4
         assert_peak_memory_under(process, 1.5 * 1024)
+
+
+class TestForwardedOverWaitress:
+    def test_trusted_proxy_header_reaches_the_app(self, make_config):
+        """Under real waitress (which by default drops X-Forwarded-For from
+        peers it does not trust itself) the header reaches moontrek, which
+        believes it from a trusted proxy only."""
+        import threading
+
+        from moontrek.app import create_app
+        from moontrek.server import make_server, run_until_stopped
+        from tests.servers import request as send
+
+        config = make_config(port=0, trusted_proxies=["127.0.0.2"])
+        server = make_server(create_app(config), config)
+        stop = threading.Event()
+        loop = threading.Thread(target=run_until_stopped, args=(server, stop), kwargs={"grace": 5})
+        loop.start()
+        try:
+            port = int(server.effective_port)
+            forged = {"X-Forwarded-For": "198.51.100.7"}
+            assert send(port, "GET", "/api/health", headers=forged, source="127.0.0.2")[0] == 200
+            assert send(port, "GET", "/api/health", headers=forged, source="127.0.0.3")[0] == 200
+        finally:
+            stop.set()
+            loop.join(30)
+        from pathlib import Path
+
+        log = Path(config["log_filepath"]).read_text()
+        lines = [line for line in log.splitlines() if "GET /api/health" in line]
+        assert lines[0].endswith(" 198.51.100.7") and lines[1].endswith(" 127.0.0.3")
