@@ -487,9 +487,9 @@ def _phone_size(rng, orientation, aspect, megapixels):
     return width, height, orientation, aspect, megapixels
 
 
-def _night_sky(rng, width, height, sky=None, gradient=None):
+def _night_sky(rng, width, height, sky=None, gradient=None, ceiling=None):
     """A night or twilight sky: a base colour, brighter towards the horizon,
-    as float32 BGR."""
+    as float32 BGR, its brightest (luminance) no more than ``ceiling``."""
     if sky is None:
         kind = rng.choice(["night", "night", "blue-hour", "city", "twilight"])
         sky = {
@@ -499,6 +499,10 @@ def _night_sky(rng, width, height, sky=None, gradient=None):
             "twilight": np.array([rng.uniform(40, 80), rng.uniform(50, 80), rng.uniform(60, 110)]),
         }[kind]
     gradient = float(rng.uniform(0.0, 1.5) if gradient is None else gradient)
+    sky = np.asarray(sky, float)
+    if ceiling is not None:
+        brightest = float(np.array([0.114, 0.587, 0.299]) @ sky) * (1.0 + max(gradient, 0.0))
+        sky = sky * min(1.0, ceiling / max(brightest, 1e-3))
     return _sky(width, height, tuple(float(v) for v in sky), gradient)
 
 
@@ -731,7 +735,10 @@ def make_phone_photo(
     )
     info["moon_to_photo"] = moon_to_photo
 
-    image = _night_sky(rng, width, height, sky, gradient)
+    # In a photo of the Moon the exposure is set by the Moon: the sky, even
+    # at dusk near the horizon, stays well below the disk's level.
+    moon_level = min(255.0, 255.0 * exposure) * float(np.array([0.114, 0.587, 0.299]) @ np.float32(tint))
+    image = _night_sky(rng, width, height, sky, gradient, ceiling=min(170.0, 0.55 * moon_level))
     light = np.zeros((height, width, 3), np.float32) if cloud else None
 
     # The Moon, warped into its box of the photo.
@@ -870,7 +877,9 @@ def make_no_moon_photo(kind, seed=0, *, orientation=None, aspect=None, megapixel
                 r = big * short * rng.uniform(0.7, 1.3)
                 cv2.line(image, (int(lx), int(ly)), (int(lx), height), (5.0, 5.0, 5.0), max(1, int(r * 0.3)))
                 colour = (150, 220, 255) if warm else (255, 255, 250)
-                _add_disk(image, lx, ly, r, colour, glow=rng.uniform(150, 400), spread=rng.uniform(1.5, 4))
+                # Exposed for the night, a lamp is blown out in its own glare.
+                glare = rng.uniform(250, 500) if kind == "lamp" else rng.uniform(150, 400)
+                _add_disk(image, lx, ly, r, colour, glow=glare, spread=rng.uniform(1.5, 4))
         elif kind == "horizon":
             _add_horizon(image, rng, "roofs", rng.uniform(0.15, 0.35))
             _add_horizon(image, rng, "trees", rng.uniform(0.1, 0.25))
