@@ -313,13 +313,14 @@ def _is_glare(scene, c):
 
 
 def _sky_around(scene, c):
-    """The median brightness of the frame outside the disk (beyond 1.2 r),
-    from a sparse grid; the disk's own ring when the disk fills the frame."""
+    """The brightness of the frame outside the disk (beyond 1.2 r): its
+    upper quartile, as the horizon's silhouettes may hide much of a daylight
+    sky; from a sparse grid; the disk's own ring when it fills the frame."""
     step = max(1, int(np.sqrt(scene.smooth.size / 20000.0)))
     grid = scene.smooth[::step, ::step]
     yy, xx = np.mgrid[0 : scene.smooth.shape[0] : step, 0 : scene.smooth.shape[1] : step]
     outside = grid[np.hypot(xx - c.x, yy - c.y) > 1.2 * c.r]
-    return float(np.median(outside)) if outside.size >= 50 else c.outside
+    return float(np.percentile(outside, 75)) if outside.size >= 50 else c.outside
 
 
 def _edge_profile(smooth, x, y, r, level):
