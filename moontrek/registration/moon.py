@@ -68,6 +68,7 @@ _BLOWN_OUT = 220.0
 # concentric bright core (a planet, a star, a lamp), the light falling all the
 # way out from it. The Moon's brightest pixels fill its disk (blown out) or
 # lie scattered over it (highlands, crater rims).
+_MAX_BRIGHT_BEYOND = 0.3  # directions with the disk's brightness beyond it, at most (see _bright_beyond)
 _GLARE_CORE = 0.45  # the core's radius over the circle's, at most
 _GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at least
 
@@ -280,7 +281,23 @@ def _plausible(c, scene):
         return False
     if c.inside >= _BLOWN_OUT and _sky_around(scene, c) >= _DAYLIGHT_SKY:
         return False
+    if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
+        return False
     return not _is_glare(scene, c)
+
+
+def _bright_beyond(scene, c):
+    """The share of directions in which the frame, 1.15 and 1.3 radii out, is still
+    nearer the disk's brightness than the sky's: a disk (in a halo or not)
+    stands out all round, while a circle fitted to the sky's edge above
+    rounded tree crowns or roofs has the same sky beyond its upper half."""
+    theta = np.tile(np.linspace(-np.pi, np.pi, 72, endpoint=False), 2)
+    factor = np.repeat([1.15, 1.3], 72)
+    ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
+    ring = ring[np.isfinite(ring)]
+    if len(ring) < 12:
+        return 0.0
+    return float(np.mean(ring > 0.5 * (c.inside + c.outside)))
 
 
 def _is_glare(scene, c):
@@ -291,8 +308,10 @@ def _is_glare(scene, c):
     y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 2)
     if x0 >= x1 or y0 >= y1:
         return False
-    patch = scene.smooth_f[y0:y1, x0:x1]
-    yy, xx = np.mgrid[y0:y1, x0:x1]
+    # A grid of about 64 x 64 points over the disk is enough to size its core.
+    step = max(1, int(c.r / 32.0))
+    patch = scene.smooth_f[y0:y1:step, x0:x1:step]
+    yy, xx = np.mgrid[y0:y1:step, x0:x1:step]
     disk = np.hypot(xx - c.x, yy - c.y) <= c.r
     if disk.sum() < 20:
         return False
@@ -300,13 +319,13 @@ def _is_glare(scene, c):
     peak = float(values.max())
     core_level = peak - max(8.0, 0.05 * (peak - scene.sky))
     core = values >= core_level
-    area = float(core.sum())
+    area = float(core.sum()) * step * step
     core_radius = np.sqrt(area / np.pi)
     if core_radius > _GLARE_CORE * c.r:
         return False
     cx, cy = xx[disk][core].mean(), yy[disk][core].mean()
     spread = np.hypot(xx[disk][core] - cx, yy[disk][core] - cy).max()
-    if np.hypot(cx - c.x, cy - c.y) > 0.25 * c.r or spread > 1.5 * core_radius + 2.0:
+    if np.hypot(cx - c.x, cy - c.y) > 0.25 * c.r or spread > 1.5 * core_radius + 2.0 * step:
         return False
     # The rim is far darker than the core: the light falls all the way out.
     return c.inside <= core_level - _GLARE_FALL * (core_level - c.outside)
