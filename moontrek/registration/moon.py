@@ -102,6 +102,7 @@ class _Candidate:
     bright: float  # brightness inside the limb, 0 at the sky, 1 at the brightest
     noise: float = 0.0  # the image's noise level, in grey levels
     score: float = 0.0
+    rival_score: float = 0.0  # the score before the plausibility test, for the look-alike rule
 
 
 def find_moon(image):
@@ -676,8 +677,10 @@ def _choose(candidates, scene):
         # Blobs of noise are round too; the Moon stands far above the noise.
         if c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise) or c.r < _MIN_RADIUS_FOUND:
             c.score = 0.0
-        elif not _plausible(c, scene):
-            # A planet or a lamp's glare is neither the Moon nor its rival.
+        c.rival_score = c.score
+        if c.score and not _plausible(c, scene):
+            # A planet or a lamp's glare is not the Moon; it still counts as a
+            # look-alike below (a sky of stars, a row of lamps).
             c.score = 0.0
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
@@ -689,7 +692,7 @@ def _choose(candidates, scene):
     # convincing, are coins, lamps or bubbles.
     rivals = []
     for c in everything:
-        if c is best or c.score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
+        if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
             continue
         if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
             continue
