@@ -75,6 +75,8 @@ class Registrar:
                 pipeline=self._pipeline(pipeline),
                 surf_enabled=self.surf_enabled,
                 max_pixels=self.max_image_pixels,
+                # Large JPEG photos decoded at the scale the pipeline needs.
+                reduced_decode=True,
             )
 
     def detect_moon(self, image_bytes):

@@ -57,10 +57,11 @@ class TestBusy:
         from moontrek.app import create_app
         from tests.conftest import multipart
 
-        release = threading.Event()
+        release, entered = threading.Event(), threading.Event()
         real_register = moontrek.registrar.register
 
         def slow_register(*args, **kwargs):
+            entered.set()
             release.wait(10)
             return real_register(*args, **kwargs)
 
@@ -73,6 +74,8 @@ class TestBusy:
             target=lambda: first.append(client.simulate_post("/api/registrar/ORB", body=body, headers=headers))
         )
         worker.start()
+        # The first request must hold the only slot before the second asks.
+        assert entered.wait(30)
         try:
             busy = client.simulate_post("/api/registrar/ORB", body=body, headers=headers)
         finally:
