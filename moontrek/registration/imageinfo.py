@@ -166,7 +166,9 @@ def _isobmff_size(data):
 
     Every coded image of a HEIF or AVIF file (the primary one, its grid
     tiles, thumbnails) declares its size in an ``ispe``; the largest is what
-    a decode would allocate, so the pixel limit is checked against it.
+    a decode would allocate, so the pixel limit is checked against it. It
+    is the coded size: an encoder may pad it to its block size (HEVC's 64 px)
+    and crop the visible image on decoding, so it is an upper bound.
     """
     best = None
     end = len(data)
