@@ -10,7 +10,7 @@ For each pair and algorithm, request by request in turn, it times:
   0.9-of-half-width radius filter, ``findHomography`` RANSAC 5.0, with
   OpenCV's default threading as the original ran it;
 * ``in-process``: ``moontrek.registration.register`` on the same bytes, with
-  the server's default settings (one OpenCV thread per registration);
+  the server's settings (reduced JPEG decoding, one OpenCV thread);
 * ``HTTP``: the whole request (multipart, decode, pipeline, JSON) against a
   real ``moontrek serve`` started here on the default config (only the rate
   limit raised and the log sent to a temporary folder).
@@ -27,7 +27,10 @@ generated pairs (client crops of 300 and 700 px as PNG, phone photos of 3 and
     python benchmarks/bench_speed.py [--rounds 5] [--algorithms SIFT ORB] [--sets demo generated]
 
 Medians per pair and algorithm, then the ratios HTTP/baseline and
-in-process/baseline per algorithm with their geometric mean over pairs.
+in-process/baseline per algorithm with their geometric mean over pairs;
+once in wall-clock time, and once in CPU time (every thread of this process;
+for HTTP, every thread of the server), which a busy shared machine disturbs
+far less.
 """
 
 import argparse
@@ -199,40 +202,62 @@ def post(port, algorithm, body, headers):
 # --- Timing. -----------------------------------------------------------------
 
 
-def _timed(function):
-    started = time.perf_counter()
+def _timed(function, pid=None):
+    """(wall seconds, CPU seconds, value): CPU of this process, or of
+    process ``pid`` (every thread) when given."""
+    cpu = (lambda: _cpu_of(pid)) if pid else time.process_time
+    started, started_cpu = time.perf_counter(), cpu()
     value = function()
-    return time.perf_counter() - started, value
+    return time.perf_counter() - started, cpu() - started_cpu, value
 
 
-def measure(pairs, algorithms, rounds, port):
-    """{(pair, algorithm): {"baseline": [s], "in-process": [s], "HTTP": [s]}} and the outcomes."""
+def _cpu_of(pid):
+    """Seconds every thread of ``pid`` has run, from the scheduler's
+    nanosecond counters (finer than /proc's clock ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+KINDS = ("baseline", "in-process", "HTTP")
+
+
+def measure(pairs, algorithms, rounds, port, pid):
+    """{(pair, algorithm): {kind: [wall s], kind + " CPU": [CPU s]}} and the outcomes."""
     times, outcomes = {}, {}
     for round_ in range(rounds + 1):  # round 0 warms every path up and is dropped
         for name, user, model in pairs:
             body, headers = multipart({"user-file": user, "model-file": model})
             for algorithm in algorithms:
-                slot = times.setdefault((name, algorithm), {"baseline": [], "in-process": [], "HTTP": []})
+                slot = times.setdefault((name, algorithm), {k: [] for kind in KINDS for k in (kind, kind + " CPU")})
                 # Baseline with OpenCV's default threads, moontrek with the server's one.
                 cv2.setNumThreads(-1)
-                elapsed, (detecting, _) = _timed(lambda: baseline(user, model, algorithm))
+                elapsed, cpu, (detecting, _) = _timed(lambda: baseline(user, model, algorithm))
                 if algorithm == "SURF":
                     elapsed += (SURF_OVER_SIFT - 1.0) * detecting
+                    cpu += (SURF_OVER_SIFT - 1.0) * detecting
                 cv2.setNumThreads(1)
                 try:
-                    inproc, result = _timed(lambda: register(user, model, algorithm))
+                    inproc, inproc_cpu, result = _timed(
+                        lambda: register(user, model, algorithm, reduced_decode=True)
+                    )
                     outcome = f"{result.inliers} inliers"
                 except RegistrationError as exc:
-                    inproc, outcome = float("nan"), str(exc)
-                over_http = float("nan")
+                    inproc = inproc_cpu = float("nan")
+                    outcome = str(exc)
+                over_http = http_cpu = float("nan")
                 if port:
-                    over_http, (status, answer) = _timed(lambda: post(port, algorithm, body, headers))
+                    over_http, http_cpu, (status, answer) = _timed(lambda: post(port, algorithm, body, headers), pid)
                     if status != 200:
                         outcome += f"; HTTP {status} {answer.get('error')}"
                 if round_:
-                    slot["baseline"].append(elapsed)
-                    slot["in-process"].append(inproc)
-                    slot["HTTP"].append(over_http)
+                    for kind, wall, used in zip(KINDS, (elapsed, inproc, over_http), (cpu, inproc_cpu, http_cpu)):
+                        slot[kind].append(wall)
+                        slot[kind + " CPU"].append(used)
                 outcomes[(name, algorithm)] = outcome
     return times, outcomes
 
@@ -244,25 +269,29 @@ def geomean(values):
 
 def report(times, outcomes, algorithms, port):
     names = list(dict.fromkeys(name for name, _ in times))
-    print(f"\n{'pair':<20} {'algorithm':<6} {'baseline ms':>11} {'in-proc ms':>10} {'HTTP ms':>8} "
-          f"{'inproc/base':>11} {'HTTP/base':>9}  outcome")
-    ratios = {algorithm: {"in-process": [], "HTTP": []} for algorithm in algorithms}
-    for name in names:
+    last = "HTTP" if port else "in-process"
+    for suffix, title in (("", "wall-clock"), (" CPU", "CPU time (every thread; the HTTP column is the server's)")):
+        print(f"\n{title}, medians in ms")
+        print(f"{'pair':<20} {'algorithm':<9} {'baseline':>9} {'in-proc':>8} {'HTTP':>8} "
+              f"{'inproc/base':>11} {'HTTP/base':>9}  outcome")
+        ratios = {algorithm: {kind: [] for kind in KINDS[1:]} for algorithm in algorithms}
+        for name in names:
+            for algorithm in algorithms:
+                slot = times[(name, algorithm)]
+                base, inproc, over_http = (statistics.median(slot[k + suffix]) * 1000 for k in KINDS)
+                ratios[algorithm]["in-process"].append(inproc / base)
+                ratios[algorithm]["HTTP"].append(over_http / base)
+                print(f"{name:<20} {algorithm:<9} {base:>9.1f} {inproc:>8.1f} {over_http:>8.1f} "
+                      f"{inproc / base:>11.2f} {over_http / base:>9.2f}  {outcomes[(name, algorithm)]}")
+        print(f"\n{title}: geometric mean of the ratios over the pairs above")
+        print(f"{'algorithm':<9} {'inproc/base':>11} {'HTTP/base':>9}")
         for algorithm in algorithms:
-            slot = times[(name, algorithm)]
-            base, inproc, over_http = (statistics.median(slot[k]) * 1000 for k in ("baseline", "in-process", "HTTP"))
-            ratios[algorithm]["in-process"].append(inproc / base)
-            ratios[algorithm]["HTTP"].append(over_http / base)
-            print(f"{name:<20} {algorithm:<6} {base:>11.1f} {inproc:>10.1f} {over_http:>8.1f} "
-                  f"{inproc / base:>11.2f} {over_http / base:>9.2f}  {outcomes[(name, algorithm)]}")
-    print(f"\n{'algorithm':<9} {'inproc/base':>11} {'HTTP/base':>9}   (geometric mean over the pairs above)")
-    for algorithm in algorithms:
-        print(f"{algorithm:<9} {geomean(ratios[algorithm]['in-process']):>11.2f} "
-              f"{geomean(ratios[algorithm]['HTTP']):>9.2f}")
-    every = [r for a in algorithms for r in ratios[a]["HTTP" if port else "in-process"]]
-    print(f"{'all':<9} geometric mean of {'HTTP' if port else 'in-process'}/baseline: {geomean(every):.2f}")
+            print(f"{algorithm:<9} {geomean(ratios[algorithm]['in-process']):>11.2f} "
+                  f"{geomean(ratios[algorithm]['HTTP']):>9.2f}")
+        every = [r for a in algorithms for r in ratios[a][last]]
+        print(f"{'all':<9} {last}/baseline: {geomean(every):.2f}")
     if "SURF" in algorithms:
-        print(f"SURF's baseline is OpenCV's SIFT baseline with its detection time x{SURF_OVER_SIFT} "
+        print(f"\nSURF's baseline is OpenCV's SIFT baseline with its detection time x{SURF_OVER_SIFT} "
               "(PyPI's OpenCV has no SURF; the original's C++ SURF costs 1.3-1.9x SIFT).")
 
 
@@ -284,7 +313,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         process, port = (None, None) if args.no_http else start_server(folder)
         try:
-            times, outcomes = measure(pairs, args.algorithms, args.rounds, port)
+            times, outcomes = measure(pairs, args.algorithms, args.rounds, port, process.pid if process else None)
         finally:
             if process:
                 process.terminate()
