@@ -6,7 +6,7 @@ latency percentiles, status counts and the server's peak resident memory.
 Uses the real demo pairs from ../shared/data/registrate when present, else
 generated pairs. Loopback only; bounded in requests and time.
 
-    python benchmarks/load.py --clients 1 8 --requests 48
+    python benchmarks/load.py --clients 1 8 --requests 48 [--pipelines moon classic]
 """
 
 import argparse
@@ -116,8 +116,24 @@ def peak_rss_mb(pid):
     return total
 
 
-def run(port, bodies, clients, requests, algorithm):
+def server_cpu_seconds(pid):
+    """Seconds every thread of the server has run (the scheduler's
+    nanosecond counters), or NaN when it is not ours to read."""
+    tasks = Path(f"/proc/{pid}/task") if pid else None
+    if tasks is None or not tasks.exists():
+        return float("nan")
+    total = 0
+    for task in tasks.iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+def run(port, bodies, clients, requests, algorithm, pipeline=None, pid=None):
     """``requests`` posts spread over ``clients`` threads; returns the figures."""
+    path = f"/api/registrar/{algorithm}" + (f"?pipeline={pipeline}" if pipeline else "")
     latencies, statuses = [], Counter()
     lock = threading.Lock()
     counter = iter(range(requests))
@@ -131,7 +147,7 @@ def run(port, bodies, clients, requests, algorithm):
             body, headers = bodies[index % len(bodies)]
             started = time.perf_counter()
             try:
-                status = post(port, f"/api/registrar/{algorithm}", body, headers)
+                status = post(port, path, body, headers)
             except OSError as exc:
                 status = type(exc).__name__
             elapsed = time.perf_counter() - started
@@ -139,18 +155,22 @@ def run(port, bodies, clients, requests, algorithm):
                 latencies.append(elapsed)
                 statuses[status] += 1
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), server_cpu_seconds(pid)
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    cpu = server_cpu_seconds(pid) - started_cpu
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "clients": clients,
         "requests": requests,
         "throughput": requests / wall,
+        # Requests per second of one core the server actually used: a
+        # throughput a machine shared with other work does not distort.
+        "per_core": requests / cpu if cpu > 0 else float("nan"),
         "p50": quantiles[49],
         "p95": quantiles[94],
         "p99": quantiles[98],
@@ -164,6 +184,7 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--requests", type=int, default=48, help="requests per run")
     parser.add_argument("--algorithm", default="SIFT")
+    parser.add_argument("--pipelines", nargs="+", default=["moon"], help="e.g. moon classic: each run in turn")
     parser.add_argument("--threads", type=int, default=8, help="waitress threads of the started server")
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="max_concurrent_registrations")
     parser.add_argument("--wait", type=float, default=30.0, help="registration_wait_seconds")
@@ -183,22 +204,30 @@ def main(argv=None):
         else:
             process, port = start_server(args, folder)
         try:
-            run(port, bodies, 1, len(bodies), args.algorithm)  # warm-up
-            results = [run(port, bodies, clients, args.requests, args.algorithm) for clients in args.clients]
+            pid = process.pid if process else None
+            results = []
+            for pipeline in args.pipelines:
+                run(port, bodies, 1, len(bodies), args.algorithm, pipeline, pid)  # warm-up
+                for clients in args.clients:
+                    figures = run(port, bodies, clients, args.requests, args.algorithm, pipeline, pid)
+                    results.append({"pipeline": pipeline, **figures})
         finally:
             peak = peak_rss_mb(process.pid) if process else float("nan")
             if process:
                 process.terminate()
                 process.wait(timeout=60)
-    base = results[0]["throughput"]
-    print(f"{'clients':>7} {'req':>5} {'req/s':>7} {'x1':>5} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} "
-          f"{'p99/p50':>7}  statuses")
+    print(f"{'pipeline':<8} {'clients':>7} {'req':>5} {'req/s':>7} {'x1':>5} {'req/s/core':>10} {'p50 s':>7} "
+          f"{'p95 s':>7} {'p99 s':>7} {'p99/p50':>7}  statuses")
     for result in results:
+        base = next(r["throughput"] for r in results if r["pipeline"] == result["pipeline"])
         print(
-            f"{result['clients']:>7} {result['requests']:>5} {result['throughput']:>7.2f} "
-            f"{result['throughput'] / base:>5.2f} {result['p50']:>7.3f} {result['p95']:>7.3f} {result['p99']:>7.3f} "
-            f"{result['p99'] / result['p50']:>7.2f}  {json.dumps(result['statuses'])}"
+            f"{result['pipeline']:<8} {result['clients']:>7} {result['requests']:>5} {result['throughput']:>7.2f} "
+            f"{result['throughput'] / base:>5.2f} {result['per_core']:>10.2f} {result['p50']:>7.3f} "
+            f"{result['p95']:>7.3f} {result['p99']:>7.3f} {result['p99'] / result['p50']:>7.2f}  "
+            f"{json.dumps(result['statuses'])}"
         )
+    print("req/s/core: requests per second of server CPU time (every thread), "
+          "which other work on the machine does not distort")
     print(f"server peak resident memory: {peak:.0f} MB")
 
 

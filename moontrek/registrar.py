@@ -124,6 +124,8 @@ class Registrar:
                     pipeline=pipeline,
                     surf_enabled=self.surf_enabled,
                     max_pixels=self.max_image_pixels,
+                    # Large JPEG photos decoded at the scale the pipeline needs.
+                    reduced_decode=True,
                 )
             finally:
                 if self.metrics is not None:

@@ -114,6 +114,10 @@ def make_server(app, config, *, sockets=None, metrics=None):
         # reading them, and stops chunked ones as they pass the limit (it
         # refuses at >=, hence the +1: exactly the limit is allowed).
         max_request_body_size=config["max_upload_bytes"] + 1,
+        # Uploads are megabytes: reading the socket 64 kB at a time instead
+        # of waitress's 8 kB took 10 ms of CPU off a request with a demo
+        # pair (2.9 MB), and halved its transfer time on loopback.
+        recv_bytes=65536,
         ident="moontrek",
         # waitress 3 drops X-Forwarded-For and its kin unless it trusts the
         # peer itself (one address, no networks). moontrek decides whom to

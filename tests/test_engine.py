@@ -90,6 +90,48 @@ class TestDecoding:
         decoded = decode_image(encode(image))
         assert decoded[:, :10].max() == 0 and decoded[:, 10:].min() == 200
 
+    def test_partial_alpha_rounded_as_before(self):
+        """Partly transparent pixels become colour * alpha / 255 rounded to
+        nearest, exactly the 16-bit formula the 8-bit composite replaced."""
+        rng = np.random.default_rng(0)
+        image = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+        decoded = decode_image(encode(image))
+        alpha = image[:, :, 3:4].astype(np.uint16)
+        expected = ((image[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+        assert np.array_equal(decoded, expected)
+
+    @pytest.mark.parametrize("reduction", [2, 4, 8])
+    def test_reduced_jpeg(self, reduction):
+        """A JPEG decoded at 1/2, 1/4 or 1/8 has the reduced size, is turned
+        upright from its EXIF orientation too, and matches the full decode
+        shrunk by area averaging."""
+        rng = np.random.default_rng(1)
+        image = cv2.GaussianBlur(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8), (0, 0), 6)
+        image[:, :16] = 255  # a bright left edge
+        data = jpeg_with_orientation(image, 6)
+        full = decode_image(data)
+        small = decode_image(data, reduction=reduction)
+        assert full.shape[:2] == (160, 96)
+        assert small.shape[:2] == (160 // reduction, 96 // reduction)
+        shrunk = cv2.resize(full, (96 // reduction, 160 // reduction), interpolation=cv2.INTER_AREA)
+        assert np.abs(small.astype(int) - shrunk).mean() < 4
+
+    def test_reduction_ignored_by_other_formats(self):
+        """PNG has no reduced decode: the full image comes back."""
+        assert decode_image(encode(np.zeros((40, 64, 3), np.uint8)), reduction=4).shape == (40, 64, 3)
+
+    @pytest.mark.parametrize(
+        "size,largest,expected",
+        [((4032, 3024), 8, 8), ((4032, 3024), 5, 4), ((4000, 3000), 8, 8), ((1001, 800), 8, 1), ((1002, 800), 8, 2),
+         ((4032, 3024), 1, 1)],
+    )
+    def test_jpeg_reduction(self, size, largest, expected):
+        """Only reductions that divide both sides are chosen (the reduced grid
+        then maps back exactly whatever the orientation), at most ``largest``."""
+        from moontrek.registration.images import jpeg_reduction
+
+        assert jpeg_reduction(*size, largest) == expected
+
     def test_exif_orientation(self):
         """A phone JPEG is turned upright from its EXIF orientation."""
         image = np.zeros((40, 80, 3), np.uint8)
@@ -176,6 +218,65 @@ class TestRegister:
         """The algorithm name is checked before the images are decoded."""
         with pytest.raises(UnknownAlgorithmError):
             register(b"", b"", "nope")
+
+
+class TestReducedDecode:
+    """register(reduced_decode=True), the server's default: a large JPEG photo
+    decoded at a fraction of its size, the answer in full-size pixels."""
+
+    @pytest.fixture(scope="class")
+    def phone_photo(self):
+        """A 2048 x 1536 JPEG whose Moon spans 90% of the short side, and a 1000 px render."""
+        model = render_moon(1000, seed=5)
+        radius = 0.45 * 1536
+        pair = make_pair(model, angle=65.0, scale=radius / (0.46 * 1000), shift=(60.0, -30.0), user_size=(2048, 1536))
+        return pair, encode(pair.user, ".jpg", quality=92), encode(model)
+
+    @pytest.mark.parametrize("algorithm", ["SIFT", "ORB"])
+    def test_same_answer_in_full_resolution(self, phone_photo, algorithm):
+        """The reduced decode is used (the Moon's radius, 690 px, allows it)
+        and its homography and circles are in the full photo's pixels: as
+        accurate as the full decode's."""
+        pair, user, model = phone_photo
+        full = register(user, model, algorithm)
+        reduced = register(user, model, algorithm, reduced_decode=True)
+        assert "decoded_reduction" not in full.extras
+        assert reduced.extras["decoded_reduction"] >= 2
+        tolerance = 0.004 * 2048
+        assert corner_error(full.homography, pair.expected, 2048, 1536) < tolerance
+        assert corner_error(reduced.homography, pair.expected, 2048, 1536) < tolerance
+        for side in ("user", "model"):
+            a, b = full.extras["circles"][side], reduced.extras["circles"][side]
+            assert abs(a["x"] - b["x"]) < 4 and abs(a["y"] - b["y"]) < 4 and abs(a["radius"] / b["radius"] - 1) < 0.01
+
+    def test_small_moon_decoded_in_full(self):
+        """A Moon too small to spare pixels is decoded at full size."""
+        model = render_moon(600, seed=6)
+        pair = make_pair(model, angle=10.0, scale=150 / (0.46 * 600), user_size=(1600, 1200))
+        result = register(encode(pair.user, ".jpg", quality=92), encode(model), "SIFT", reduced_decode=True)
+        assert "decoded_reduction" not in result.extras
+        assert corner_error(result.homography, pair.expected, 1600, 1200) < 0.005 * 1600
+
+    def test_classic_pipeline_never_reduced(self, phone_photo):
+        """The classic pipeline keeps the original's full-frame computation."""
+        pair, user, model = phone_photo
+        result = register(user, model, "ORB", pipeline="classic", reduced_decode=True)
+        assert "decoded_reduction" not in result.extras
+
+
+class TestConcurrentDecode:
+    def test_photo_error_first(self):
+        """With both files bad, the photo's error is raised, as when they
+        were decoded one after the other; a good model with a bad photo too."""
+        with pytest.raises(ImageError, match="user-file"):
+            register(b"not an image", b"nor this", "SIFT")
+        with pytest.raises(ImageError, match="user-file is a damaged PNG"):
+            register(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, encode(render_moon(200, seed=1)), "SIFT")
+
+    def test_model_error(self):
+        """A bad model with a good photo names the model-file."""
+        with pytest.raises(ImageError, match="model-file"):
+            register(encode(render_moon(200, seed=1)), b"\xff\xd8\xff broken", "SIFT")
 
 
 class TestRealDemoData:

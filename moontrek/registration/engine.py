@@ -1,17 +1,33 @@
 """The engine's front door: bytes (or arrays) in, a homography out."""
 
+import contextlib
+import dataclasses
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 from .algorithms import get_algorithm
 from .classic import register_classic
-from .errors import RegistrationError
-from .images import decode_image
-from .moon_pipeline import register_moon
+from .errors import NoMoonError, RegistrationError
+from .geometry import fitted_size
+from .images import decode_image, jpeg_reduction, probe_image
+from .moon import find_moon
+from .moon_pipeline import ALGORITHM_SETTINGS, WORK_RADIUS, register_moon
 
 __all__ = ["PIPELINES", "DEFAULT_PIPELINE", "get_pipeline", "register", "register_images"]
 
 PIPELINES = {"classic": register_classic, "moon": register_moon}
 DEFAULT_PIPELINE = "moon"
+
+# A JPEG photo is decoded smaller only when its Moon keeps this much more
+# than the pipeline's working radius: the pipeline then resamples from the
+# same number of pixels per crater it would take from the full image (its
+# pyramid halves the photo just as far), and a disk measured a few percent
+# large on the small probe costs no detail.
+REDUCTION_MARGIN = 1.15
 
 
 def get_pipeline(name):
@@ -32,7 +48,9 @@ def register_images(user, model, algorithm, *, pipeline=None, surf_enabled=True)
     return result
 
 
-def register(user_bytes, model_bytes, algorithm, *, pipeline=None, surf_enabled=True, max_pixels=None):
+def register(
+    user_bytes, model_bytes, algorithm, *, pipeline=None, surf_enabled=True, max_pixels=None, reduced_decode=False
+):
     """Find the homography from the user photo to the model render.
 
     ``user_bytes`` and ``model_bytes`` are encoded image files. The result's
@@ -40,13 +58,136 @@ def register(user_bytes, model_bytes, algorithm, *, pipeline=None, surf_enabled=
     image with its aspect ratio kept. Raises a
     :class:`~moontrek.registration.errors.RegistrationError` subclass whose
     message can be shown to a person.
+
+    With ``reduced_decode`` (the server's default) the ``moon`` pipeline
+    decodes a large JPEG photo at 1/2, 1/4 or 1/8 of its size when its Moon
+    is large enough to lose nothing the pipeline uses (see
+    :func:`_decode_user`); the answer stays in full-resolution pixels.
     """
     started = time.perf_counter()
     # Resolve the algorithm first: an unknown name should not cost a decode.
-    get_algorithm(algorithm, surf_enabled=surf_enabled)
-    get_pipeline(pipeline)
-    user = decode_image(user_bytes, field="user-file", max_pixels=max_pixels)
-    model = decode_image(model_bytes, field="model-file", max_pixels=max_pixels)
-    result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
+    found = get_algorithm(algorithm, surf_enabled=surf_enabled)
+    run = get_pipeline(pipeline)
+    reduce = reduced_decode and run is register_moon
+    with _registration():
+        user, model, reduction = _decode_pair(user_bytes, model_bytes, found.name, max_pixels, reduce)
+        result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
+    if reduction > 1:
+        result = _to_full_resolution(result, reduction, user.shape, model.shape)
     result.elapsed_ms = (time.perf_counter() - started) * 1000.0
     return result
+
+
+# --- Decoding both files, concurrently when the machine is free. ------------
+
+# OpenCV's and Pillow's decoders release the GIL, so the two files of one
+# request decode in parallel. Only when that request runs alone: under load
+# the other requests already fill the cores, and a second thread per
+# request would only add switching (and the peak memory of two decodes of
+# different requests at once).
+_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="moontrek-decode")
+_ACTIVE = 0
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _registration():
+    global _ACTIVE
+    with _ACTIVE_LOCK:
+        _ACTIVE += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE -= 1
+
+
+def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce):
+    """(user, model, user reduction): the model decoded on the pool while this
+    thread decodes the photo, when this is the only registration running."""
+    # Both headers first: a bad or oversized file is refused before any
+    # pixel is decoded, the photo's error before the model's.
+    probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
+    probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
+    decode_model = lambda: decode_image(model_bytes, field="model-file", max_pixels=max_pixels)  # noqa: E731
+    with _ACTIVE_LOCK:
+        alone = _ACTIVE <= 1 and (os.cpu_count() or 1) > 1
+    if not alone:
+        user, reduction = _decode_user(user_bytes, algorithm, max_pixels, reduce)
+        return user, decode_model(), reduction
+    pending = _POOL.submit(decode_model)
+    try:
+        user, reduction = _decode_user(user_bytes, algorithm, max_pixels, reduce)
+    except BaseException:
+        pending.cancel()
+        with contextlib.suppress(Exception):
+            pending.result()  # never leave a decode running past its request
+        raise
+    return user, pending.result(), reduction
+
+
+def _decode_user(data, algorithm, max_pixels, reduce):
+    """The photo, and the JPEG reduction it was decoded at.
+
+    The header alone cannot say how large the Moon is (a whole phone photo
+    may hold a Moon a tenth of its short side across, whose every pixel
+    counts), so a large JPEG is first decoded at 1/8 (libjpeg skips most of
+    the inverse DCT: about a fifth of a full decode of a 12 Mpx photo) and
+    its disk found there; the photo is then decoded at the largest
+    reduction that keeps the disk's radius ``REDUCTION_MARGIN`` times the
+    working radius (the 1/8 copy itself when it does), else at full size.
+    """
+    kind, width, height = probe_image(data, field="user-file", max_pixels=max_pixels)
+    working = ALGORITHM_SETTINGS.get(algorithm, {}).get("radius", WORK_RADIUS)
+    # No disk inside the frame can have a radius over half the short side.
+    most = jpeg_reduction(width, height, int(min(width, height) / 2 / (working * REDUCTION_MARGIN)))
+    if not reduce or kind != "JPEG" or most < 2:
+        return decode_image(data, field="user-file", max_pixels=max_pixels), 1
+    small = decode_image(data, field="user-file", max_pixels=max_pixels, reduction=most)
+    try:
+        radius = find_moon(small).radius * most
+    except NoMoonError:
+        radius = 0.0
+    reduction = most
+    while reduction > 1 and radius / reduction < working * REDUCTION_MARGIN:
+        reduction //= 2
+    if reduction == most:
+        return small, most
+    del small
+    return decode_image(data, field="user-file", max_pixels=max_pixels, reduction=reduction), reduction
+
+
+def _to_full_resolution(result, reduction, user_shape, model_shape):
+    """A result found on a photo decoded at 1/``reduction``, in the pixels of
+    the full photo and of the model fitted to it (the server's convention).
+
+    Full photo pixel x covers reduced pixel (x + 0.5) / reduction - 0.5; the
+    model fitted to the reduced photo and the one fitted to the full photo
+    are both plain rescalings of the render."""
+    model_h, model_w = model_shape[:2]
+    small_h, small_w = user_shape[:2]
+    full_w, full_h = small_w * reduction, small_h * reduction
+    small_fit = fitted_size(model_w, model_h, small_w, small_h)
+    full_fit = fitted_size(model_w, model_h, full_w, full_h)
+    gx, gy = full_fit[0] / small_fit[0], full_fit[1] / small_fit[1]
+    s = 1.0 / reduction
+    to_small = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
+    homography = np.diag([gx, gy, 1.0]) @ np.asarray(result.homography, float) @ to_small
+    extras = dict(result.extras)
+    circles = extras.get("circles")
+    if circles:
+        user, model = circles.get("user"), circles.get("model")
+        extras["circles"] = {
+            **circles,
+            "user": user and _circle((user["x"] + 0.5) * reduction - 0.5, (user["y"] + 0.5) * reduction - 0.5,
+                                     user["radius"] * reduction),
+            "model": model and _circle(model["x"] * gx, model["y"] * gy, model["radius"] * np.sqrt(gx * gy)),
+        }
+    if "reprojection_error_px" in extras:
+        extras["reprojection_error_px"] = round(float(extras["reprojection_error_px"]) * np.sqrt(gx * gy), 3)
+    extras["decoded_reduction"] = reduction
+    return dataclasses.replace(result, homography=homography / homography[2, 2], extras=extras)
+
+
+def _circle(x, y, radius):
+    return {"x": round(float(x), 1), "y": round(float(y), 1), "radius": round(float(radius), 1)}

@@ -9,7 +9,16 @@ import struct
 
 __all__ = ["SUPPORTED_FORMATS", "probe"]
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "WebP", "TIFF", "BMP")
+SUPPORTED_FORMATS = ("PNG", "JPEG", "HEIC/HEIF", "AVIF", "WebP", "TIFF", "BMP")
+
+# ISOBMFF brands (the ``ftyp`` box): HEVC-coded HEIF (the iPhone's HEIC), the
+# generic HEIF image brands, and AV1-coded AVIF. Decoded by different
+# libraries, so told apart here.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_GENERIC_BRANDS = {b"mif1", b"msf1"}
+# A box tree deeper than this, or with more boxes, is not a photo's header.
+_MAX_BOXES = 4096
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, ...): the
 # frame header carries the dimensions. C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
@@ -32,6 +41,10 @@ def probe(data):
         return ("TIFF", *_tiff(data))
     if data[:2] == b"BM":
         return ("BMP", *_bmp(data))
+    if data[4:8] == b"ftyp":
+        kind = _isobmff_kind(data)
+        if kind is not None:
+            return (kind, *_isobmff_size(data))
     return (None, None, None)
 
 
@@ -108,3 +121,71 @@ def _bmp(data):
     else:
         width, height = struct.unpack("<ii", data[18:26])
     return abs(width), abs(height)
+
+
+def _boxes(data, start, end):
+    """(type, payload start, payload end) of the ISOBMFF boxes in data[start:end]."""
+    offset = start
+    count = 0
+    while offset + 8 <= end and count < _MAX_BOXES:
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            if offset + 16 > end:
+                return
+            (size,) = struct.unpack(">Q", data[offset + 8 : offset + 16])
+            header = 16
+        elif size == 0:  # to the end of the enclosing box
+            size = end - offset
+        if size < header or offset + size > end:
+            return
+        yield kind, offset + header, offset + size
+        offset += size
+        count += 1
+
+
+def _isobmff_kind(data):
+    for kind, start, end in _boxes(data, 0, min(len(data), 4096)):
+        if kind != b"ftyp":
+            return None
+        # major brand, minor version, then compatible brands
+        major = data[start : start + 4]
+        brands = {major, *(data[i : i + 4] for i in range(start + 8, end - 3, 4))}
+        # The generic brands (mif1, msf1) appear in AVIF files too: the
+        # codec-specific brand decides, the major one first.
+        if major in _AVIF_BRANDS or (major not in _HEIF_BRANDS - _GENERIC_BRANDS and brands & _AVIF_BRANDS):
+            return "AVIF"
+        if brands & _HEIF_BRANDS:
+            return "HEIF"
+        return None
+    return None
+
+
+def _isobmff_size(data):
+    """The largest image extent (``ispe`` property) in ``meta/iprp/ipco``.
+
+    Every coded image of a HEIF or AVIF file (the primary one, its grid
+    tiles, thumbnails) declares its size in an ``ispe``; the largest is what
+    a decode would allocate, so the pixel limit is checked against it. It
+    is the coded size: an encoder may pad it to its block size (HEVC's 64 px)
+    and crop the visible image on decoding, so it is an upper bound.
+    """
+    best = None
+    end = len(data)
+    for kind, start, stop in _boxes(data, 0, end):
+        if kind != b"meta":
+            continue
+        # meta is a full box: 4 bytes of version and flags first.
+        for child, child_start, child_stop in _boxes(data, start + 4, stop):
+            if child != b"iprp":
+                continue
+            for container, c_start, c_stop in _boxes(data, child_start, child_stop):
+                if container != b"ipco":
+                    continue
+                for prop, p_start, p_stop in _boxes(data, c_start, c_stop):
+                    if prop == b"ispe" and p_stop - p_start >= 12:
+                        width, height = struct.unpack(">II", data[p_start + 4 : p_start + 12])
+                        if best is None or width * height > best[0] * best[1]:
+                            best = (width, height)
+        break
+    return best if best is not None else (None, None)
