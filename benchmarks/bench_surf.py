@@ -233,30 +233,46 @@ def table_stages(images, repeats):
             setattr(surf_mod, name, originals[stage])
 
 
+def _strongest(surf, n):
+    """detectAndCompute keeping the n strongest keypoints, as SIFT's nfeatures does."""
+    def run(im, mask):
+        kps = surf.detect(im, mask)
+        kps = sorted(kps, key=lambda k: -k.response)[:n]
+        return surf.compute(im, kps)
+    return run
+
+
 def table_pipeline(repeats):
+    """Ours on the pipeline's canvases, against SIFT, plus two cheaper settings to consider."""
     from moontrek.registration.moon_pipeline import MAX_FEATURES
 
     canvases = pipeline_canvases()
     surf = SURF()
     sift = cv2.SIFT_create()
     sift_capped = cv2.SIFT_create(nfeatures=MAX_FEATURES)
-    print(f"\nmoon pipeline canvases (normalise_disk, masked), median of {repeats}")
-    print(f"{'disk':26s} {'side':>4s} {'ours s':>7s} {'kp':>5s} {'SIFT s':>7s} {'kp':>5s} "
-          f"{'SIFT1000 s':>10s} {'ours/SIFT':>9s} {'(CPU)':>6s} {'ours/SIFT1000':>13s} {'(CPU)':>6s}")
-    r1, c1, r2, c2 = [], [], [], []
+    variants = {
+        "ours": lambda im, m: surf.detectAndCompute(im, m),
+        "SIFT": lambda im, m: sift.detectAndCompute(im, m),
+        f"SIFT{MAX_FEATURES}": lambda im, m: sift_capped.detectAndCompute(im, m),
+        "ours 3 oct": lambda im, m, s3=SURF(nOctaves=3): s3.detectAndCompute(im, m),
+        f"ours {MAX_FEATURES}": _strongest(surf, MAX_FEATURES),
+    }
+    names = list(variants)
+    print(f"\nmoon pipeline canvases (normalise_disk, masked), median of {repeats}: seconds, "
+          "keypoints, and ratios to SIFT (wall / thread CPU)")
+    print(f"{'disk':26s} {'side':>4s} " + " ".join(f"{n:>15s}" for n in names))
+    ratios = {(a, b): ([], []) for a in names if a.startswith("ours")
+              for b in ("SIFT", f"SIFT{MAX_FEATURES}")}
     for name, canvas, mask in canvases:
-        (w_o, c_o, n_o), (w_s, c_s, n_s), (w_c, c_c, _) = compare(
-            [lambda im: surf.detectAndCompute(im, mask),
-             lambda im: sift.detectAndCompute(im, mask),
-             lambda im: sift_capped.detectAndCompute(im, mask)], canvas, repeats)
-        r1.append(w_o / w_s)
-        c1.append(c_o / c_s)
-        r2.append(w_o / w_c)
-        c2.append(c_o / c_c)
-        print(f"{name:26s} {canvas.shape[0]:4d} {w_o:7.3f} {n_o:5d} {w_s:7.3f} {n_s:5d} "
-              f"{w_c:10.3f} {r1[-1]:9.2f} {c1[-1]:6.2f} {r2[-1]:13.2f} {c2[-1]:6.2f}")
-    _summary("ratio ours/SIFT (defaults)", r1, c1)
-    _summary(f"ratio ours/SIFT (nfeatures={MAX_FEATURES}, as the pipeline)", r2, c2)
+        res = compare([lambda im, f=f: f(im, mask) for f in variants.values()], canvas, repeats)
+        by = dict(zip(names, res))
+        print(f"{name:26s} {canvas.shape[0]:4d} "
+              + " ".join(f"{w:8.3f} {n:6d}" for w, _, n in res))
+        for (a, b), (rw, rc) in ratios.items():
+            rw.append(by[a][0] / by[b][0])
+            rc.append(by[a][1] / by[b][1])
+    for (a, b), (rw, rc) in ratios.items():
+        _summary(f"{a} / {b}", rw, rc)
 
 
 def _throughput(make, images, threads, jobs):
