@@ -321,9 +321,9 @@ def _find_extrema(dets, sizes, layer, octave, threshold, integral, mask_integral
         # One extra row each side so the 3x3 dilation is exact on rows r0..r1-1.
         dil = cv2.dilate(det[r0 - 1:r1 + 1], None)[1:-1, margin:cols - margin]
         val = det[r0:r1, margin:cols - margin]
-        # OpenCV calls (no GIL); findNonZero scans in np.nonzero's order.
+        # Whole-block calls (no GIL); findNonZero scans in np.nonzero's order.
         cand = cv2.compare(val, dil, cv2.CMP_GE)
-        cv2.bitwise_and(cand, cv2.compare(val, float(thr), cv2.CMP_GT), dst=cand)
+        cv2.bitwise_and(cand, np.greater(val, thr).view(np.uint8), dst=cand)
         pts = cv2.findNonZero(cand)
         if pts is not None:
             pts = pts.reshape(-1, 2)
