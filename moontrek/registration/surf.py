@@ -11,9 +11,10 @@ Choices worth knowing:
 
 * atan2: OpenCV's polynomial approximation (``cv::fastAtan2``: coefficients
   0.9997878, -0.3258084, 0.1555787, -0.0443266 on min/max of ``|x|, |y|``),
-  evaluated in float32, both for the sample angles of the orientation search
-  and for the final keypoint angle.  NumPy's exact ``arctan2`` would move
-  angles by about 0.001 degree and flip about 0.1% of borderline windows.
+  by ``cv2.phase``, which runs OpenCV's own implementation of it, both for the
+  sample angles of the orientation search and for the final keypoint angle.
+  NumPy's exact ``arctan2`` would move angles by about 0.001 degree and flip
+  about 0.1% of borderline windows.
 * Arithmetic that decides *which* keypoints exist, and in which order (box
   filter responses, determinant, window sums), is done in float32 in the same
   operation order as OpenCV, so responses are bit-identical and the ordering by
@@ -23,13 +24,22 @@ Choices worth knowing:
   ``cv2.resize`` of the stacked windows (identical to resizing each window).
   The maps reproduce OpenCV SURF's sample positions (row starts accumulated in
   float32, as its loop does); samples whose 2 x 2 neighbourhood leaves the
-  image take the nearest clamped pixel.  OpenCV >= 4.11 interpolates remap
-  with float weights, so about 0.3% of window pixels differ from OpenCV
-  SURF's own float32 arithmetic, by one grey level; after the area resize
+  image take the nearest clamped pixel: their map entries are moved onto that
+  pixel's centre, where bilinear interpolation returns the pixel itself, so
+  one remap serves border and interior windows alike.  OpenCV >= 4.11
+  interpolates remap with float weights, so about 0.3% of window pixels
+  differ from OpenCV SURF's own float32 arithmetic, by one grey level; after the area resize
   descriptors move by ~1e-3 (L2) at most, rarely more for a low-contrast
   window.  Builds whose remap quantises positions to 1/32 px are detected
   once (``_remap_is_exact``) and get the exact, slower NumPy sampler
   (``_windows_exact``).  Upright windows are exact.
+* Box filters: a lobe's weight is k / area with k in {1, -1, -2}, so the
+  lobes of one shape share one map of box sums / area and each lobe is a
+  shifted view times k (exact: k is a power of two up to sign).  That is 3
+  box-sum maps per layer instead of 10, with the same float32 results.
+* The heavy stages are whole-array OpenCV calls (boxFilter, remap, resize,
+  dilate, compare, findNonZero, phase) or NumPy ufuncs on large blocks, which
+  run without the GIL, so concurrent requests share the cores.
 * Detection keeps three determinant maps per octave alive at a time (the
   layers around the middle layer being searched), computes them in row
   blocks, and evaluates the trace only at the keypoints, so memory stays at a
