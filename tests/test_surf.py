@@ -334,15 +334,34 @@ class TestFastPaths:
             want[i] = surf_mod._fast_atan2_deg(np.array([-by], f32), np.array([bx], f32))[0]
         assert np.mean(np.abs(angle - want) < 1e-3) >= 0.995
 
-    def test_select_equals_where(self):
-        """The branch-free float32 select equals np.where."""
+    def test_fast_atan2_is_opencv_polynomial(self):
+        """cv2.phase-based atan2 equals SURF.md's polynomial within float32 rounding, in [0, 360]."""
         rng = np.random.default_rng(3)
-        a = rng.normal(size=(50, 70)).astype(np.float32)
-        b = rng.normal(size=(50, 70)).astype(np.float32)
-        m = rng.random((50, 70)) < 0.5
-        np.testing.assert_array_equal(surf_mod._select(m, a, b), np.where(m, a, b))
-        two = np.float32(2)
-        np.testing.assert_array_equal(surf_mod._select(m, a, two), np.where(m, a, two))
+        scale = rng.choice([1e-3, 1.0, 100.0], 20000)
+        x = (rng.normal(size=20000) * scale).astype(np.float32)
+        y = (rng.normal(size=20000) * scale).astype(np.float32)
+        x[:50] = 0
+        y[25:75] = 0
+        got = surf_mod._fast_atan2_deg(y, x)
+        ax, ay = np.abs(x).astype(np.float64), np.abs(y).astype(np.float64)
+        c = np.minimum(ax, ay) / (np.maximum(ax, ay) + np.finfo(np.float64).eps)
+        c2 = c * c
+        a = (((-0.04432655554792128 * c2 + 0.1555786518463281) * c2 - 0.3258083974640975) * c2
+             + 0.9997878412794807) * c * 180.0 / np.pi
+        a = np.where(ax >= ay, a, 90.0 - a)
+        a = np.where(x < 0, 180.0 - a, a)
+        want = np.where(y < 0, 360.0 - a, a)
+        assert np.abs(got - want).max() < 1e-4
+        assert got.min() >= 0 and got.max() <= 360
+
+    def test_fast_atan2_does_not_depend_on_position(self):
+        """A value gets the same angle alone, at any offset, or inside a large array."""
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=1000).astype(np.float32)
+        y = rng.normal(size=1000).astype(np.float32)
+        whole = surf_mod._fast_atan2_deg(y, x)
+        for lo, hi in ((0, 1), (3, 10), (17, 600), (999, 1000)):
+            np.testing.assert_array_equal(surf_mod._fast_atan2_deg(y[lo:hi], x[lo:hi]), whole[lo:hi])
 
 
 def _sample_responses(integral, x, y, size):

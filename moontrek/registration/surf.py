@@ -11,9 +11,10 @@ Choices worth knowing:
 
 * atan2: OpenCV's polynomial approximation (``cv::fastAtan2``: coefficients
   0.9997878, -0.3258084, 0.1555787, -0.0443266 on min/max of ``|x|, |y|``),
-  evaluated in float32, both for the sample angles of the orientation search
-  and for the final keypoint angle.  NumPy's exact ``arctan2`` would move
-  angles by about 0.001 degree and flip about 0.1% of borderline windows.
+  by ``cv2.phase``, which runs OpenCV's own implementation of it, both for the
+  sample angles of the orientation search and for the final keypoint angle.
+  NumPy's exact ``arctan2`` would move angles by about 0.001 degree and flip
+  about 0.1% of borderline windows.
 * Arithmetic that decides *which* keypoints exist, and in which order (box
   filter responses, determinant, window sums), is done in float32 in the same
   operation order as OpenCV, so responses are bit-identical and the ordering by
@@ -23,13 +24,22 @@ Choices worth knowing:
   ``cv2.resize`` of the stacked windows (identical to resizing each window).
   The maps reproduce OpenCV SURF's sample positions (row starts accumulated in
   float32, as its loop does); samples whose 2 x 2 neighbourhood leaves the
-  image take the nearest clamped pixel.  OpenCV >= 4.11 interpolates remap
-  with float weights, so about 0.3% of window pixels differ from OpenCV
-  SURF's own float32 arithmetic, by one grey level; after the area resize
+  image take the nearest clamped pixel: their map entries are moved onto that
+  pixel's centre, where bilinear interpolation returns the pixel itself, so
+  one remap serves border and interior windows alike.  OpenCV >= 4.11
+  interpolates remap with float weights, so about 0.3% of window pixels
+  differ from OpenCV SURF's own float32 arithmetic, by one grey level; after the area resize
   descriptors move by ~1e-3 (L2) at most, rarely more for a low-contrast
   window.  Builds whose remap quantises positions to 1/32 px are detected
   once (``_remap_is_exact``) and get the exact, slower NumPy sampler
   (``_windows_exact``).  Upright windows are exact.
+* Box filters: a lobe's weight is k / area with k in {1, -1, -2}, so the
+  lobes of one shape share one map of box sums / area and each lobe is a
+  shifted view times k (exact: k is a power of two up to sign).  That is 3
+  box-sum maps per layer instead of 10, with the same float32 results.
+* The heavy stages are whole-array OpenCV calls (boxFilter, remap, resize,
+  dilate, compare, findNonZero, phase) or NumPy ufuncs on large blocks, which
+  run without the GIL, so concurrent requests share the cores.
 * Detection keeps three determinant maps per octave alive at a time (the
   layers around the middle layer being searched), computes them in row
   blocks, and evaluates the trace only at the keypoints, so memory stays at a
@@ -48,6 +58,7 @@ SURF is covered by patents (US 8,165,401 and its continuation); that is why
 OpenCV keeps it out of its default builds.
 """
 
+import functools
 import math
 
 import cv2
@@ -80,54 +91,32 @@ _DET_BLOCK = 1 << 17
 # cv2.remap needs fewer than SHRT_MAX rows and columns.
 _MAX_STACK_ROWS = 32000
 
-_RAD2DEG = 180.0 / math.pi
-_ATAN_P1 = _F32(0.9997878412794807 * _RAD2DEG)
-_ATAN_P3 = _F32(-0.3258083974640975 * _RAD2DEG)
-_ATAN_P5 = _F32(0.1555786518463281 * _RAD2DEG)
-_ATAN_P7 = _F32(-0.04432655554792128 * _RAD2DEG)
-_DBL_EPS_F32 = _F32(np.finfo(np.float64).eps)
-
-
-def _select(mask, a, b):
-    """float32 `np.where(mask, a, b)` by bit masking.
-
-    np.where branches per element and is several times slower on masks that
-    follow the data (signs, quadrants); this is branch-free and exact.
-    """
-    a = np.asarray(a, _F32)
-    b = np.asarray(b, _F32)
-    m = mask.view(np.uint8).astype(np.uint32)
-    m *= np.uint32(0xFFFFFFFF)
-    out = np.bitwise_and(np.broadcast_to(a, m.shape).view(np.uint32), m)
-    m ^= np.uint32(0xFFFFFFFF)
-    out |= np.bitwise_and(np.broadcast_to(b, m.shape).view(np.uint32), m)
-    return out.view(_F32)
 
 
 def _fast_atan2_deg(y, x):
-    """OpenCV's fastAtan2 in float32, in degrees [0, 360]."""
+    """OpenCV's fastAtan2 in float32 degrees [0, 360], by cv2.phase.
+
+    cv2.phase runs the polynomial OpenCV SURF's orientation uses
+    (hal::fastAtan32f), in C and without the GIL.  Its SIMD body and scalar
+    tail may round the last bit differently, so the input is padded to a
+    whole number of the widest vectors: every value then takes the SIMD path
+    and the result does not depend on where it sits in the array.
+    """
     y = np.asarray(y, dtype=_F32)
     x = np.asarray(x, dtype=_F32)
-    ax = np.abs(x)
-    ay = np.abs(y)
-    x_major = ax >= ay
-    # min/max equal OpenCV's choice of numerator/denominator (ties included).
-    num = np.minimum(ax, ay)
-    den = np.maximum(ax, ay)
-    den += _DBL_EPS_F32
-    c = np.divide(num, den, out=num)
-    c2 = c * c
-    a = _ATAN_P7 * c2
-    a += _ATAN_P5
-    a *= c2
-    a += _ATAN_P3
-    a *= c2
-    a += _ATAN_P1
-    a *= c
-    a = _select(x_major, a, _F32(90.0) - a)
-    a = _select(x < 0, _F32(180.0) - a, a)
-    a = _select(y < 0, _F32(360.0) - a, a)
-    return a
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    n = math.prod(shape)
+    if n == 0:
+        return np.zeros(shape, _F32)
+    padded = -(-n // _PHASE_LANES) * _PHASE_LANES
+    xy = np.zeros((2, padded, 1), _F32)
+    xy[0, :n, 0] = np.broadcast_to(x, shape).reshape(-1)
+    xy[1, :n, 0] = np.broadcast_to(y, shape).reshape(-1)
+    return cv2.phase(xy[0], xy[1], angleInDegrees=True)[:n, 0].reshape(shape)
+
+
+# 16 float32 lanes: the widest SIMD OpenCV dispatches (AVX-512).
+_PHASE_LANES = 16
 
 
 def _gaussian_taps(n, sigma, ones_at=()):
@@ -158,6 +147,7 @@ _DESC_G = _gaussian_taps(_PATCH, _DESC_SIGMA, ones_at=(_PATCH // 2 - 1, _PATCH /
 _DESC_W = (_DESC_G[:, None] * _DESC_G[None, :]).astype(_F32)
 
 
+@functools.lru_cache(maxsize=256)
 def _scaled_lobes(template, size):
     """Lobes of a 9-template scaled to side `size`: int corners and float32 weights."""
     ratio = _F32(size) / _F32(9)
@@ -166,52 +156,100 @@ def _scaled_lobes(template, size):
         cx0, cy0, cx1, cy1 = (int(np.rint(ratio * _F32(c))) for c in (x0, y0, x1, y1))
         area = _F32(cx1 - cx0) * _F32(cy1 - cy0)
         out.append((cx0, cy0, cx1, cy1, _F32(wt) / area))
-    return out
+    return tuple(out)
 
 
-def _filter_rows(img, integral, st, lobes, i0, i1, nc):
-    """One box filter's response (float32, (i1 - i0, nc)) for valid cells rows i0..i1-1.
+@functools.lru_cache(maxsize=256)
+def _filter_plan(template, size, st):
+    """How to evaluate one box filter with as few full-size passes as possible.
+
+    A lobe's term is float32(box sum) * (k / area) with k in {1, -1, -2}; as
+    k is a power of two up to sign, that equals k * float32(box sum / area)
+    exactly.  Lobes of one shape whose corners lie on the same octave-grid
+    phase therefore share one map T = box sum * (1 / area) over a grid wide
+    enough for all of them, each lobe being a shifted view times k.  Returns
+    (groups, terms): groups are (bw, bh, phase_y, phase_x, gy0, gx0, gy1, gx1,
+    base) with the grid-cell span the views need, terms are (group, dy, dx, k)
+    in template order.
+    """
+    lobes = _scaled_lobes(template, size)
+    groups, terms = [], []
+    for (x0, y0, x1, y1, wt), (*_, k) in zip(lobes, template):
+        bw, bh = x1 - x0, y1 - y0
+        base = _F32(1) / (_F32(bw) * _F32(bh))
+        if _F32(k) * base != wt:
+            raise AssertionError("lobe weight is not k / area")  # pragma: no cover
+        key = (bw, bh, y0 % st, x0 % st, base)
+        gi = next((i for i, g in enumerate(groups) if g[0] == key), None)
+        if gi is None:
+            gi = len(groups)
+            groups.append([key, y0 // st, x0 // st, y0 // st, x0 // st])
+        g = groups[gi]
+        g[1], g[2] = min(g[1], y0 // st), min(g[2], x0 // st)
+        g[3], g[4] = max(g[3], y0 // st), max(g[4], x0 // st)
+        terms.append((gi, y0 // st, x0 // st, int(k)))
+    plan = tuple((bw, bh, py, px, gy0, gx0, gy1, gx1, base)
+                 for (bw, bh, py, px, base), gy0, gx0, gy1, gx1 in groups)
+    return plan, tuple((gi, dy - plan[gi][4], dx - plan[gi][5], k) for gi, dy, dx, k in terms)
+
+
+def _filter_rows(img, integral, st, plan, i0, i1, nc, acc, tmp):
+    """One box filter's response for valid cells rows i0..i1-1, into `acc` ((i1 - i0, nc) float32).
 
     Row i / column j of the valid region has the filter's top-left pixel at
     (st*i, st*j).  Each lobe contributes float32(box sum) * weight, accumulated
-    in template order as OpenCV does, so responses match bit for bit.  Octave 0
-    takes box sums from cv2.boxFilter over the rows the block needs (exact:
-    every lobe sum is below 2**24); coarser octaves read the integral image on
-    the octave's grid with strided views, allocating nothing full-size.
+    in template order as OpenCV does, so responses match bit for bit (see
+    _filter_plan for the shared maps).  Octave 0 takes box sums from
+    cv2.boxFilter over the rows the block needs (exact: every lobe sum is
+    below 2**24); coarser octaves read the integral image on the octave's
+    grid with strided views, allocating nothing full-size.
     """
+    groups, terms = plan
     nb = i1 - i0
-    acc = np.empty((nb, nc), _F32)
-    term = np.empty((nb, nc), _F32) if len(lobes) > 1 else None
-    boxes = {}
-    if st == 1:
-        # Lobes of one shape share a box-sum map over the rows they need.
-        spans = {}
-        for x0, y0, x1, y1, _ in lobes:
-            key = (x1 - x0, y1 - y0)
-            lo, hi = spans.get(key, (y0, y0))
-            spans[key] = (min(lo, y0), max(hi, y0))
-        for (bw, bh), (ylo, yhi) in spans.items():
-            rows = img[i0 + ylo:i1 + yhi + bh - 1]
-            box = cv2.boxFilter(rows, cv2.CV_32F, (bw, bh), normalize=False,
-                                anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-            boxes[(bw, bh)] = (ylo, box)
-    ii = integral
-    for k, (x0, y0, x1, y1, wt) in enumerate(lobes):
-        out = acc if k == 0 else term
+    maps = []
+    for bw, bh, py, px, gy0, gx0, gy1, gx1, base in groups:
+        rows = nb + gy1 - gy0
+        cols = nc + gx1 - gx0
+        y_top = st * (i0 + gy0) + py
+        x_left = st * gx0 + px
         if st == 1:
-            ylo, box = boxes[(x1 - x0, y1 - y0)]
-            np.multiply(box[y0 - ylo:y0 - ylo + nb, x0:x0 + nc], wt, out=out)
+            box = cv2.boxFilter(img[y_top:y_top + rows + bh - 1, x_left:x_left + cols + bw - 1],
+                                cv2.CV_32F, (bw, bh), normalize=False, anchor=(0, 0),
+                                borderType=cv2.BORDER_CONSTANT)[:rows, :cols]
+            np.multiply(box, base, out=box)
         else:
-            ys0 = slice(y0 + st * i0, y0 + st * (i1 - 1) + 1, st)
-            ys1 = slice(y1 + st * i0, y1 + st * (i1 - 1) + 1, st)
-            xs0 = slice(x0, x0 + st * (nc - 1) + 1, st)
-            xs1 = slice(x1, x1 + st * (nc - 1) + 1, st)
+            ii = integral
+            ys0 = slice(y_top, y_top + st * (rows - 1) + 1, st)
+            ys1 = slice(y_top + bh, y_top + bh + st * (rows - 1) + 1, st)
+            xs0 = slice(x_left, x_left + st * (cols - 1) + 1, st)
+            xs1 = slice(x_left + bw, x_left + bw + st * (cols - 1) + 1, st)
             s = ii[ys1, xs1] - ii[ys0, xs1]
             s -= ii[ys1, xs0]
             s += ii[ys0, xs0]
-            np.multiply(s, wt, out=out, dtype=_F32)
-        if k:
-            acc += term
+            box = np.multiply(s, base, dtype=_F32)
+        maps.append(box)
+
+    def view(term):
+        gi, dy, dx, _ = term
+        return maps[gi][dy:dy + nb, dx:dx + nc]
+
+    first, rest = terms[0], list(terms[1:])
+    if abs(first[3]) == 1 and rest and abs(rest[0][3]) != 1:
+        # acc = k1*t1 (exact) then + t0: one pass fewer than t0 + (k1*t1), same value.
+        second = rest.pop(0)
+        np.multiply(view(second), second[3], out=acc)
+        (np.add if first[3] > 0 else np.subtract)(acc, view(first), out=acc)
+    else:
+        np.multiply(view(first), first[3], out=acc)
+    for term in rest:
+        k = term[3]
+        if k == 1:
+            acc += view(term)
+        elif k == -1:
+            acc -= view(term)
+        else:
+            np.multiply(view(term), k, out=tmp)
+            acc += tmp
     return acc
 
 
@@ -232,13 +270,15 @@ def _layer_det(img, integral, st, size, out):
     out[m + nr:].fill(0)
     out[m:m + nr, :m].fill(0)
     out[m:m + nr, m + nc:].fill(0)
-    dxx_l, dyy_l, dxy_l = (_scaled_lobes(t, size) for t in (_DXX, _DYY, _DXY))
+    plans = [_filter_plan(t, size, st) for t in (_DXX, _DYY, _DXY)]
     block = max(8, _DET_BLOCK // max(nc, 1))
+    bufs = np.empty((4, min(block, nr), nc), _F32)
     for i0 in range(0, nr, block):
         i1 = min(nr, i0 + block)
-        dxx = _filter_rows(img, integral, st, dxx_l, i0, i1, nc)
-        dyy = _filter_rows(img, integral, st, dyy_l, i0, i1, nc)
-        dxy = _filter_rows(img, integral, st, dxy_l, i0, i1, nc)
+        dxx, dyy, dxy, tmp = bufs[:, :i1 - i0]
+        _filter_rows(img, integral, st, plans[0], i0, i1, nc, dxx, tmp)
+        _filter_rows(img, integral, st, plans[1], i0, i1, nc, dyy, tmp)
+        _filter_rows(img, integral, st, plans[2], i0, i1, nc, dxy, tmp)
         d = out[m + i0:m + i1, m:m + nc]
         np.multiply(dxx, dyy, out=d)
         dxy2 = np.multiply(dxy, _F32(0.81), out=dxx)
@@ -291,11 +331,16 @@ def _find_extrema(dets, sizes, layer, octave, threshold, integral, mask_integral
         # One extra row each side so the 3x3 dilation is exact on rows r0..r1-1.
         dil = cv2.dilate(det[r0 - 1:r1 + 1], None)[1:-1, margin:cols - margin]
         val = det[r0:r1, margin:cols - margin]
-        cand = val > thr
-        cand &= val >= dil
-        rr, cc = np.nonzero(cand)
-        hits_r.append(rr + r0)
-        hits_c.append(cc + margin)
+        # Whole-block calls (no GIL); findNonZero scans in np.nonzero's order.
+        cand = cv2.compare(val, dil, cv2.CMP_GE)
+        cv2.bitwise_and(cand, np.greater(val, thr).view(np.uint8), dst=cand)
+        pts = cv2.findNonZero(cand)
+        if pts is not None:
+            pts = pts.reshape(-1, 2)
+            hits_r.append(pts[:, 1].astype(np.intp) + r0)
+            hits_c.append(pts[:, 0].astype(np.intp) + margin)
+    if not hits_r:
+        return None
     r = np.concatenate(hits_r)
     c = np.concatenate(hits_c)
     if r.size == 0:
@@ -651,7 +696,8 @@ def _windows_oriented(img, x, y, size, angle, win):
     buf_x = np.empty(cap, _F32)
     buf_y = np.empty(cap, _F32)
     buf_w = np.empty(cap, np.uint8)
-    buf_n = np.empty(cap, np.uint8)
+    buf_nx = np.empty(cap, _F32)
+    buf_ny = np.empty(cap, _F32)
     buf_m = np.empty(cap, np.uint8)
     buf_k = np.empty(cap, np.uint8)
     # Largest float32 strictly below side - 1: inRange bounds are inclusive.
@@ -678,22 +724,22 @@ def _windows_oriented(img, x, y, size, angle, win):
         map_y = map_y.reshape(k * w, w)
         wnds = buf_w[:cnt].reshape(k * w, w)
         rows = int(np.count_nonzero(touches[g])) * w
-        if rows < k * w:
-            cv2.remap(img, map_x[rows:], map_y[rows:], cv2.INTER_LINEAR, dst=wnds[rows:],
-                      borderMode=cv2.BORDER_REPLICATE)
         if rows:
             # Border windows (a prefix of the group) take the nearest clamped
-            # pixel wherever floor(x) or floor(y) leaves [0, side - 1): the
-            # bilinear value is kept only where both coordinates are in range.
-            mx, my, dst = map_x[:rows], map_y[:rows], wnds[:rows]
-            cv2.remap(img, mx, my, cv2.INTER_NEAREST, dst=dst,
-                      borderMode=cv2.BORDER_REPLICATE)
-            lin = cv2.remap(img, mx, my, cv2.INTER_LINEAR, dst=buf_n[:rows * w].reshape(rows, w),
-                            borderMode=cv2.BORDER_REPLICATE)
-            keep = cv2.inRange(mx, 0.0, x_hi, dst=buf_m[:rows * w].reshape(rows, w))
-            keep_y = cv2.inRange(my, 0.0, y_hi, dst=buf_k[:rows * w].reshape(rows, w))
-            cv2.bitwise_and(keep, keep_y, dst=keep)
-            cv2.copyTo(lin, keep, dst)
+            # pixel wherever floor(x) or floor(y) leaves [0, side - 1).  Moving
+            # those samples onto that pixel's centre makes bilinear return it
+            # exactly, so one remap serves the whole group.
+            mx, my = map_x[:rows], map_y[:rows]
+            out = cv2.inRange(mx, 0.0, x_hi, dst=buf_m[:rows * w].reshape(rows, w))
+            inside_y = cv2.inRange(my, 0.0, y_hi, dst=buf_k[:rows * w].reshape(rows, w))
+            cv2.bitwise_and(out, inside_y, dst=out)
+            cv2.bitwise_not(out, dst=out)
+            for m, side, near in ((mx, w_img, buf_nx), (my, h, buf_ny)):
+                near = near[:rows * w].reshape(rows, w)
+                np.rint(m, out=near)
+                np.clip(near, 0, side - 1, out=near)
+                cv2.copyTo(near, out, m)
+        cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, dst=wnds, borderMode=cv2.BORDER_REPLICATE)
         patches[g] = _area_resize_stack(wnds, k)
     return patches
 
