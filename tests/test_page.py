@@ -205,8 +205,8 @@ class TestPage:
 class TestPageLimits:
     def test_too_large_then_rate_limited(self, page, strict_server, files):
         """An upload over the server's limit shows the 413 message (waitress
-        refuses it from its Content-Length, before the API, so it costs no
-        budget); once the budget of two is spent, the 429 message with when
+        refuses it from its Content-Length, before the API, in the JSON
+        envelope, so it costs no budget); once the budget of two is spent, the 429 message with when
         to come back."""
         paths, _ = files
         open_page(page, strict_server)
@@ -214,7 +214,7 @@ class TestPageLimits:
         page.set_input_files("input[name=model-file]", str(paths["model"]))
         submit(page)
         message = wait_for_failure(page)
-        assert "413" in message and "larger than this server accepts" in message
+        assert "413" in message and "over the upload limit of 1000000 bytes" in message
         page.set_input_files("input[name=user-file]", str(paths["text"]))
         for _ in range(2):
             page.evaluate("document.querySelector('#result').className = ''")

@@ -44,8 +44,8 @@ function quality(registration) {
   ]);
 }
 
-// Every failure the API answers is the JSON envelope; a proxy or the HTTP
-// server itself (a body over its limit) may answer plain text instead.
+// Every failure moontrek answers is the JSON envelope (waitress's own refusals
+// included); a proxy in front of it may answer plain text or HTML instead.
 async function failureMessage(response) {
   const text = await response.text();
   let message;
@@ -55,7 +55,7 @@ async function failureMessage(response) {
     message = undefined;
   }
   if (!message && response.status === 413) {
-    // The HTTP server refuses a body over its limit before the API sees it.
+    // A proxy's own refusal of a body over its limit (nginx: HTML).
     message = "The files are larger than this server accepts: choose smaller images.";
   }
   message = message || text.trim().split("\n")[0] || response.statusText;
