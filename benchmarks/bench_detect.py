@@ -1,7 +1,11 @@
-"""Measure Moon-disk detection: the real photos in ../shared (when present)
-and a few hundred generated scenes, with and without a Moon.
+"""Measure Moon-disk detection: the real photos in ../shared (when present),
+a few hundred generated scenes, and whole phone photos (2-12 Mpx), with and
+without a Moon.
 
-    python benchmarks/bench_detect.py [--scenes N] [--seed S]
+    python benchmarks/bench_detect.py [--scenes N] [--photos N] [--seed S] [--cache DIR]
+
+Each set is scored for find_moon (what POST /api/moon/detect runs) and for
+the moon pipeline's search (_find_moon_fast, on a pyramid).
 
 A detection is correct when its centre is within max(5 px, 0.3 r) of the
 truth and its radius within 30% (the rule of shared/data/detect/circles.json).
@@ -21,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from moontrek.registration.errors import NoMoonError  # noqa: E402
 from moontrek.registration.images import decode_image  # noqa: E402
 from moontrek.registration.moon import find_moon  # noqa: E402
-from moontrek.synthetic import make_no_moon_scene, make_sky_scene  # noqa: E402
+from moontrek.registration.moon_pipeline import _find_moon_fast  # noqa: E402
+from moontrek.synthetic import (  # noqa: E402
+    PHONE_NO_MOON_KINDS,
+    make_no_moon_photo,
+    make_no_moon_scene,
+    make_phone_photo,
+    make_sky_scene,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NO_MOON_KINDS = ("blank", "noise", "gradient", "coins", "lamps")
@@ -101,10 +112,13 @@ def random_scene(seed):
     return image, truth, features
 
 
-def run(image):
+DETECTORS = {"find_moon": find_moon, "pipeline": _find_moon_fast}
+
+
+def run(image, detector=find_moon):
     start = time.perf_counter()
     try:
-        found = find_moon(image)
+        found = detector(image)
     except NoMoonError:
         found = None
     return found, (time.perf_counter() - start) * 1000.0
@@ -146,14 +160,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=300, help="generated Moon scenes (default 300)")
     parser.add_argument("--seed", type=int, default=1000, help="first seed of the generated scenes")
+    parser.add_argument("--photos", type=int, default=120, help="generated whole phone photos (default 120)")
+    parser.add_argument("--fp-per-kind", type=int, default=8, help="Moon-less phone photos per kind (default 8)")
+    parser.add_argument("--cache", type=Path, help="keep generated phone photos here (they take seconds to make)")
+    parser.add_argument("--only", choices=["real", "scenes", "phone", "timing"], action="append", help="run only these parts")
     parser.add_argument("--verbose", action="store_true", help="list every failure")
     args = parser.parse_args()
+    parts = set(args.only or ["real", "scenes", "phone", "timing"])
 
     find_moon(make_sky_scene(seed=0)[0])  # warm up OpenCV's first-call costs
     print(HEADER)
 
     labels = SHARED / "detect" / "circles.json"
-    if labels.exists():
+    if "real" not in parts:
+        pass
+    elif labels.exists():
         real_moon, real_none = Tally("real photos: Moon"), Tally("real photos: no Moon")
         for name, truth in sorted(json.loads(labels.read_text())["circles"].items()):
             image = decode_image((SHARED / "detect" / name).read_bytes(), field=name)
@@ -167,6 +188,15 @@ def main():
     else:
         print(f"(no real photos: {labels} is not here; skipped)")
 
+    if "scenes" in parts:
+        scenes(args)
+    if "phone" in parts:
+        phone_photos(args)
+    if "timing" in parts:
+        timing()
+
+
+def scenes(args):
     overall = Tally("generated: Moon")
     by_feature = {}
     for seed in range(args.seed, args.seed + args.scenes):
@@ -199,11 +229,103 @@ def main():
         print(kinds[name].row())
     print(f"\nfalse-positive rate on generated no-Moon scenes: {100.0 * (1 - no_moon.correct / no_moon.total):.1f}%")
 
+
+
+def cached(cache, name, make):
+    """``make()``'s (image, truth) pair, kept in ``cache`` when one is given."""
+    if cache is None:
+        return make()
+    path = cache / f"{name}.npz"
+    if path.exists():
+        data = np.load(path, allow_pickle=False)
+        truth = tuple(float(v) for v in data["truth"]) if data["truth"].size else None
+        return data["image"], truth, json.loads(str(data["info"]))
+    image, truth, info = make()
+    cache.mkdir(parents=True, exist_ok=True)
+    plain = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, tuple, list))}
+    np.savez(path, image=image, truth=np.array(truth if truth else [], float), info=json.dumps(plain))
+    return image, truth, plain
+
+
+def phone_features(info):
+    """The labels a phone photo is tallied under."""
+    features = [info["orientation"], f"{info['aspect']}", f"{mpx_bucket(info['megapixels'])} Mpx"]
+    if info["phase"] >= 90:
+        features.append("crescent")
+    elif info["phase"] > 30:
+        features.append("gibbous")
+    if info["fraction"] < 0.12:
+        features.append("small (<12%)")
+    if info["clipped"]:
+        features.append("edge-clipped")
+    if info["halo"]:
+        features.append("halo")
+    if info["cloud"]:
+        features.append("cloud")
+    if info["exposure"] > 1.3:
+        features.append("over-exposed")
+    features.extend(info["distractors"])
+    return features
+
+
+def mpx_bucket(megapixels):
+    return "2-4" if megapixels < 4 else "4-8" if megapixels < 8 else "8-12"
+
+
+def phone_photos(args):
+    """Whole phone photos with a Moon (success by feature and size) and
+    without one (false positives by kind), for both detectors."""
+    moon_tallies = {name: {} for name in DETECTORS}
+    for seed in range(args.seed, args.seed + args.photos):
+        image, truth, info = cached(args.cache, f"phone-{seed}", lambda: make_phone_photo(seed))
+        features = ["phone: Moon"] + [f"  {f}" for f in phone_features(info)]
+        for name, detector in DETECTORS.items():
+            found, ms = run(image, detector)
+            for feature in features:
+                moon_tallies[name].setdefault(feature, Tally(feature)).add(found, truth, ms)
+            if args.verbose and (found is None or not within(found, truth)):
+                print(
+                    f"  {name} miss phone {seed} {phone_features(info)} {image.shape[1]}x{image.shape[0]}: "
+                    f"truth {tuple(round(v, 1) for v in truth)}, found {found and found.as_dict()}"
+                )
+    none_tallies = {name: {} for name in DETECTORS}
+    for i, kind in enumerate(PHONE_NO_MOON_KINDS):
+        for j in range(args.fp_per_kind):
+            seed = args.seed + 200000 + 1000 * i + j
+
+            def make():
+                image, info = make_no_moon_photo(kind, seed)
+                return image, None, info
+
+            image, _, info = cached(args.cache, f"none-{kind}-{seed}", make)
+            for name, detector in DETECTORS.items():
+                found, ms = run(image, detector)
+                for label in ("phone: no Moon", f"  {kind}"):
+                    none_tallies[name].setdefault(label, Tally(label)).add(found, None, ms)
+                if args.verbose and found is not None:
+                    print(f"  {name} false Moon in phone {kind} seed {seed}: {found.as_dict()}")
+    for name in DETECTORS:
+        print(f"\n{name} on whole phone photos")
+        print(HEADER)
+        tallies = moon_tallies[name]
+        print(tallies["phone: Moon"].row())
+        for label in sorted(k for k in tallies if k != "phone: Moon"):
+            print(tallies[label].row())
+        tallies = none_tallies[name]
+        print(tallies["phone: no Moon"].row())
+        for kind in PHONE_NO_MOON_KINDS:
+            print(tallies[f"  {kind}"].row())
+
+
+def timing():
     big, _ = make_sky_scene(size=(4000, 3000), radius=300, seed=7)
     one, _ = make_sky_scene(size=(1200, 850), radius=90, seed=7)
-    for label, image in (("1 Mpx", one), ("12 Mpx", big)):
-        times = [run(image)[1] for _ in range(5)]
-        print(f"median time at {label}: {statistics.median(times):.1f} ms")
+    phone = {mpx: make_phone_photo(3, megapixels=mpx, fraction=0.1, distractors=("planet", "lamps", "trees"))[0] for mpx in (2, 12)}
+    print()
+    for label, image in (("1 Mpx scene", one), ("12 Mpx scene", big), ("2 Mpx phone", phone[2]), ("12 Mpx phone", phone[12])):
+        for name, detector in DETECTORS.items():
+            times = [run(image, detector)[1] for _ in range(5)]
+            print(f"median time, {name}, {label}: {statistics.median(times):.1f} ms")
 
 
 if __name__ == "__main__":

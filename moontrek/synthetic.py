@@ -6,6 +6,9 @@ make their own: a cratered, shaded disk, and user "photos" made from it by a
 known homography.
 """
 
+import functools
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -412,6 +415,491 @@ def make_no_moon_scene(kind, size=(800, 600), *, seed=0, noise=4.0, jpeg=None):
     else:
         raise ValueError(f"unknown kind of scene: {kind}")
     return _finish(image, rng, noise, jpeg)
+
+
+# --- Whole phone photos: the Moon small anywhere in a real-looking night. --
+#
+# What API and CLI users send: the photo as the phone took it, 4:3 or 16:9,
+# portrait or landscape, 2 to 12 Mpx, the Moon 8-30% of the short side, with
+# what night skies hold beside it (a planet, stars, street lamps, horizon
+# silhouettes, halo, thin cloud), and Moon-less scenes that fool detectors.
+
+__all__ += ["make_phone_photo", "make_no_moon_photo", "PHONE_NO_MOON_KINDS", "PHONE_DISTRACTORS"]
+
+#: Kinds of Moon-less phone photo make_no_moon_photo draws.
+PHONE_NO_MOON_KINDS = ("dot", "stars", "lamps", "lamp", "coins", "sun", "blank", "noise", "horizon")
+#: Things make_phone_photo may put beside the Moon.
+PHONE_DISTRACTORS = ("planet", "stars", "lamps", "trees", "roofs")
+
+_SHARED_TEXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "textures"
+
+
+@functools.lru_cache(maxsize=2)
+def _albedo_map(path):
+    """The equirectangular albedo map as float32 grey (0-1), or None when absent."""
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if Path(path).exists() else None
+    return None if grey is None else grey.astype(np.float32) / 255.0
+
+
+def _albedo_moon(radius, rng, path=None):
+    """An orthographic view of the normal-albedo map (the full Moon as photos
+    show it: bright rays and highlands, dark maria), at a random libration of
+    up to 8 degrees and a random position angle, on a black square canvas of
+    side 2 * ceil(radius) + 6 centred on the disk; None without the map."""
+    albedo = _albedo_map(str(path or _SHARED_TEXTURES / "ldam_10.png"))
+    if albedo is None:
+        return None
+    side = 2 * int(np.ceil(radius)) + 6
+    centre = (side - 1) / 2.0
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    u, v = (xx - centre) / radius, (centre - yy) / radius
+    rho2 = u * u + v * v
+    inside = rho2 <= 1.0
+    z = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
+    pa = rng.uniform(0, 2 * np.pi)
+    u, v = u * np.cos(pa) - v * np.sin(pa), u * np.sin(pa) + v * np.cos(pa)
+    lat0, lon0 = np.deg2rad(rng.uniform(-8, 8, 2))
+    # Rotate the view by the libration: latitude about x, then longitude about y.
+    y1 = v * np.cos(lat0) + z * np.sin(lat0)
+    z1 = -v * np.sin(lat0) + z * np.cos(lat0)
+    x2 = u * np.cos(lon0) + z1 * np.sin(lon0)
+    z2 = -u * np.sin(lon0) + z1 * np.cos(lon0)
+    lat, lon = np.arcsin(np.clip(y1, -1, 1)), np.arctan2(x2, z2)
+    h, w = albedo.shape
+    map_x = ((lon / (2 * np.pi) + 0.5) * w - 0.5).astype(np.float32)
+    map_y = ((0.5 - lat / np.pi) * h - 0.5).astype(np.float32)
+    # Blur the map to the disk's resolution first: remap does not average.
+    sigma = max(0.0, 0.5 * w / (np.pi * radius * 2) - 0.5)
+    source = cv2.GaussianBlur(albedo, (0, 0), sigma) if sigma > 0.3 else albedo
+    grey = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    grey = np.where(inside, 0.25 + 0.75 * grey / max(float(grey[inside].max()), 1e-3), 0.0)
+    return cv2.cvtColor((grey * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR), (centre, centre, float(radius))
+
+
+def _phone_size(rng, orientation, aspect, megapixels):
+    orientation = orientation or ("portrait" if rng.random() < 0.5 else "landscape")
+    aspect = aspect or ("4:3" if rng.random() < 0.6 else "16:9")
+    megapixels = float(megapixels if megapixels is not None else np.exp(rng.uniform(np.log(2), np.log(12))))
+    ratio = {"4:3": 4 / 3, "16:9": 16 / 9}[aspect]
+    short = int(round(np.sqrt(megapixels * 1e6 / ratio) / 2) * 2)
+    long = int(round(short * ratio / 2) * 2)
+    width, height = (short, long) if orientation == "portrait" else (long, short)
+    return width, height, orientation, aspect, megapixels
+
+
+def _night_sky(rng, width, height, sky=None, gradient=None, ceiling=None):
+    """A night or twilight sky: a base colour, brighter towards the horizon,
+    as float32 BGR, its brightest (luminance) no more than ``ceiling``."""
+    if sky is None:
+        kind = rng.choice(["night", "night", "blue-hour", "city", "twilight"])
+        sky = {
+            "night": rng.uniform(2, 25, 3),
+            "blue-hour": np.array([rng.uniform(60, 110), rng.uniform(35, 60), rng.uniform(15, 35)]),
+            "city": np.array([rng.uniform(15, 35), rng.uniform(25, 45), rng.uniform(35, 60)]),
+            "twilight": np.array([rng.uniform(40, 80), rng.uniform(50, 80), rng.uniform(60, 110)]),
+        }[kind]
+    gradient = float(rng.uniform(0.0, 1.5) if gradient is None else gradient)
+    sky = np.asarray(sky, float)
+    if ceiling is not None:
+        brightest = float(np.array([0.114, 0.587, 0.299]) @ sky) * (1.0 + max(gradient, 0.0))
+        sky = sky * min(1.0, ceiling / max(brightest, 1e-3))
+    return _sky(width, height, tuple(float(v) for v in sky), gradient)
+
+
+def _add_glow(image, x, y, radius, colour, strength, spread):
+    """A soft glare of ``strength`` (in grey levels at the centre) whose
+    Gaussian sigma is ``spread`` times ``radius``, drawn in its box only."""
+    height, width = image.shape[:2]
+    sigma = max(1.0, spread * radius)
+    reach = int(4 * sigma + radius)
+    x0, x1 = max(0, int(x) - reach), min(width, int(x) + reach + 1)
+    y0, y1 = max(0, int(y) - reach), min(height, int(y) + reach + 1)
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    d2 = (xx - x) ** 2 + (yy - y) ** 2
+    glow = strength * np.exp(-d2 / (2.0 * sigma * sigma)).astype(np.float32)
+    image[y0:y1, x0:x1] += glow[..., None] * (np.float32(colour) / 255.0)[None, None, :]
+
+
+def _add_disk(image, x, y, radius, colour, glow=0.0, spread=3.0):
+    """A bright anti-aliased disk (a lamp, a planet, a star) with its glare."""
+    height, width = image.shape[:2]
+    reach = int(radius + 2)
+    x0, x1 = max(0, int(x) - reach), min(width, int(x) + reach + 1)
+    y0, y1 = max(0, int(y) - reach), min(height, int(y) + reach + 1)
+    if x0 < x1 and y0 < y1:
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        alpha = np.clip(radius + 0.5 - np.hypot(xx - x, yy - y), 0, 1).astype(np.float32)[..., None]
+        region = image[y0:y1, x0:x1]
+        image[y0:y1, x0:x1] = region * (1 - alpha) + alpha * np.float32(colour)[None, None, :]
+    if glow:
+        _add_glow(image, x, y, radius, colour, glow, spread)
+
+
+def _add_horizon(image, rng, kind, top):
+    """Dark silhouettes along the bottom, rising to ``top`` (a fraction of the
+    height): "trees" (lumpy crowns and trunks) or "roofs" (gables and
+    chimneys, a few lit windows). Returns the silhouette mask."""
+    height, width = image.shape[:2]
+    mask = np.zeros((height, width), np.uint8)
+    base = int(height * (1.0 - top))
+    if kind == "trees":
+        x = -rng.uniform(0, 0.05) * width
+        while x < width:
+            crown = rng.uniform(0.02, 0.09) * width
+            peak = base + rng.uniform(0, 0.6) * (height - base)
+            for _ in range(int(rng.integers(3, 8))):
+                cx, cy = x + rng.uniform(-0.5, 0.5) * crown, peak + rng.uniform(0, 1.2) * crown
+                axes = (int(crown * rng.uniform(0.4, 0.9)), int(crown * rng.uniform(0.5, 1.1)))
+                cv2.ellipse(mask, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, 255, -1)
+            cv2.rectangle(mask, (int(x - 0.08 * crown), int(peak)), (int(x + 0.08 * crown), height), 255, -1)
+            x += crown * rng.uniform(0.6, 1.6)
+        for _ in range(int(rng.integers(0, 4))):
+            # Bare twigs reaching up into the sky.
+            start = (rng.uniform(0, width), base + rng.uniform(0, 0.3) * (height - base))
+            _branch(mask, rng, start, rng.uniform(-2.4, -0.7), 0.12 * height, 0.004 * width + 1, 3)
+    else:
+        x = -rng.uniform(0, 0.1) * width
+        while x < width:
+            w = rng.uniform(0.08, 0.25) * width
+            eave = base + rng.uniform(0.2, 0.8) * (height - base)
+            ridge = eave - rng.uniform(0.2, 0.6) * w * 0.5
+            points = np.array([[x, height], [x, eave], [x + w / 2, ridge], [x + w, eave], [x + w, height]], np.int32)
+            cv2.fillPoly(mask, [points], 255)
+            if rng.random() < 0.5:
+                cx = x + rng.uniform(0.6, 0.8) * w
+                cv2.rectangle(mask, (int(cx), int(ridge + 0.1 * (eave - ridge))), (int(cx + 0.04 * w), int(eave)), 255, -1)
+            x += w * rng.uniform(0.9, 1.2)
+    # Only the rows the silhouettes reach: whole-frame float passes are slow at 12 Mpx.
+    rows = np.flatnonzero(mask.max(axis=1))
+    first = int(rows[0]) if len(rows) else height
+    shade = mask[first:].astype(np.float32)[..., None] / 255.0
+    dark = np.float32(rng.uniform(0, 15, 3))[None, None, :]
+    image[first:] *= 1.0 - shade
+    image[first:] += shade * dark
+    if kind == "roofs":
+        # Lit windows: small warm rectangles inside the buildings.
+        side = max(3, int(0.012 * width))
+        for _ in range(int(rng.integers(0, 8))):
+            wx, wy = int(rng.uniform(0, width - side)), int(rng.uniform(base, height - side))
+            if mask[min(height - 1, wy + side), min(width - 1, wx + side)] and mask[wy, wx]:
+                image[wy : wy + side, wx : wx + int(side * 1.4)] = rng.uniform(120, 230) * np.float32([0.6, 0.85, 1.0])
+    return mask
+
+
+def _add_cloud(image, rng, strength, light):
+    """Thin cloud: a low-frequency veil that dims what is behind it and
+    scatters ``light`` (an image of the light sources) around them."""
+    height, width = image.shape[:2]
+    small = cv2.resize(
+        rng.random((max(4, height // 64), max(4, width // 64))).astype(np.float32), (max(8, width // 8), max(8, height // 8))
+    )
+    small = cv2.GaussianBlur(small, (0, 0), 3)
+    small = (small - small.min()) / max(float(np.ptp(small)), 1e-6)
+    veil = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)[..., None] * strength
+    image *= 1.0 - 0.5 * veil
+    image += veil * light
+
+
+def _phase_light(side, centre, radius, phase, direction):
+    """Sunlit brightness of a sphere's disk at ``phase`` degrees (0 full, 90
+    a half Moon, 150 a thin crescent), the lit limb towards ``direction``
+    degrees: Lommel-Seeliger, flat at full Moon as photos are."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    u, v = (xx - centre[0]) / radius, (yy - centre[1]) / radius
+    z = np.sqrt(np.clip(1.0 - u * u - v * v, 0.0, 1.0))
+    a, d = np.deg2rad(phase), np.deg2rad(direction)
+    sun = np.array([np.sin(a) * np.cos(d), np.sin(a) * np.sin(d), np.cos(a)], np.float32)
+    cos_i = u * sun[0] + v * sun[1] + z * sun[2]
+    # A soft terminator a few percent of the radius wide, as the Moon's relief makes it.
+    lit = np.clip(cos_i / 0.04 + 0.5, 0, 1) * np.clip(cos_i, 0, None) / np.maximum(np.clip(cos_i, 0, None) + z, 1e-3)
+    return np.clip(2.0 * lit, 0.0, 1.0)
+
+
+def make_phone_photo(
+    seed=0,
+    *,
+    orientation=None,
+    aspect=None,
+    megapixels=None,
+    moon=None,
+    circle=None,
+    fraction=None,
+    centre=None,
+    angle=None,
+    phase=None,
+    direction=None,
+    clipped=None,
+    distractors=None,
+    halo=None,
+    cloud=None,
+    exposure=None,
+    tint=None,
+    blur=None,
+    sky=None,
+    gradient=None,
+    noise=None,
+    jpeg=None,
+):
+    """A whole phone photo of the night sky with the Moon in it, and its disk.
+
+    Every option left as None is drawn at random from ``seed``:
+
+    - ``orientation`` "portrait" or "landscape"; ``aspect`` "4:3" or "16:9";
+      ``megapixels`` 2 to 12.
+    - ``moon``: a BGR (or BGRA) image holding a Moon disk, with ``circle``
+      (x, y, radius) its disk in that image's pixels, to paste into the sky;
+      None renders one (the albedo map ../shared/data/textures/ldam_10.png
+      when present, else :func:`render_moon`).
+    - ``fraction``: the disk's diameter over the photo's short side (0.08 to
+      0.3); ``centre`` (x, y) in the photo; ``angle`` the rotation in degrees
+      of the pasted Moon; ``clipped`` True puts the disk across a frame edge
+      (the centre stays inside).
+    - ``phase`` in degrees (0 full, 90 half, up to ~150 a thin crescent) and
+      ``direction`` of the lit limb in degrees.
+    - ``distractors``: a subset of PHONE_DISTRACTORS ("planet", "stars",
+      "lamps", "trees", "roofs").
+    - ``halo`` glow strength (0 to ~1); ``cloud`` thin cloud (0 to ~0.8);
+      ``exposure`` the disk's brightest level over 255 (above 1 saturates);
+      ``tint`` BGR gains; ``blur`` a Gaussian sigma in pixels of the disk;
+      ``sky`` a BGR colour; ``gradient``; ``noise`` in grey levels; ``jpeg``
+      a quality (0 for none).
+
+    Returns ``(image, (x, y, radius), info)``: the BGR uint8 photo, the full
+    disk in its pixels (also where unlit or outside the frame), and a dict of
+    the choices made, with ``info["moon_to_photo"]`` the 3x3 transform from
+    the source Moon image's pixels to the photo's (and, when the Moon was
+    rendered here, that source in ``info["moon_image"]``, ``info["moon_circle"]``).
+    """
+    rng = np.random.default_rng(seed)
+    width, height, orientation, aspect, megapixels = _phone_size(rng, orientation, aspect, megapixels)
+    short = min(width, height)
+    fraction = float(fraction if fraction is not None else np.exp(rng.uniform(np.log(0.08), np.log(0.3))))
+    radius = 0.5 * fraction * short
+    if distractors is None:
+        distractors = tuple(d for d in PHONE_DISTRACTORS if rng.random() < 0.4)
+    distractors = tuple(distractors)
+    horizon_top = float(rng.uniform(0.06, 0.25)) if ("trees" in distractors or "roofs" in distractors) else 0.0
+    clipped = bool(rng.random() < 0.15) if clipped is None else bool(clipped)
+    if centre is None:
+        if clipped:
+            # Across one edge, but not the bottom's silhouettes.
+            side = int(rng.integers(3))
+            inset = rng.uniform(0.35, 0.95) * radius
+            along = (rng.uniform(radius, width - radius), rng.uniform(radius, height * (1 - horizon_top) - radius))
+            centre = [(inset, along[1]), (width - inset, along[1]), (along[0], inset)][side]
+        else:
+            low = height * (1.0 - horizon_top) - 1.1 * radius
+            centre = (rng.uniform(radius, width - radius), rng.uniform(radius, max(radius + 1, low)))
+    cx, cy = float(centre[0]), float(centre[1])
+    phase = float(rng.choice([0.0, rng.uniform(0, 60), rng.uniform(60, 150)], p=[0.4, 0.3, 0.3])) if phase is None else float(phase)
+    direction = float(rng.uniform(0, 360) if direction is None else direction)
+    angle = float(rng.uniform(0, 360) if angle is None else angle)
+    halo = float(rng.uniform(0.1, 1.0) if rng.random() < 0.35 else 0.0) if halo is None else float(halo)
+    cloud = float(rng.uniform(0.1, 0.7) if rng.random() < 0.25 else 0.0) if cloud is None else float(cloud)
+    exposure = float(rng.uniform(0.75, 2.2)) if exposure is None else float(exposure)
+    if tint is None:
+        tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else tuple(float(v) for v in rng.uniform([0.5, 0.75, 0.9], [1.0, 1.0, 1.0]))
+    blur = float(rng.uniform(0, 0.004) * radius + rng.uniform(0, 1.0)) if blur is None else float(blur)
+    noise = float(rng.uniform(1.0, 6.0)) if noise is None else float(noise)
+    jpeg = int(rng.integers(70, 96)) if jpeg is None else int(jpeg)
+
+    info = {
+        "size": (width, height), "orientation": orientation, "aspect": aspect, "megapixels": megapixels,
+        "fraction": fraction, "phase": phase, "direction": direction, "angle": angle, "clipped": clipped,
+        "distractors": distractors, "halo": halo, "cloud": cloud, "exposure": exposure, "tint": tint,
+        "blur": blur, "noise": noise, "jpeg": jpeg,
+    }
+    # The source disk, rendered here unless given.
+    if moon is None:
+        rendered = _albedo_moon(radius, rng) if rng.random() < 0.7 else None
+        if rendered is None:
+            side = 2 * int(np.ceil(radius)) + 6
+            moon = render_moon(side, radius=radius, seed=int(rng.integers(1 << 30)), craters=int(np.clip(2 * radius, 30, 300)))
+            circle = ((side - 1) / 2.0, (side - 1) / 2.0, float(radius))
+            info["source"] = "render_moon"
+        else:
+            moon, circle = rendered
+            info["source"] = "ldam_10"
+        info["moon_image"], info["moon_circle"] = moon, circle
+    elif circle is None:
+        raise ValueError("a given moon image needs its circle (x, y, radius)")
+    mx, my, mr = (float(v) for v in circle)
+    scale = radius / mr
+    a = np.deg2rad(angle)
+    moon_to_photo = np.array(
+        [[1, 0, cx], [0, 1, cy], [0, 0, 1]]
+    ) @ np.array([[scale * np.cos(a), -scale * np.sin(a), 0], [scale * np.sin(a), scale * np.cos(a), 0], [0, 0, 1]]) @ np.array(
+        [[1, 0, -mx], [0, 1, -my], [0, 0, 1]]
+    )
+    info["moon_to_photo"] = moon_to_photo
+
+    # In a photo of the Moon the exposure is set by the Moon: the sky, even
+    # at dusk near the horizon, stays well below the disk's level.
+    moon_level = min(255.0, 255.0 * exposure) * float(np.array([0.114, 0.587, 0.299]) @ np.float32(tint))
+    image = _night_sky(rng, width, height, sky, gradient, ceiling=min(170.0, 0.55 * moon_level))
+    light = np.zeros((height, width, 3), np.float32) if cloud else None
+
+    # The Moon, warped into its box of the photo.
+    reach = int(np.ceil(radius * 1.02)) + 4
+    x0, x1 = max(0, int(cx) - reach), min(width, int(cx) + reach + 1)
+    y0, y1 = max(0, int(cy) - reach), min(height, int(cy) + reach + 1)
+    box_w, box_h = x1 - x0, y1 - y0
+    local = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float) @ moon_to_photo
+    source = moon.astype(np.float32)
+    alpha_src = source[..., 3] / 255.0 if source.ndim == 3 and source.shape[2] == 4 else None
+    colour = source[..., :3] if source.ndim == 3 else np.repeat(source[..., None], 3, axis=2)
+    patch = cv2.warpAffine(colour, local[:2], (box_w, box_h), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    yy, xx = np.mgrid[0:box_h, 0:box_w].astype(np.float32)
+    disk = np.clip(radius + 0.5 - np.hypot(xx - (cx - x0), yy - (cy - y0)), 0, 1)
+    if alpha_src is not None:
+        disk = disk * cv2.warpAffine(alpha_src, local[:2], (box_w, box_h), flags=cv2.INTER_LINEAR)
+    grey = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
+    top = max(float(np.percentile(grey[disk > 0.5], 98)) if (disk > 0.5).any() else 255.0, 1.0)
+    side = max(box_w, box_h)
+    lit = _phase_light(side, (cx - x0, cy - y0), radius, phase, direction)[:box_h, :box_w]
+    moon_light = patch * (exposure * 255.0 / top) * lit[..., None] * np.float32(tint)[None, None, :]
+    if blur > 0.3:
+        moon_light = cv2.GaussianBlur(moon_light * disk[..., None], (0, 0), blur)
+    else:
+        moon_light = moon_light * disk[..., None]
+    # The sky's light is scattered in front of the Moon: the disk adds to
+    # it, and its unlit part is as dark as the sky, as in photos.
+    image[y0:y1, x0:x1] += moon_light
+    if halo or cloud:
+        glow_source = np.zeros((height, width, 3), np.float32)
+        glow_source[y0:y1, x0:x1] = np.minimum(moon_light, 255.0)
+        small = cv2.resize(glow_source, (max(8, width // 8), max(8, height // 8)), interpolation=cv2.INTER_AREA)
+        glow = cv2.GaussianBlur(small, (0, 0), max(1.0, 0.8 * radius / 8))
+        glow += 0.5 * cv2.GaussianBlur(small, (0, 0), max(2.0, 2.5 * radius / 8))
+        glow = cv2.resize(glow, (width, height), interpolation=cv2.INTER_LINEAR)
+        if halo:
+            image += halo * glow
+        if cloud:
+            light += 2.0 * glow
+
+    if "stars" in distractors:
+        for _ in range(int(rng.integers(3, 30))):
+            sx, sy = rng.uniform(0, width), rng.uniform(0, height)
+            if np.hypot(sx - cx, sy - cy) > 1.3 * radius:
+                _add_disk(image, sx, sy, rng.uniform(0.5, 1.5) * short / 1500, rng.uniform(60, 200, 3), glow=rng.uniform(0, 40), spread=1.5)
+    if "planet" in distractors:
+        for _ in range(20):
+            dist, where = rng.uniform(1.4, 6.0) * radius, rng.uniform(0, 2 * np.pi)
+            px, py = cx + dist * np.cos(where), cy + dist * np.sin(where)
+            if 0 < px < width and 0 < py < height * (1 - horizon_top):
+                break
+        pr = rng.uniform(0.0015, 0.006) * short
+        info["planet"] = (float(px), float(py), float(pr))
+        _add_disk(image, px, py, pr, rng.uniform([200, 220, 230], [255, 255, 255]), glow=rng.uniform(40, 200), spread=rng.uniform(1.5, 4))
+        if light is not None:
+            _add_glow(light, px, py, pr, (255, 255, 255), 150, 6)
+    mask = None
+    for kind in ("trees", "roofs"):
+        if kind in distractors:
+            mask = _add_horizon(image, rng, kind, horizon_top if mask is None else 0.7 * horizon_top)
+    if "lamps" in distractors:
+        count = int(rng.integers(1, 5))
+        lamp_r = rng.uniform(0.004, 0.02) * short
+        base = height * (1.0 - rng.uniform(0.05, max(0.06, horizon_top + 0.1)))
+        warm = rng.random() < 0.6
+        for i in range(count):
+            lx = rng.uniform(0.05, 0.95) * width
+            ly = base + rng.uniform(-0.05, 0.03) * height
+            if np.hypot(lx - cx, ly - cy) < radius + 6 * lamp_r:
+                continue
+            cv2.line(image, (int(lx), int(ly)), (int(lx), height), (5.0, 5.0, 5.0), max(1, int(lamp_r * 0.4)))
+            colour = (120, 200, 255) if warm else (250, 250, 245)
+            r = lamp_r * rng.uniform(0.7, 1.3)
+            _add_disk(image, lx, ly, r, (min(255, colour[0] * 1.5), 255, 255), glow=rng.uniform(80, 300), spread=rng.uniform(1.5, 5))
+            if light is not None:
+                _add_glow(light, lx, ly, r, colour, 200, 8)
+    if cloud:
+        _add_cloud(image, rng, cloud, light)
+    photo = _finish_fast(image, rng, noise, jpeg)
+    return photo, (cx, cy, float(radius)), info
+
+
+def make_no_moon_photo(kind, seed=0, *, orientation=None, aspect=None, megapixels=None, noise=None, jpeg=None):
+    """A whole phone photo with no Moon in it, of one of PHONE_NO_MOON_KINDS:
+    "dot" (one bright planet or star with its glare, nothing else), "stars"
+    (a starry sky), "lamps" (a street of lamps with glare above roofs or
+    trees), "lamp" (one large lamp in its glare), "coins" (coins on a
+    table), "sun" (the Sun's glare in a daytime sky, with lens ghosts),
+    "blank", "noise" or "horizon" (a night sky over silhouettes with lit
+    windows). Returns ``(image, info)``."""
+    rng = np.random.default_rng(seed)
+    width, height, orientation, aspect, megapixels = _phone_size(rng, orientation, aspect, megapixels)
+    short = min(width, height)
+    noise = float(rng.uniform(1.0, 6.0)) if noise is None else float(noise)
+    jpeg = int(rng.integers(70, 96)) if jpeg is None else int(jpeg)
+    info = {"kind": kind, "size": (width, height), "orientation": orientation, "aspect": aspect, "megapixels": megapixels}
+    if kind in ("blank", "noise", "coins"):
+        # The detection scenes, at a phone's size.
+        image = make_no_moon_scene(kind, size=(width, height), seed=seed, noise=noise, jpeg=None).astype(np.float32)
+        noise = 0.0
+    elif kind == "sun":
+        image = _sky(width, height, tuple(rng.uniform([150, 110, 60], [240, 200, 160])), -rng.uniform(0.0, 0.4))
+        sx, sy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.7) * height
+        sr = rng.uniform(0.01, 0.05) * short
+        _add_disk(image, sx, sy, sr, (255, 255, 255))
+        _add_glow(image, sx, sy, sr, (255, 255, 250), rng.uniform(300, 900), rng.uniform(2, 6))
+        _add_glow(image, sx, sy, sr, (240, 250, 255), rng.uniform(60, 150), rng.uniform(10, 25))
+        # Lens ghosts along the line through the frame's centre.
+        for t in rng.uniform(-1.2, -0.2, int(rng.integers(0, 5))):
+            gx, gy = width / 2 + t * (sx - width / 2), height / 2 + t * (sy - height / 2)
+            _add_disk(image, gx, gy, rng.uniform(0.005, 0.04) * short, tuple(rng.uniform(180, 255, 3)), glow=20, spread=1)
+        if rng.random() < 0.6:
+            _add_horizon(image, rng, "trees" if rng.random() < 0.5 else "roofs", rng.uniform(0.06, 0.25))
+        info["sun"] = (float(sx), float(sy), float(sr))
+    else:
+        image = _night_sky(rng, width, height)
+        if kind in ("dot", "stars"):
+            count = 1 if kind == "dot" else int(rng.integers(10, 80))
+            for i in range(count):
+                px, py = rng.uniform(0.05, 0.95) * width, rng.uniform(0.05, 0.8) * height
+                scale = 1.0 if kind == "dot" else rng.uniform(0.2, 0.6)
+                pr = rng.uniform(0.0015, 0.008) * short * scale
+                colour = rng.uniform([200, 220, 230], [255, 255, 255])
+                _add_disk(image, px, py, pr, colour, glow=rng.uniform(40, 250), spread=rng.uniform(1.5, 5))
+                if kind == "dot":
+                    info["dot"] = (float(px), float(py), float(pr))
+            if rng.random() < 0.5:
+                _add_horizon(image, rng, "trees" if rng.random() < 0.5 else "roofs", rng.uniform(0.06, 0.25))
+        elif kind in ("lamps", "lamp"):
+            _add_horizon(image, rng, "trees" if rng.random() < 0.5 else "roofs", rng.uniform(0.1, 0.3))
+            count = 1 if kind == "lamp" else int(rng.integers(2, 7))
+            big = rng.uniform(0.02, 0.06) if kind == "lamp" else rng.uniform(0.004, 0.025)
+            warm = rng.random() < 0.6
+            for i in range(count):
+                lx, ly = rng.uniform(0.05, 0.95) * width, rng.uniform(0.4, 0.85) * height
+                r = big * short * rng.uniform(0.7, 1.3)
+                cv2.line(image, (int(lx), int(ly)), (int(lx), height), (5.0, 5.0, 5.0), max(1, int(r * 0.3)))
+                colour = (150, 220, 255) if warm else (255, 255, 250)
+                # Exposed for the night, a lamp is blown out in its own glare.
+                glare = rng.uniform(250, 500) if kind == "lamp" else rng.uniform(150, 400)
+                _add_disk(image, lx, ly, r, colour, glow=glare, spread=rng.uniform(1.5, 4))
+        elif kind == "horizon":
+            _add_horizon(image, rng, "roofs", rng.uniform(0.15, 0.35))
+            _add_horizon(image, rng, "trees", rng.uniform(0.1, 0.25))
+        else:
+            raise ValueError(f"unknown kind of phone photo: {kind}")
+    return _finish_fast(image, rng, noise, jpeg), info
+
+
+def _finish_fast(image, rng, noise, jpeg):
+    """Noise, clipping and JPEG for a large float image, with OpenCV's
+    generators (NumPy's take seconds at 12 Mpx). The seed comes from ``rng``."""
+    if noise:
+        cv2.setRNGSeed(int(rng.integers(1 << 31)))
+        grain = np.empty(image.shape, np.float32)
+        cv2.randn(grain, 0.0, float(noise))
+        image += grain
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if jpeg:
+        image = cv2.imdecode(np.frombuffer(encode(image, ".jpg", jpeg), np.uint8), cv2.IMREAD_COLOR)
+    return image
 
 
 def _sky(width, height, colour, gradient):

@@ -189,7 +189,7 @@ def _quick_and_full(image):
     grey = moon._brightness(image)
     scene_ = moon._prepare(grey)
     quick = moon._quick(grey, scene_)
-    full = moon._choose(moon._candidates(grey, scene_))
+    full = moon._choose(moon._candidates(grey, scene_), scene_)
     return quick, full
 
 

@@ -55,6 +55,22 @@ _QUICK_SPILL = 0.1
 _QUICK_PEAK = 0.05  # the steepest drop within this fraction of the radius
 _QUICK_INNER_DROP = 0.35
 _QUICK_RANSAC_BATCH = 20  # trials at a time, for an early exit on clean limbs
+# What a star or a planet is not: the Moon in any photo worth registering is
+# at least this share of the frame's shorter side in radius (the smallest
+# labelled real Moon, a thin crescent, is 1.9% and detected at 1.5%; a
+# planet's or a star's glare in a phone photo stays under about 1.3%).
+_MIN_FRAME_SHARE = 0.013
+# What the Sun's glare is: a blown-out disk in a daylight sky. At night, and
+# at dusk with the exposure set by the Moon, the sky stays far darker.
+_DAYLIGHT_SKY = 160.0
+_BLOWN_OUT = 220.0
+# What a glare is: a circle of equal brightness round a far smaller, compact,
+# concentric bright core (a planet, a star, a lamp), the light falling all the
+# way out from it. The Moon's brightest pixels fill its disk (blown out) or
+# lie scattered over it (highlands, crater rims).
+_MAX_BRIGHT_BEYOND = 0.3  # directions with the disk's brightness beyond it, at most (see _bright_beyond)
+_GLARE_CORE = 0.45  # the core's radius over the circle's, at most
+_GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at least
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ def find_moon(image):
 
     Raises NoMoonError when nothing in the picture is convincingly the Moon.
     """
-    if image is None or image.size == 0 or min(image.shape[:2]) < 8:
+    if image is None or getattr(image, "ndim", 0) not in (2, 3) or image.size == 0 or min(image.shape[:2]) < 8:
         raise NoMoonError(_NO_MOON)
     grey = _brightness(image)
     height, width = grey.shape
@@ -111,7 +127,7 @@ def find_moon(image):
             # circle at Otsu's level: once more, halfway down to the sky.
             best = _quick(grey, scene, lower=True)
         if best is None:
-            best = _choose(_candidates(grey, scene))
+            best = _choose(_candidates(grey, scene), scene)
     if best is None:
         raise NoMoonError(_NO_MOON)
     # Pixel centres: (x + 0.5) / factor - 0.5 maps work to original pixels.
@@ -119,13 +135,34 @@ def find_moon(image):
 
 
 def _brightness(image):
+    """8-bit luminance of an image of any layout: grey, or 1 to 4 channels
+    (BGR, BGRA; two channels are grey and alpha), of any integer, boolean or
+    float depth (floats up to 1 are taken as 0-1, NaN as black)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] in (1, 2):
+        image = image[:, :, 0]
+    elif image.ndim == 3:
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        image = _to_uint8(image)
+    if image.ndim == 2:
+        return np.ascontiguousarray(image)
     # Luminance, not a single channel: an orange Moon on a blue sky is bright
     # in red and green but dark in blue, and a blue sky is bright in blue.
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 4:
-        image = image[:, :, :3]
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2GRAY)
+
+
+def _to_uint8(image):
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        scale = 255.0 / float(info.max) if info.max > 255 else 1.0
+        return np.clip(image.astype(np.float64) * scale, 0, 255).astype(np.uint8)
+    values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if values.size and values.max() <= 1.0:
+        values = values * 255.0
+    return np.clip(values, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -231,7 +268,78 @@ def _quick(grey, scene, lower=False):
     peak, inner_drop = _edge_profile(scene.smooth_f, x, y, r, level)
     if not (abs(peak - 1.0) <= _QUICK_PEAK and inner_drop <= _QUICK_INNER_DROP):
         return None
+    if not _plausible(c, scene):
+        return None
     return c
+
+
+def _plausible(c, scene):
+    """Whether a candidate disk can be the Moon rather than a point source
+    (too small for its frame) or the Sun (blown out in a daylight sky)."""
+    height, width = scene.smooth.shape
+    if c.r < _MIN_FRAME_SHARE * min(width, height):
+        return False
+    if c.inside >= _BLOWN_OUT and _sky_around(scene, c) >= _DAYLIGHT_SKY:
+        return False
+    if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
+        return False
+    return not _is_glare(scene, c)
+
+
+def _bright_beyond(scene, c):
+    """The share of directions in which the frame, 1.15 and 1.3 radii out, is still
+    nearer the disk's brightness than the sky's: a disk (in a halo or not)
+    stands out all round, while a circle fitted to the sky's edge above
+    rounded tree crowns or roofs has the same sky beyond its upper half."""
+    theta = np.tile(np.linspace(-np.pi, np.pi, 72, endpoint=False), 2)
+    factor = np.repeat([1.15, 1.3], 72)
+    ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
+    ring = ring[np.isfinite(ring)]
+    if len(ring) < 12:
+        return 0.0
+    return float(np.mean(ring > 0.5 * (c.inside + c.outside)))
+
+
+def _is_glare(scene, c):
+    """Whether the circle is a level of a glare around a small compact core
+    at its centre rather than a disk (see _GLARE_CORE)."""
+    height, width = scene.smooth.shape
+    x0, x1 = max(0, int(c.x - c.r)), min(width, int(c.x + c.r) + 2)
+    y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return False
+    # A grid of about 64 x 64 points over the disk is enough to size its core.
+    step = max(1, int(c.r / 32.0))
+    patch = scene.smooth_f[y0:y1:step, x0:x1:step]
+    yy, xx = np.mgrid[y0:y1:step, x0:x1:step]
+    disk = np.hypot(xx - c.x, yy - c.y) <= c.r
+    if disk.sum() < 20:
+        return False
+    values = patch[disk]
+    peak = float(values.max())
+    core_level = peak - max(8.0, 0.05 * (peak - scene.sky))
+    core = values >= core_level
+    area = float(core.sum()) * step * step
+    core_radius = np.sqrt(area / np.pi)
+    if core_radius > _GLARE_CORE * c.r:
+        return False
+    cx, cy = xx[disk][core].mean(), yy[disk][core].mean()
+    spread = np.hypot(xx[disk][core] - cx, yy[disk][core] - cy).max()
+    if np.hypot(cx - c.x, cy - c.y) > 0.25 * c.r or spread > 1.5 * core_radius + 2.0 * step:
+        return False
+    # The rim is far darker than the core: the light falls all the way out.
+    return c.inside <= core_level - _GLARE_FALL * (core_level - c.outside)
+
+
+def _sky_around(scene, c):
+    """The brightness of the frame outside the disk (beyond 1.2 r): its
+    upper quartile, as the horizon's silhouettes may hide much of a daylight
+    sky; from a sparse grid; the disk's own ring when it fills the frame."""
+    step = max(1, int(np.sqrt(scene.smooth.size / 20000.0)))
+    grid = scene.smooth[::step, ::step]
+    yy, xx = np.mgrid[0 : scene.smooth.shape[0] : step, 0 : scene.smooth.shape[1] : step]
+    outside = grid[np.hypot(xx - c.x, yy - c.y) > 1.2 * c.r]
+    return float(np.percentile(outside, 75)) if outside.size >= 50 else c.outside
 
 
 def _edge_profile(smooth, x, y, r, level):
@@ -559,7 +667,7 @@ def _drop_surface_features(candidates):
     return kept or candidates
 
 
-def _choose(candidates):
+def _choose(candidates, scene):
     """The Moon among the candidates, or None."""
     if not candidates:
         return None
@@ -567,6 +675,9 @@ def _choose(candidates):
         c.score = c.step * c.bright**2 * c.coverage * c.support
         # Blobs of noise are round too; the Moon stands far above the noise.
         if c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise) or c.r < _MIN_RADIUS_FOUND:
+            c.score = 0.0
+        elif not _plausible(c, scene):
+            # A planet or a lamp's glare is neither the Moon nor its rival.
             c.score = 0.0
     candidates.sort(key=lambda c: -c.score)
     everything = candidates

@@ -189,18 +189,33 @@ def _find_moon_fast(image):
         return find_moon(image)
     level, k = pyramid.level(FIND_SIZE / float(longer))
     factor = FIND_SIZE / float(max(level.shape[:2]))
-    small = level
-    if factor < 1.0:
-        small = cv2.resize(level, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    factor_x, factor_y = small.shape[1] / level.shape[1], small.shape[0] / level.shape[0]
-    try:
-        circle = find_moon(small)
-    except NoMoonError:
-        circle = None
-    # Uploads are cropped around the disk; a Moon small in its frame is the
-    # exception and is looked for again at the detector's own scale.
+    circle = None
+    # A strip or a panorama would shrink to nothing along its short side.
+    if min(level.shape[:2]) * factor >= 8:
+        small = level
+        if factor < 1.0:
+            small = cv2.resize(level, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        factor_x, factor_y = small.shape[1] / level.shape[1], small.shape[0] / level.shape[0]
+        try:
+            circle = find_moon(small)
+        except NoMoonError:
+            circle = None
+    # Uploads are cropped around the disk; a Moon small in its frame (a
+    # whole phone photo) is looked for again at the detector's own scale, on
+    # the pyramid level just above it: the halvings are shared with the
+    # resampling, and shrinking a 12 Mpx photo in one step costs more.
     if circle is None or circle.radius < FIND_MIN_FRACTION * FIND_SIZE:
-        return find_moon(image)
+        from .moon import MAX_WORK_PIXELS  # here: the module's imports belong to the rest of it
+
+        pixels = float(image.shape[0] * image.shape[1])
+        if pixels <= MAX_WORK_PIXELS:
+            return find_moon(image)
+        level, k = pyramid.level((MAX_WORK_PIXELS / pixels) ** 0.5)
+        circle = find_moon(level)
+        step = 2.0**k
+        return dataclasses.replace(
+            circle, x=(circle.x + 0.5) * step - 0.5, y=(circle.y + 0.5) * step - 0.5, radius=circle.radius * step
+        )
     step = 2.0**k
     return dataclasses.replace(
         circle,
