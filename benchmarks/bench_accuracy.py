@@ -206,19 +206,22 @@ def photo_render_items(count, seed, maps, e2e):
 
 
 def phone_items(count, seed, maps, max_mpx, e2e):
-    """Whole phone photos: both map directions, portrait and landscape in turn."""
+    """Whole phone photos: both map directions, portrait and landscape, 4:3
+    and 16:9 in turn, 2 Mpx to ``max_mpx``."""
     models = [_model_render(maps[d], np.random.default_rng([seed, d, 7])) for d in (0, 1)]
     items = []
     for i in range(count):
         d = i % 2
         rng = np.random.default_rng([seed, i, 3])
-        aspect = (4 / 3, 16 / 9)[(i // 2) % 2]
-        long_side = int(np.sqrt(float(np.exp(rng.uniform(np.log(2e6), np.log(max_mpx * 1e6)))) * aspect))
-        short_side = int(long_side / aspect)
-        size = (short_side, long_side) if (i // 4) % 2 else (long_side, short_side)
-        pair = make_globe_phone_photo(maps[1 - d], models[d], [seed, i, 5], size=size)
+        options = {
+            "aspect": ("4:3", "16:9")[(i // 2) % 2],
+            "orientation": ("landscape", "portrait")[(i // 4) % 2],
+            "megapixels": float(np.exp(rng.uniform(np.log(2.0), np.log(max_mpx)))),
+        }
+        pair = make_globe_phone_photo(maps[1 - d], models[d], [seed, i, 5], **options)
         files = (encode(pair.user, ".jpg", 92), encode(to_rgba_render(pair.model))) if e2e else None
-        label = f"#{i} dir {d} {size[0]}x{size[1]} moon r {pair.user_circle[2]:.0f}"
+        width, height = pair.params["size"]
+        label = f"#{i} dir {d} {width}x{height} moon r {pair.user_circle[2]:.0f} phase {pair.params.get('phase', 0):.0f}"
         items.append((label, pair.user, pair.model, disk_scorer(pair, 2 * pair.model_circle[2]), files))
     return items
 

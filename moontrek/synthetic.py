@@ -1326,68 +1326,36 @@ def make_photo_render_set(maps, n, seed=0, *, models_per_direction=2):
     return pairs
 
 
-def make_globe_phone_photo(photo_map, model, seed, *, size=None, portrait=None, moon_fraction=None):
-    """A whole phone photo (4:3 or 16:9, portrait or landscape, 2 to 12 Mpx)
-    with a small Moon (diameter 8-30% of the short side) rendered from
-    ``photo_map`` somewhere in a night sky with a bright planet, a lamp and
-    dark treetops at the bottom; ``model`` = (image, view, sun) as from
-    make_photo_render_set's renders. Returns a GlobePair in the whole
-    photo's pixels."""
+def make_globe_phone_photo(photo_map, model, seed, *, source_radius=450, **options):
+    """A whole phone photo (see :func:`make_phone_photo`: 4:3 or 16:9,
+    portrait or landscape, 2 to 12 Mpx, planets, lamps, silhouettes, halos,
+    cloud) whose Moon is a globe rendered from ``photo_map`` at a libration
+    up to 3 degrees off the model's; ``model`` = (image, view, sun) as from
+    make_photo_render_set's renders. ``options`` go to make_phone_photo (by
+    default a phase of at most 40 degrees, as the renders have). Returns a
+    GlobePair in the whole photo's pixels."""
     rng = np.random.default_rng(seed)
     model_image, model_view, _ = model
-    if size is None:
-        aspect = [4 / 3, 16 / 9][int(rng.integers(2))]
-        pixels = float(np.exp(rng.uniform(np.log(2e6), np.log(12e6))))
-        long_side = int(np.sqrt(pixels * aspect))
-        short_side = int(long_side / aspect)
-        portrait = bool(rng.random() < 0.5) if portrait is None else portrait
-        size = (short_side, long_side) if portrait else (long_side, short_side)
-    width, height = size
-    short_side = min(width, height)
-    fraction = moon_fraction or rng.uniform(0.08, 0.3)
-    radius = fraction * short_side / 2.0
-    cx = rng.uniform(radius * 1.2, width - radius * 1.2)
-    cy = rng.uniform(radius * 1.2, height * 0.75 - radius)
-    # Render the Moon on its own patch; the sky is cheap at full size.
-    pad = int(np.ceil(0.15 * radius)) + int(0.1 * radius) + 4
-    x1, y1 = max(0, int(cx - radius - pad)), max(0, int(cy - radius - pad))
-    x2, y2 = min(width, int(cx + radius + pad)), min(height, int(cy + radius + pad))
-    view = _photo_view(model_view, rng, cx - x1, cy - y1, radius)
-    patch, coverage = render_globe(photo_map, (x2 - x1, y2 - y1), view, sun=(float(rng.uniform(0, 8)), 0.0), shading="lommel")
-    params = _photo_params(rng, radius)
-    params.update(branches=0, plane=False, radius=radius, centre=(view.x, view.y), sky_rows=(y1, height))
-    jpeg, params["jpeg"] = params["jpeg"], None
-    noise, params["noise"] = params["noise"], 0.0
-    patch = _degrade(patch, coverage, rng, params)
-    # The same sky as around the Moon: exposed and toned alike.
-    ramp = np.linspace(0.8, 1.2, height, dtype=np.float32)[:, None, None]
-    sky = np.clip(np.float32(params["sky"]) / 255.0 * ramp * params["exposure"], 0, 1) ** params["gamma"]
-    photo = np.ascontiguousarray(np.broadcast_to((sky * 255 + 0.5).astype(np.uint8), (height, width, 3)))
-    photo[y1:y2, x1:x2] = patch
-    # A bright planet, a street lamp with its glow, treetops along the bottom.
-    px, py = rng.uniform(0, width), rng.uniform(0, 0.6 * height)
-    cv2.circle(photo, (int(px), int(py)), max(2, int(0.004 * short_side)), (235, 245, 255), -1, cv2.LINE_AA)
-    lx, ly, lr = int(rng.uniform(0, width)), int(rng.uniform(0.7, 0.9) * height), max(3, int(0.01 * short_side))
-    cv2.circle(photo, (lx, ly), 4 * lr, (60, 110, 150), -1, cv2.LINE_AA)
-    cv2.circle(photo, (lx, ly), lr, (200, 240, 255), -1, cv2.LINE_AA)
-    ground = np.zeros(width + 1)
-    top = height * rng.uniform(0.8, 0.92)
-    steps = np.cumsum(rng.normal(0, 0.004 * height, width // 8 + 2))
-    ground = top + np.interp(np.arange(width), np.arange(len(steps)) * 8, steps)
-    rows = np.arange(height)[:, None]
-    photo[rows > ground[None, :]] = (6, 8, 6)
-    if noise:
-        photo = cv2.add(photo, rng.normal(0.0, noise, photo.shape).astype(np.int16).clip(-60, 60).astype(np.int8), dtype=cv2.CV_8U)
-    if jpeg is not None:
-        photo = cv2.imdecode(np.frombuffer(encode(photo, ".jpg", quality=jpeg), np.uint8), cv2.IMREAD_COLOR)
-    cx_full, cy_full = view.x + x1, view.y + y1
-    full_view = view.moved(x=cx_full, y=cy_full)
+    side = 2 * source_radius + 8
+    view = _photo_view(model_view, rng, side / 2.0, side / 2.0, source_radius)
+    source, coverage = render_globe(photo_map, (side, side), view, sun=(float(rng.uniform(0, 8)), 0.0), shading="lommel")
+    source = (np.clip(source, 0, 1) * 255 + 0.5).astype(np.uint8)
+    options.setdefault("phase", float(rng.choice([0.0, rng.uniform(0, 40)])))
+    options.setdefault("angle", 0.0)
+    photo, (cx, cy, radius), info = make_phone_photo(
+        int(rng.integers(1 << 30)), moon=source, circle=(view.x, view.y, view.radius), **options
+    )
+    height, width = photo.shape[:2]
     model_size = (model_image.shape[1], model_image.shape[0])
-    expected, residual = globe_truth(full_view, model_view, model_size, (width, height))
+    # The truth on the source's disk, carried into the photo by the paste
+    # (a similarity): user pixels -> source pixels -> sphere -> model.
+    source_truth, residual = globe_truth(view, model_view, model_size, (width, height))
+    expected = source_truth @ np.linalg.inv(info["moon_to_photo"])
     fit_w, _ = fitted_size(*model_size, width, height)
     k = fit_w / model_size[0]
-    params.update(size=(width, height), user_view=full_view.as_dict(), jpeg=jpeg, noise=noise)
+    params = {key: value for key, value in info.items() if key not in ("moon_image", "moon_to_photo")}
+    params.update(size=(width, height), user_view=view.as_dict(), model_view=model_view.as_dict())
     return GlobePair(
-        photo, model_image, expected, params, (cx_full, cy_full, radius),
+        photo, model_image, expected / expected[2, 2], params, (cx, cy, radius),
         (model_view.x * k, model_view.y * k, model_view.radius * k), residual,
     )

@@ -479,6 +479,10 @@ GUIDE_RADIUS = 0.12  # of the radius: how far from the prediction a match may li
 GUIDED_RATIO = 0.9
 GUIDED_MIN_INLIERS = 10
 GUIDED_MAX_TURN_DEG = 10.0  # the answer's rotation against the polar one
+# Last resort: ECC on the disks from the polar rotation.
+ECC_SIGMA = 1.5
+ECC_ITERATIONS = 60
+ECC_MIN_CORRELATION = 0.3
 
 
 def _polar_rotation(user_work, user_mask, model_work, model_mask, radius):
@@ -614,15 +618,43 @@ def _estimate(src, dst, centre, radius):
     return warp, inliers, "similarity"
 
 
-def _guided(user_kp, user_desc, model_kp, model_desc, norm, user_work, user_mask, model_work, model_mask, centre, radius):
+def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius):
+    """(3x3 warp user canvas -> model canvas, correlation) from ECC on the
+    two normalised disks (affine, started from the polar rotation), or None
+    when it does not converge, correlates too little, turns away from the
+    polar rotation or is implausible. Measured on whole phone photos where
+    ORB's few keypoints failed: 0.8-1.4% of the Moon's diameter, correlation
+    0.41-0.91 on real pairs against 0.09 for a disk of noise."""
+    a = np.radians(rotation)
+    turn = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    turn[:2, 2] = centre - turn[:2, :2] @ centre
+    # ECC warps its input (the photo) onto its template (the model): its
+    # matrix maps model canvas pixels to photo canvas pixels.
+    start = np.linalg.inv(turn)[:2].astype(np.float32)
+    template = cv2.GaussianBlur(model_work.astype(np.float32), (0, 0), ECC_SIGMA)
+    moving = cv2.GaussianBlur(user_work.astype(np.float32), (0, 0), ECC_SIGMA)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-5)
+    try:
+        correlation, matrix = cv2.findTransformECC(template, moving, start, cv2.MOTION_AFFINE, criteria, model_mask, 5)
+    except cv2.error:
+        return None  # did not converge
+    warp = np.linalg.inv(np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]]))
+    turned = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
+    if (
+        correlation < ECC_MIN_CORRELATION
+        or abs((turned - rotation + 180.0) % 360.0 - 180.0) > GUIDED_MAX_TURN_DEG
+        or not _plausible(warp, centre, radius)
+    ):
+        return None
+    return warp, float(correlation)
+
+
+def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius):
     """(src, dst, warp, inliers, estimator) from matching guided by the polar
     rotation, or None. Held to a stricter standard than plain matching (more
     inliers, the rotation agreeing with the polar one): a gated search
     always finds some pairs, right or not."""
     if not user_kp or not model_kp:
-        return None
-    rotation, peak = _polar_rotation(user_work, user_mask, model_work, model_mask, radius)
-    if peak < POLAR_MIN_PEAK:
         return None
     user_pts = np.float32([kp.pt for kp in user_kp])
     model_pts = np.float32([kp.pt for kp in model_kp])
@@ -666,7 +698,7 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
     src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
     dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
     matched = len(src)
-    guided = False
+    guided, ecc_correlation = False, None
     try:
         if matched:
             keep = _consistent(src, dst, centre, radius)
@@ -677,16 +709,32 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
         if inliers.sum() < MIN_INLIERS or not _plausible(warp, centre, radius):
             raise HomographyNotFoundError()
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
-        # Matching alone failed: try again guided by the disks' rotation.
-        guided = _guided(user_kp, user_desc, model_kp, model_desc, norm, user_work, user_mask, model_work, model_mask, centre, radius)
-        if guided is None:
+        # Matching alone failed: the disks' rotation from polar correlation
+        # guides a second matching, and failing that, ECC on the disks.
+        rotation, peak = _polar_rotation(user_work, user_mask, model_work, model_mask, radius)
+        if peak < POLAR_MIN_PEAK:
             raise failure
-        src, dst, warp, inliers, estimator = guided
-        matched, guided = len(src), True
+        found = _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius)
+        if found is not None:
+            src, dst, warp, inliers, estimator = found
+            matched, guided = len(src), True
+        else:
+            found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius)
+            if found is None:
+                raise failure
+            warp, ecc_correlation = found
+            # The plain matches that agree with ECC's answer are its inliers.
+            src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
+            dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
+            inliers = np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
+            estimator, guided = "ecc", True
 
     # Back to the server's convention: user pixels -> fitted model pixels.
     model_h, model_w = model.shape[:2]
     fit_w, fit_h = fitted_size(model_w, model_h, user.shape[1], user.shape[0])
+    if min(fit_w, fit_h) < 1:
+        # A model far more elongated than the photo fits in no pixels at all.
+        raise HomographyNotFoundError()
     fx, fy = fit_w / model_w, fit_h / model_h
     fitted_to_work = model_to_work @ np.diag([1.0 / fx, 1.0 / fy, 1.0])
     homography = np.linalg.inv(fitted_to_work) @ warp @ user_to_work
@@ -712,7 +760,8 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
         inliers=int(inliers.sum()),
         extras={
             # In pixels of the fitted model image, the frame H maps into.
-            "reprojection_error_px": round(float(np.mean(error)), 3),
+            # None when no point match supports the answer (estimator "ecc").
+            "reprojection_error_px": round(float(np.mean(error)), 3) if len(error) else None,
             "circles": {"user": user_circle.as_dict(), "model": fitted_circle.as_dict()},
             "estimator": estimator,
             # True when plain matching failed and the polar rotation guided it.
@@ -721,6 +770,7 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
             "rotation_deg": round(float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))) % 360.0, 3),
             "disk_scale": round(float(np.sqrt(abs(np.linalg.det(linear)))), 4),
             "working_radius_px": radius,
+            **({"ecc_correlation": round(ecc_correlation, 4)} if ecc_correlation is not None else {}),
         },
     )
 
