@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
-from .moon import find_moon
+from .moon import Circle, find_moon
 from .result import RegistrationResult
 
 __all__ = ["register_moon", "register_disks", "normalise_disk", "WORK_RADIUS"]
@@ -237,7 +237,7 @@ RENDER_TRIALS = 200
 
 def _render_disk(pyramid, circle):
     """The model's disk fitted to its lit limb when the model is a render on
-    a black sky; else ``circle`` (find_moon's answer) unchanged.
+    a black sky; else ``circle`` (find_moon's answer, or None) unchanged.
 
     Measured on renders with a phase of up to 40 degrees: find_moon's
     general-purpose search took the terminator for the limb on a third of
@@ -266,11 +266,11 @@ def _render_disk(pyramid, circle):
     if fit is None:
         return circle
     x, y, r, count = fit
-    if count < RENDER_MIN_ARC * 2 * np.pi * r or r < 8:
+    if count < RENDER_MIN_ARC * 2 * np.pi * r or r < 8 or r > max(height, width):
         return circle
     # Level k's pixel centres back to the original's.
     step = 2.0**k
-    return dataclasses.replace(circle, x=(x + 0.5) * step - 0.5, y=(y + 0.5) * step - 0.5, radius=r * step)
+    return Circle(x=(x + 0.5) * step - 0.5, y=(y + 0.5) * step - 0.5, radius=r * step)
 
 
 def _ransac_circle(points, tolerance):
@@ -787,7 +787,12 @@ def register_moon(user, model, algorithm):
         try:
             circles.append(_find_moon_fast(pyramid))
         except NoMoonError:
-            # Say which image: the person can then fix the right one.
-            raise NoMoonError(f"No Moon was found in the {field}.") from None
+            circles.append(None)
+    # The render's disk from its limb; it also stands in when find_moon,
+    # made for photos, refuses a clean render.
     circles[1] = _render_disk(pyramids[1], circles[1])
+    for circle, field in zip(circles, ("user-file", "model-file")):
+        if circle is None:
+            # Say which image: the person can then fix the right one.
+            raise NoMoonError(f"No Moon was found in the {field}.")
     return register_disks(*pyramids, algorithm, *circles)
