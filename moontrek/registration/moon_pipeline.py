@@ -228,11 +228,12 @@ def _find_moon_fast(image):
 # The render's own disk: renders are drawn on a black sky, so the limb is
 # the lit region's outline wherever that is a circle (the terminator is an
 # ellipse and is voted out). Worked at about this long side.
-RENDER_FIT_SIZE = 512
+RENDER_FIT_SIZE = 450
 RENDER_SKY_LEVEL = 3  # grey levels: a render's sky is black
 RENDER_SKY_SHARE = 0.9  # of the frame's border pixels at most that dark
 RENDER_MIN_ARC = 0.35  # of the circumference on the fitted circle
 RENDER_TRIALS = 200
+RENDER_POINTS = 400
 
 
 def _render_disk(pyramid, circle):
@@ -245,7 +246,7 @@ def _render_disk(pyramid, circle):
     image = pyramid.levels[0]
     longer = max(image.shape[:2])
     level, k = pyramid.level(min(1.0, RENDER_FIT_SIZE / float(longer)))
-    grey = level.max(axis=2) if level.ndim == 3 else level
+    grey = cv2.cvtColor(level, cv2.COLOR_BGR2GRAY) if level.ndim == 3 else level
     height, width = grey.shape
     if min(height, width) < 16:
         return circle
@@ -262,10 +263,12 @@ def _render_disk(pyramid, circle):
     points = points[(points[:, 0] > 0) & (points[:, 1] > 0) & (points[:, 0] < width - 1) & (points[:, 1] < height - 1)]
     if len(points) < 20:
         return circle
-    fit = _ransac_circle(points, tolerance=1.5)
+    # RANSAC on at most RENDER_POINTS of them (its cost), counted on all.
+    fit = _ransac_circle(points[:: max(1, len(points) // RENDER_POINTS)], tolerance=1.5)
     if fit is None:
         return circle
-    x, y, r, count = fit
+    x, y, r, _ = fit
+    count = int((np.abs(np.hypot(points[:, 0] - x, points[:, 1] - y) - r) <= 1.5).sum())
     if count < RENDER_MIN_ARC * 2 * np.pi * r or r < 8 or r > max(height, width):
         return circle
     # Level k's pixel centres back to the original's.
