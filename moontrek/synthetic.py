@@ -914,3 +914,448 @@ def _finish(image, rng, noise, jpeg):
     if jpeg is not None:
         image = cv2.imdecode(np.frombuffer(encode(image, ".jpg", jpeg), np.uint8), cv2.IMREAD_COLOR)
     return image
+
+
+# --- Photo against render: globes rendered from lunar maps. ----------------
+#
+# A render is a shaded mosaic, a photo of the full Moon shows albedo, and
+# their librations differ by a few degrees: no planar warp of one image
+# makes the other. These scenes render both sides from equirectangular
+# lunar maps (longitude -180..180 across, latitude 90..-90 down) as an
+# orthographic globe, and take the truth from the sphere itself: points of
+# the photo's inner disk are lifted onto the globe, projected in the
+# model's view, and a homography is fitted to those exact pairs.
+
+__all__ += [
+    "GlobeView",
+    "render_globe",
+    "globe_correspondences",
+    "globe_truth",
+    "make_lunar_maps",
+    "make_photo_render_pair",
+    "make_photo_render_set",
+    "make_globe_phone_photo",
+    "disk_error",
+    "to_rgba_render",
+    "GlobePair",
+]
+
+
+class GlobeView:
+    """Where a globe is seen from: the sub-observer point (``lon``, ``lat``
+    in degrees, i.e. the libration), the position angle ``pa`` (degrees the
+    image is turned about the line of sight) and the disk (``x``, ``y``,
+    ``radius``) in image pixels."""
+
+    def __init__(self, lon, lat, pa, x, y, radius):
+        self.lon, self.lat, self.pa = float(lon), float(lat), float(pa)
+        self.x, self.y, self.radius = float(x), float(y), float(radius)
+
+    def rotation(self):
+        """3x3 taking body-frame vectors to view coordinates (right, up,
+        towards the observer)."""
+        lon, lat, pa = np.radians([self.lon, self.lat, self.pa])
+        towards = np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+        east = np.array([-np.sin(lon), np.cos(lon), 0.0])
+        north = np.cross(towards, east)
+        turn = np.array([[np.cos(pa), -np.sin(pa), 0.0], [np.sin(pa), np.cos(pa), 0.0], [0.0, 0.0, 1.0]])
+        return turn @ np.vstack([east, north, towards])
+
+    def moved(self, **changes):
+        values = {k: getattr(self, k) for k in ("lon", "lat", "pa", "x", "y", "radius")}
+        values.update(changes)
+        return GlobeView(**values)
+
+    def as_dict(self):
+        return {k: round(getattr(self, k), 3) for k in ("lon", "lat", "pa", "x", "y", "radius")}
+
+
+def _map(homography, points):
+    points = np.asarray(points, np.float64).reshape(-1, 1, 2)
+    return cv2.perspectiveTransform(points, np.asarray(homography, np.float64)).reshape(-1, 2)
+
+
+def _lift(view, xs, ys):
+    """Image pixels to body-frame unit vectors (NaN off the disk)."""
+    X = (np.asarray(xs, np.float64) - view.x) / view.radius
+    Y = -(np.asarray(ys, np.float64) - view.y) / view.radius
+    Z = np.sqrt(np.where(X * X + Y * Y <= 1.0, 1.0 - X * X - Y * Y, np.nan))
+    return np.stack([X, Y, Z], axis=-1) @ view.rotation()
+
+
+def render_globe(lunar_map, size, view, *, sun=None, shading="lambert", supersample=None):
+    """Render ``lunar_map`` (H x W x 3 or H x W, any dtype) as an orthographic
+    globe seen from ``view`` on a ``size`` = (width, height) canvas.
+
+    ``sun`` is (phase angle, direction in the image in degrees) or None for
+    a full Moon. ``shading`` "lambert" darkens towards the terminator and the
+    limb, as a renderer does; "lommel" (Lommel-Seeliger) stays nearly flat at
+    full Moon, as the real Moon does. Returns (float32 BGR image in 0..1 of
+    the map's scale, float32 coverage of the disk in 0..1).
+    """
+    width, height = size
+    texture = lunar_map.astype(np.float32)
+    if texture.ndim == 2:
+        texture = cv2.cvtColor(texture, cv2.COLOR_GRAY2BGR)
+    texture /= max(1.0, float(np.percentile(texture, 99.5)))
+    image = np.zeros((height, width, 3), np.float32)
+    coverage = np.zeros((height, width), np.float32)
+    x1, x2 = max(0, int(np.floor(view.x - view.radius - 2))), min(width, int(np.ceil(view.x + view.radius + 3)))
+    y1, y2 = max(0, int(np.floor(view.y - view.radius - 2))), min(height, int(np.ceil(view.y + view.radius + 3)))
+    if x1 >= x2 or y1 >= y2:
+        return image, coverage
+    ys, xs = np.mgrid[y1:y2, x1:x2].astype(np.float64)
+    distance = np.hypot(xs - view.x, ys - view.y)
+    coverage[y1:y2, x1:x2] = np.clip(view.radius + 0.5 - distance, 0, 1)
+    # Sample just inside the limb so the edge pixels have texture, not NaN.
+    shrink = np.minimum(1.0, (view.radius - 0.5) / np.maximum(distance, 1e-9))
+    points = _lift(view, view.x + (xs - view.x) * shrink, view.y + (ys - view.y) * shrink)
+    points = np.nan_to_num(points)
+    lon = np.degrees(np.arctan2(points[..., 1], points[..., 0]))
+    lat = np.degrees(np.arcsin(np.clip(points[..., 2], -1, 1)))
+    map_h, map_w = texture.shape[:2]
+    map_x = ((lon + 180.0) / 360.0 * map_w - 0.5).astype(np.float32)
+    map_y = ((90.0 - lat) / 180.0 * map_h - 0.5).astype(np.float32)
+    # A map much finer than the render is pre-shrunk to stop aliasing.
+    pixels_per_radian = map_w / (2 * np.pi)
+    factor = view.radius / pixels_per_radian
+    if factor < 0.7:
+        small = cv2.resize(texture, None, fx=factor / 0.7, fy=factor / 0.7, interpolation=cv2.INTER_AREA)
+        map_x = (map_x + 0.5) * small.shape[1] / map_w - 0.5
+        map_y = (map_y + 0.5) * small.shape[0] / map_h - 0.5
+        texture = small
+    sampled = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    towards = view.rotation()[2]
+    mu = np.clip(points @ towards, 0, 1)
+    if sun is None:
+        sun_vector = towards
+    else:
+        phase, direction = np.radians(sun)
+        in_view = np.array([np.sin(phase) * np.cos(direction), np.sin(phase) * np.sin(direction), np.cos(phase)])
+        sun_vector = in_view @ view.rotation()
+    mu0 = points @ sun_vector
+    if shading == "lambert":
+        # A soft terminator (the renderer's smooth shading), limb darkening.
+        light = np.clip(mu0 + 0.04, 0, None) / 1.04
+        light = light**0.8
+    elif shading == "lommel":
+        light = 2.0 * np.clip(mu0, 0, None) / (np.clip(mu0, 0, None) + mu + 1e-6)
+        light = np.clip(light, 0, 1.2)
+    else:
+        raise ValueError(f"unknown shading: {shading}")
+    image[y1:y2, x1:x2] = sampled * (light * coverage[y1:y2, x1:x2])[..., None].astype(np.float32)
+    return image, coverage
+
+
+def globe_correspondences(points, user_view, model_view):
+    """Map (N, 2) user-image pixels through the sphere into the model view's
+    pixels. Returns (mapped points, mask of those on both visible disks)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    body = _lift(user_view, points[:, 0], points[:, 1])
+    seen = body @ model_view.rotation().T
+    visible = np.isfinite(seen).all(axis=1) & (np.nan_to_num(seen[:, 2]) > 0)
+    mapped = np.column_stack(
+        [model_view.x + model_view.radius * seen[:, 0], model_view.y - model_view.radius * seen[:, 1]]
+    )
+    return mapped, visible
+
+
+def _disk_grid(x, y, radius, fraction, count=25):
+    steps = np.linspace(-fraction, fraction, count)
+    gx, gy = np.meshgrid(steps, steps)
+    keep = gx * gx + gy * gy <= fraction * fraction
+    return np.column_stack([x + radius * gx[keep], y + radius * gy[keep]])
+
+
+def globe_truth(user_view, model_view, model_size, user_size, *, fraction=0.9):
+    """The homography (user pixels -> pixels of the model fitted to the user
+    image) fitted by least squares to exact sphere correspondences over the
+    inner ``fraction`` of the user's disk, and its RMS residual in fitted
+    model pixels (what no homography can absorb of the libration)."""
+    points = _disk_grid(user_view.x, user_view.y, user_view.radius, fraction, 41)
+    mapped, visible = globe_correspondences(points, user_view, model_view)
+    fit_w, fit_h = fitted_size(model_size[0], model_size[1], user_size[0], user_size[1])
+    mapped = mapped * [fit_w / model_size[0], fit_h / model_size[1]]
+    homography, _ = cv2.findHomography(points[visible].astype(np.float64), mapped[visible].astype(np.float64), 0)
+    residual = np.hypot(*(_map(homography, points[visible]) - mapped[visible]).T)
+    return homography / homography[2, 2], float(np.sqrt(np.mean(residual**2)))
+
+
+def disk_error(homography, truth, circle, *, frame=None, fraction=0.9):
+    """Mean distance between the points of the inner ``fraction`` of the
+    disk ``circle`` = (x, y, radius) mapped by ``homography`` and by
+    ``truth``; with ``frame`` = (width, height) only points inside the
+    image count (a crop can cut the disk)."""
+    points = _disk_grid(*circle, fraction)
+    if frame is not None:
+        inside = (points[:, 0] >= 0) & (points[:, 1] >= 0) & (points[:, 0] < frame[0]) & (points[:, 1] < frame[1])
+        points = points[inside]
+    diff = _map(homography, points) - _map(truth, points)
+    error = float(np.mean(np.hypot(diff[:, 0], diff[:, 1])))
+    return error if np.isfinite(error) else float("inf")
+
+
+def to_rgba_render(model):
+    """A BGR render as the client posts it: 4 channels, the black sky
+    transparent."""
+    alpha = (model.max(axis=2) > 0).astype(np.uint8) * 255
+    return np.dstack([model, alpha])
+
+
+def make_lunar_maps(seed=0, size=(720, 360)):
+    """Two generated equirectangular maps of one made-up moon: (render-like
+    map, albedo map), for tests without ../shared. The render-like map is
+    albedo under a low-sun relief shading with the maria muted; the albedo
+    map has no relief, stronger maria and bright ray craters, and another
+    tone curve: the two differ as a mosaic and a full-Moon photo do."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    lon = (np.arange(width) + 0.5) / width * 2 * np.pi - np.pi
+    lat = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
+    # Maria: broad dark patches, smooth noise blurred on the sphere's grid.
+    albedo = np.full((height, width), 0.7, np.float32)
+    lon_grid, lat_grid = np.meshgrid(lon, lat)
+    xyz = np.stack([np.cos(lat_grid) * np.cos(lon_grid), np.cos(lat_grid) * np.sin(lon_grid), np.sin(lat_grid)], -1)
+    for _ in range(12):
+        centre = rng.normal(size=3)
+        centre /= np.linalg.norm(centre)
+        angle = np.arccos(np.clip(xyz @ centre, -1, 1))
+        albedo -= 0.3 * np.exp(-((angle / rng.uniform(0.12, 0.4)) ** 2)).astype(np.float32)
+    relief = np.zeros_like(albedo)
+    rays = np.zeros_like(albedo)
+    rims = np.zeros_like(albedo)
+    step = 2 * np.pi / width
+    for k in range(900):
+        # Craters: bowls with raised rims, drawn in a patch around each.
+        c_lon, c_lat = rng.uniform(-np.pi, np.pi), np.arcsin(rng.uniform(-0.95, 0.95))
+        size_rad = 0.006 + 0.012 * min(rng.pareto(1.5), 6.0)
+        reach = 2.0 * size_rad if k >= 30 else 8.0 * size_rad
+        rows = np.arange(max(0, int((np.pi / 2 - c_lat - reach) / step)), min(height, int((np.pi / 2 - c_lat + reach) / step) + 1))
+        half = int(reach / max(np.cos(c_lat) * step, 1e-3)) + 1
+        cols = np.arange(int((c_lon + np.pi) / step) - half, int((c_lon + np.pi) / step) + half + 1) % width
+        d_lon = ((lon[cols][None, :] - c_lon + np.pi) % (2 * np.pi) - np.pi) * np.cos(lat[rows])[:, None]
+        d_lat = (lat[rows] - c_lat)[:, None] * np.ones_like(d_lon)
+        d = np.hypot(d_lon, d_lat) / size_rad
+        patch = np.ix_(rows, cols)
+        relief[patch] += ((np.where(d < 1, d * d - 1, 0) + 0.35 * np.exp(-((d - 1) ** 2) / 0.05)) * size_rad * 40).astype(np.float32)
+        # Fresh rims are bright and floors a little dark in albedo too.
+        rims[patch] += (rng.uniform(0.05, 0.25) * np.exp(-((d - 1) ** 2) / 0.04) - 0.05 * (d < 0.8)).astype(np.float32)
+        if k < 30:
+            # The youngest craters throw bright rays.
+            spokes = 0.5 + 0.5 * np.cos(int(rng.integers(5, 11)) * np.arctan2(d_lat, d_lon) + rng.uniform(0, 6.3))
+            rays[patch] += (0.6 * np.exp(-d / 3.0) * spokes**3 + 0.2 * (d < 1.2)).astype(np.float32)
+    mottle = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 1.5)
+    albedo = albedo + 0.05 * mottle / (np.abs(mottle).max() + 1e-6)
+    gy, gx = np.gradient(cv2.GaussianBlur(relief, (0, 0), 0.7))
+    shade = 0.6 + 0.4 * np.tanh(2.0 * (gx - 0.4 * gy))
+    render_map = np.clip((0.25 + 0.75 * (albedo + 0.5 * rims)) * shade, 0, 1)
+    albedo_map = np.clip(albedo + rims + 0.5 * rays, 0, 1) ** 1.4
+    as_bgr = lambda m: cv2.cvtColor((m * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)  # noqa: E731
+    return as_bgr(render_map), as_bgr(albedo_map)
+
+
+class GlobePair(BenchmarkPair):
+    """A photo-against-render pair from lunar maps. ``user_circle`` is the
+    photo's disk (x, y, radius) in its own pixels; ``model_circle`` the
+    model's in the fitted model's pixels; ``residual`` what the best
+    homography cannot absorb of the libration (fitted model pixels)."""
+
+    def __init__(self, user, model, expected, params, user_circle, model_circle, residual):
+        super().__init__(user, model, expected, None, params)
+        self.user_circle, self.model_circle, self.residual = user_circle, model_circle, residual
+
+
+def _model_render(lunar_map, rng, size=2000):
+    radius = size * rng.uniform(0.43, 0.495)
+    view = GlobeView(rng.uniform(-7, 7), rng.uniform(-6.5, 6.5), rng.uniform(-25, 25), size / 2.0, size / 2.0, radius)
+    sun = (float(rng.uniform(0, 40)), float(rng.uniform(0, 360)))
+    image, _ = render_globe(lunar_map, (size, size), view, sun=sun, shading="lambert")
+    # The client's renders are dim grey mosaics on black.
+    image = np.clip(image * rng.uniform(0.7, 1.0), 0, 1)
+    return (image * 255 + 0.5).astype(np.uint8), view, sun
+
+
+def _plane(canvas, rng, x, y, length):
+    """A dark aircraft silhouette at (x, y) of ``length`` pixels."""
+    a = rng.uniform(0, np.pi)
+    d = np.array([np.cos(a), np.sin(a)])
+    n = np.array([-d[1], d[0]])
+    body = [np.array([x, y]) + t * d * length for t in (-0.5, 0.5)]
+    cv2.line(canvas, tuple(int(v) for v in body[0]), tuple(int(v) for v in body[1]), 255, max(1, int(0.1 * length)), cv2.LINE_AA)
+    for s in (-1, 1):
+        tip = np.array([x, y]) + 0.1 * length * d + s * 0.45 * length * n - 0.15 * length * d
+        cv2.line(canvas, (int(x), int(y)), tuple(int(v) for v in tip), 255, max(1, int(0.06 * length)), cv2.LINE_AA)
+
+
+def _degrade(photo, coverage, rng, params):
+    """Apply ``params`` (see make_photo_render_pair) to a float BGR photo."""
+    if params["cast"] is not None:
+        photo = photo * np.float32(params["cast"])[None, None, :]
+    height = photo.shape[0]
+    row0, rows = params.get("sky_rows", (0, height))
+    ramp = np.linspace(0.8, 1.2, rows, dtype=np.float32)[row0 : row0 + height, None, None]
+    photo = photo + np.float32(params["sky"])[None, None, :] / 255.0 * ramp * (1.0 - coverage[..., None])
+    if params["blur"] > 0:
+        photo = cv2.GaussianBlur(photo, (0, 0), params["blur"])
+    # Over-exposure: the sensor clips the bright highlands.
+    photo = np.clip(photo * params["exposure"], 0, 1)
+    photo = photo ** params["gamma"]
+    shade = np.zeros(photo.shape[:2], np.uint8)
+    width = photo.shape[1]
+    for _ in range(params["branches"]):
+        start = (rng.uniform(0, width), height * rng.uniform(0.9, 1.1))
+        _branch(shade, rng, start, rng.uniform(-2.2, -0.9), 0.25 * min(width, height), 0.02 * min(width, height) + 1, 4)
+    if params["plane"]:
+        radius = params["radius"]
+        cx, cy = params["centre"]
+        _plane(shade, rng, cx + rng.uniform(-0.6, 0.6) * radius, cy + rng.uniform(-0.6, 0.6) * radius, 0.15 * radius)
+    if shade.any():
+        photo = photo * (1.0 - 0.95 * shade.astype(np.float32)[..., None] / 255.0)
+    if params["noise"] > 0:
+        photo = photo + rng.normal(0.0, params["noise"] / 255.0, photo.shape).astype(np.float32)
+    photo = (np.clip(photo, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if params["jpeg"] is not None:
+        photo = cv2.imdecode(np.frombuffer(encode(photo, ".jpg", quality=params["jpeg"]), np.uint8), cv2.IMREAD_COLOR)
+    return photo
+
+
+def _photo_params(rng, radius):
+    return {
+        "exposure": float(rng.choice([1.0, rng.uniform(1.2, 2.2)], p=[0.4, 0.6])),
+        "cast": tuple(float(v) for v in rng.uniform([0.35, 0.6, 0.95], [1.05, 1.05, 1.1])) if rng.random() < 0.7 else None,
+        "gamma": float(rng.uniform(0.6, 1.5)),
+        # Heavy blur: up to about 1.2% of the radius (seeing, focus, shake).
+        "blur": float(rng.uniform(0.5, 1.0) * max(1.0, 0.012 * radius)) if rng.random() < 0.6 else 0.0,
+        "noise": float(rng.uniform(1.0, 8.0)) if rng.random() < 0.6 else 0.0,
+        "jpeg": int(rng.integers(60, 96)) if rng.random() < 0.7 else None,
+        "branches": int(rng.integers(1, 3)) if rng.random() < 0.2 else 0,
+        "plane": bool(rng.random() < 0.15),
+        "sky": tuple(float(v) for v in rng.uniform([3, 2, 0], [45, 25, 15])),
+    }
+
+
+def _photo_view(model_view, rng, x, y, radius):
+    """A photo's view: libration up to 3 degrees off the model's, any roll."""
+    offset, direction = 3.0 * np.sqrt(rng.uniform(0, 1)), rng.uniform(0, 2 * np.pi)
+    return GlobeView(
+        model_view.lon + offset * np.cos(direction),
+        model_view.lat + offset * np.sin(direction),
+        rng.uniform(0, 360),
+        x,
+        y,
+        radius,
+    )
+
+
+def _crop_box(cx, cy, radius, width, height):
+    """The client's crop: a square padded by ceil(0.15 r), clipped at the
+    photo's border."""
+    pad = int(np.ceil(0.15 * radius))
+    x1, y1 = max(0, int(cx - radius - pad)), max(0, int(cy - radius - pad))
+    x2, y2 = min(width, int(np.ceil(cx + radius + pad))), min(height, int(np.ceil(cy + radius + pad)))
+    return x1, y1, x2, y2
+
+
+def make_photo_render_pair(render_map, photo_map, seed, *, model=None, user_radius=None, clipped=None):
+    """One photo-against-render pair: the model rendered from ``render_map``
+    (2000 x 2000, Lambert shading at a random phase up to 40 degrees, a
+    libration up to 7 degrees), the photo from ``photo_map`` at a libration
+    up to 3 degrees off the model's, rolled freely, Lommel-Seeliger shading
+    near full Moon, then degraded (over-exposure, colour cast, gamma, heavy
+    blur, noise, JPEG, branches, a plane) and cropped as the client crops,
+    clipped at the frame's edge when ``clipped`` (by default one pair in
+    four). ``model`` = (image, view, sun) reuses a model render."""
+    rng = np.random.default_rng(seed)
+    if model is None:
+        model = _model_render(render_map, rng)
+    model_image, model_view, model_sun = model
+    radius = float(user_radius or np.exp(rng.uniform(np.log(90), np.log(700))))
+    clipped = bool(rng.random() < 0.25) if clipped is None else clipped
+    pad = int(np.ceil(0.15 * radius))
+    # The scene around the Moon; a clipped crop has the Moon near an edge.
+    scene_w = scene_h = int(2 * (radius + pad)) + 2 * int(rng.uniform(0.2, 1.0) * radius)
+    cx, cy = scene_w / 2.0 + rng.uniform(-0.05, 0.05) * radius, scene_h / 2.0 + rng.uniform(-0.05, 0.05) * radius
+    if clipped:
+        edge = rng.uniform(0.9, 1.1) * radius
+        side = int(rng.integers(4))
+        if side == 0:
+            cx = edge
+        elif side == 1:
+            cx = scene_w - edge
+        elif side == 2:
+            cy = edge
+        else:
+            cy = scene_h - edge
+    x1, y1, x2, y2 = _crop_box(cx, cy, radius, scene_w, scene_h)
+    view = _photo_view(model_view, rng, cx - x1, cy - y1, radius)
+    sun = (float(rng.uniform(0, 8)), float(rng.uniform(0, 360)))
+    photo, coverage = render_globe(photo_map, (x2 - x1, y2 - y1), view, sun=sun, shading="lommel")
+    params = _photo_params(rng, radius)
+    params.update(radius=radius, centre=(view.x, view.y), clipped=clipped, user_size=(x2 - x1, y2 - y1))
+    user = _degrade(photo, coverage, rng, params)
+    model_size = (model_image.shape[1], model_image.shape[0])
+    expected, residual = globe_truth(view, model_view, model_size, (x2 - x1, y2 - y1))
+    fit_w, _ = fitted_size(*model_size, x2 - x1, y2 - y1)
+    k = fit_w / model_size[0]
+    params.update(user_view=view.as_dict(), model_view=model_view.as_dict(), model_sun=model_sun)
+    return GlobePair(
+        user, model_image, expected, params, (view.x, view.y, radius),
+        (model_view.x * k, model_view.y * k, model_view.radius * k), residual,
+    )
+
+
+def make_photo_render_set(maps, n, seed=0, *, models_per_direction=2):
+    """``n`` pairs from ``maps`` = [map A, map B]: half rendered from A with
+    photos from B, half the other way round (so nothing is tuned to one
+    map's look). Model renders are shared by several pairs, as one render
+    serves many photos."""
+    rng = np.random.default_rng(seed)
+    directions = [(maps[0], maps[1]), (maps[1], maps[0])]
+    models = [
+        [_model_render(render_map, np.random.default_rng([seed, d, m])) for m in range(models_per_direction)]
+        for d, (render_map, _) in enumerate(directions)
+    ]
+    pairs = []
+    for index in range(n):
+        d = index % 2
+        render_map, photo_map = directions[d]
+        model = models[d][int(rng.integers(models_per_direction))]
+        pair = make_photo_render_pair(render_map, photo_map, [seed, index, 1], model=model)
+        pair.params["direction"] = d
+        pairs.append(pair)
+    return pairs
+
+
+def make_globe_phone_photo(photo_map, model, seed, *, source_radius=450, **options):
+    """A whole phone photo (see :func:`make_phone_photo`: 4:3 or 16:9,
+    portrait or landscape, 2 to 12 Mpx, planets, lamps, silhouettes, halos,
+    cloud) whose Moon is a globe rendered from ``photo_map`` at a libration
+    up to 3 degrees off the model's; ``model`` = (image, view, sun) as from
+    make_photo_render_set's renders. ``options`` go to make_phone_photo (by
+    default a phase of at most 40 degrees, as the renders have). Returns a
+    GlobePair in the whole photo's pixels."""
+    rng = np.random.default_rng(seed)
+    model_image, model_view, _ = model
+    side = 2 * source_radius + 8
+    view = _photo_view(model_view, rng, side / 2.0, side / 2.0, source_radius)
+    source, coverage = render_globe(photo_map, (side, side), view, sun=(float(rng.uniform(0, 8)), 0.0), shading="lommel")
+    source = (np.clip(source, 0, 1) * 255 + 0.5).astype(np.uint8)
+    options.setdefault("phase", float(rng.choice([0.0, rng.uniform(0, 40)])))
+    options.setdefault("angle", 0.0)
+    photo, (cx, cy, radius), info = make_phone_photo(
+        int(rng.integers(1 << 30)), moon=source, circle=(view.x, view.y, view.radius), **options
+    )
+    height, width = photo.shape[:2]
+    model_size = (model_image.shape[1], model_image.shape[0])
+    # The truth on the source's disk, carried into the photo by the paste
+    # (a similarity): user pixels -> source pixels -> sphere -> model.
+    source_truth, residual = globe_truth(view, model_view, model_size, (width, height))
+    expected = source_truth @ np.linalg.inv(info["moon_to_photo"])
+    fit_w, _ = fitted_size(*model_size, width, height)
+    k = fit_w / model_size[0]
+    params = {key: value for key, value in info.items() if key not in ("moon_image", "moon_to_photo")}
+    params.update(size=(width, height), user_view=view.as_dict(), model_view=model_view.as_dict())
+    return GlobePair(
+        photo, model_image, expected / expected[2, 2], params, (cx, cy, radius),
+        (model_view.x * k, model_view.y * k, model_view.radius * k), residual,
+    )

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 
 from .errors import HomographyNotFoundError, NotEnoughKeypointsError
-from .images import fit_model_to_user, to_gray
+from .geometry import fitted_size
+from .images import MIN_SIDE, fit_model_to_user, to_gray
 from .result import RegistrationResult
 
 __all__ = ["register_classic", "ratio_matches"]
@@ -38,6 +39,11 @@ def _near_centre(points, shape):
 def register_classic(user, model, algorithm):
     """Register a BGR user image onto a BGR model image with ``algorithm``
     (an :class:`~moontrek.registration.algorithms.Algorithm`)."""
+    fit_w, fit_h = fitted_size(model.shape[1], model.shape[0], user.shape[1], user.shape[0])
+    if min(fit_w, fit_h) < MIN_SIDE:
+        # A model far more elongated than the photo shrinks to a sliver no
+        # detector can work on (BRISK's pyramid fails on a 5 px side).
+        raise NotEnoughKeypointsError()
     model = fit_model_to_user(model, user.shape)
     user_gray, model_gray = to_gray(user), to_gray(model)
     detector = algorithm.create()
