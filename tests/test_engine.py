@@ -248,6 +248,12 @@ class TestReducedDecode:
         for side in ("user", "model"):
             a, b = full.extras["circles"][side], reduced.extras["circles"][side]
             assert abs(a["x"] - b["x"]) < 4 and abs(a["y"] - b["y"]) < 4 and abs(a["radius"] / b["radius"] - 1) < 0.01
+        # The inlier points (drawn by the matches view) are in the same frames as the homography.
+        user_points, model_points = reduced.inlier_points
+        from moontrek.registration.geometry import map_points
+
+        errors = np.hypot(*(map_points(reduced.homography, user_points) - model_points).T)
+        assert np.mean(errors) == pytest.approx(reduced.extras["reprojection_error_px"], rel=0.05)
 
     def test_small_moon_decoded_in_full(self):
         """A Moon too small to spare pixels is decoded at full size."""

@@ -186,7 +186,14 @@ def _to_full_resolution(result, reduction, user_shape, model_shape):
     if "reprojection_error_px" in extras:
         extras["reprojection_error_px"] = round(float(extras["reprojection_error_px"]) * np.sqrt(gx * gy), 3)
     extras["decoded_reduction"] = reduction
-    return dataclasses.replace(result, homography=homography / homography[2, 2], extras=extras)
+    points = result.inlier_points
+    if points is not None:
+        # Drawn by the matches view: in the same frames as the homography.
+        user_points, model_points = (np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in points)
+        points = ((user_points + 0.5) * reduction - 0.5, model_points * np.array([gx, gy]))
+    return dataclasses.replace(
+        result, homography=homography / homography[2, 2], extras=extras, inlier_points=points
+    )
 
 
 def _circle(x, y, radius):
