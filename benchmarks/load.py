@@ -117,18 +117,24 @@ def peak_rss_mb(pid):
 
 
 def server_cpu_seconds(pid):
-    """Seconds every thread of the server has run (the scheduler's
-    nanosecond counters), or NaN when it is not ours to read."""
+    """Seconds every thread of the server and of its worker processes
+    (--workers N) has run (the scheduler's nanosecond counters), or NaN
+    when it is not ours to read."""
     tasks = Path(f"/proc/{pid}/task") if pid else None
     if tasks is None or not tasks.exists():
         return float("nan")
-    total = 0
+    total = 0.0
     for task in tasks.iterdir():
         try:
-            total += int((task / "schedstat").read_text().split()[0])
+            total += int((task / "schedstat").read_text().split()[0]) / 1e9
         except (OSError, ValueError, IndexError):
             pass
-    return total / 1e9
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        child_seconds = server_cpu_seconds(int(child))
+        if child_seconds == child_seconds:  # a worker that has just gone is NaN
+            total += child_seconds
+    return total
 
 
 def run(port, bodies, clients, requests, algorithm, pipeline=None, pid=None):
