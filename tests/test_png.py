@@ -62,7 +62,9 @@ def encode_png(rgb, filters, *, extra_chunks=(), level=6, depth=8):
 
 
 def opencv(data):
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    """What OpenCV decodes, in RGB(A) order as png.decode gives it."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return image[..., [2, 1, 0, 3][: image.shape[2]]]
 
 
 def image(seed, height, width, channels):
@@ -101,7 +103,7 @@ def test_paeth_is_left_to_opencv():
     rgb = image(1, 20, 20, 3)
     data = encode_png(rgb, [1, 4])
     assert png.decode(data) is None
-    np.testing.assert_array_equal(decode_image(data), opencv(data))
+    np.testing.assert_array_equal(decode_image(data), opencv(data)[..., ::-1])
 
 
 @pytest.mark.parametrize("kind", [b"tRNS", b"eXIf"])
@@ -142,6 +144,15 @@ def test_a_stream_shorter_than_the_header_says_is_declined():
     assert png.decode(liar) is None
     with pytest.raises(ImageError):
         decode_image(liar)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("keep_alpha", [False, True])
+def test_decode_image_is_the_same_whichever_decoder_runs(channels, keep_alpha):
+    rgb = image(8, 24, 31, channels)
+    fast, slow = encode_png(rgb, [1, 2]), encode_png(rgb, [4])
+    assert png.decode(fast) is not None and png.decode(slow) is None
+    np.testing.assert_array_equal(decode_image(fast, keep_alpha=keep_alpha), decode_image(slow, keep_alpha=keep_alpha))
 
 
 def test_composited_render_matches_the_opencv_path():

@@ -86,12 +86,13 @@ def decode_image(data, *, field="image", max_pixels=None, reduction=1, keep_alph
     flags = _REDUCED_FLAGS[reduction] if kind == "JPEG" else cv2.IMREAD_UNCHANGED
     # The browser's PNGs (the client's renders and crops) have a faster
     # path; every other file, and any file that path declines, goes to OpenCV.
-    image = png.decode(data) if kind == "PNG" else None
-    if image is None:
-        try:
-            image = cv2.imdecode(buffer, flags)
-        except cv2.error:
-            image = None
+    rgb = png.decode(data) if kind == "PNG" else None
+    if rgb is not None:
+        return _from_rgb8(rgb, keep_alpha)
+    try:
+        image = cv2.imdecode(buffer, flags)
+    except cv2.error:
+        image = None
     if image is None or image.size == 0:
         raise ImageError(f"The {field} is a damaged {kind} file: it cannot be decoded.", field=field)
     decoded_height, decoded_width = image.shape[:2]
@@ -160,17 +161,34 @@ def _to_bgr8(image):
     if channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if channels == 4:
-        # colour * alpha / 255, rounded, in 8 bits: cv2.multiply rounds to
-        # nearest as (c * a + 127) // 255 does (c * a / 255 is never a half),
-        # at a tenth of the time of the same sum in 16-bit NumPy.
-        # Renders usually carry an alpha channel that is opaque everywhere:
-        # then there is nothing to composite.
-        colour = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        alpha = cv2.extractChannel(image, 3)
-        if cv2.minMaxLoc(alpha)[0] == 255:
-            return colour
-        return cv2.multiply(colour, cv2.cvtColor(alpha, cv2.COLOR_GRAY2BGR), scale=1.0 / 255.0)
+        return _onto_black(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), image)
     return image
+
+
+def _from_rgb8(image, keep_alpha):
+    """_to_bgr8 or _to_bgra8 of an 8-bit RGB(A) image in the file's channel
+    order, converting in one pass (in place where the channels stay)."""
+    if image.shape[2] == 4:
+        if keep_alpha:
+            return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA, dst=image)
+        return _onto_black(cv2.cvtColor(image, cv2.COLOR_RGBA2BGR), image)
+    if keep_alpha:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGRA)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=image)
+
+
+def _onto_black(colour, with_alpha):
+    """``colour`` (3 channels) composited onto black by the alpha, channel
+    3 of ``with_alpha``."""
+    # colour * alpha / 255, rounded, in 8 bits: cv2.multiply rounds to
+    # nearest as (c * a + 127) // 255 does (c * a / 255 is never a half),
+    # at a tenth of the time of the same sum in 16-bit NumPy.
+    # Renders usually carry an alpha channel that is opaque everywhere:
+    # then there is nothing to composite.
+    alpha = cv2.extractChannel(with_alpha, 3)
+    if cv2.minMaxLoc(alpha)[0] == 255:
+        return colour
+    return cv2.multiply(colour, cv2.cvtColor(alpha, cv2.COLOR_GRAY2BGR), scale=1.0 / 255.0)
 
 
 def _to_bgra8(image):

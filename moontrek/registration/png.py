@@ -19,7 +19,6 @@ that OpenCV's decoder gives the error.
 import struct
 import zlib
 
-import cv2
 import deflate
 import numpy as np
 
@@ -38,9 +37,9 @@ _PEEK_ROWS = 64
 
 
 def decode(data):
-    """The pixels of a PNG file as OpenCV's ``imdecode(IMREAD_UNCHANGED)``
-    gives them (BGR or BGRA, 8 bits), or None when the file is not one this
-    path decodes exactly."""
+    """The pixels of a PNG file, 8-bit RGB or RGBA in the file's channel
+    order (OpenCV's ``imdecode(IMREAD_UNCHANGED)`` gives the same with R and
+    B swapped), or None when the file is not one this path decodes exactly."""
     header = _read_chunks(data)
     if header is None:
         return None
@@ -59,10 +58,7 @@ def decode(data):
     if filters.max() > _UP:
         return None
     pixels = rows[:, 1:].reshape(height, width, channels)
-    image = _unfilter(pixels, filters)
-    del raw, rows, pixels
-    # In place: the swap of R and B touches each pixel alone.
-    return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if channels == 4 else cv2.COLOR_RGB2BGR, dst=image)
+    return _unfilter(pixels, filters)
 
 
 def _read_chunks(data):
