@@ -783,6 +783,13 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
     )
 
 
+def _find_moon_or_none(pyramid):
+    try:
+        return _find_moon_fast(pyramid)
+    except NoMoonError:
+        return None
+
+
 def register_moon(user, model, algorithm):
     """Register a BGR user photo onto a BGR model render with ``algorithm``
     (an :class:`~moontrek.registration.algorithms.Algorithm`) by way of the
@@ -790,15 +797,12 @@ def register_moon(user, model, algorithm):
     NotEnoughKeypointsError or HomographyNotFoundError when no plausible
     answer is found."""
     pyramids = [_Pyramid(user), _Pyramid(model)]
-    circles = []
-    for pyramid, field in zip(pyramids, ("user-file", "model-file")):
-        try:
-            circles.append(_find_moon_fast(pyramid))
-        except NoMoonError:
-            circles.append(None)
-    # The render's disk from its limb; it also stands in when find_moon,
-    # made for photos, refuses a clean render.
-    circles[1] = _render_disk(pyramids[1], circles[1])
+    # The render's disk from its limb when the model is a render on a black
+    # sky (find_moon, made for photos, is then not asked: its answer would
+    # be replaced anyway); find_moon's otherwise.
+    circles = [_find_moon_or_none(pyramids[0]), _render_disk(pyramids[1], None)]
+    if circles[1] is None:
+        circles[1] = _find_moon_or_none(pyramids[1])
     for circle, field in zip(circles, ("user-file", "model-file")):
         if circle is None:
             # Say which image: the person can then fix the right one.
