@@ -11,6 +11,7 @@ from moontrek.registration import (
     AlgorithmUnavailableError,
     ImageError,
     ImageTooLargeError,
+    NoMoonError,
     NotEnoughKeypointsError,
     UnknownAlgorithmError,
     algorithm_table,
@@ -283,6 +284,66 @@ class TestConcurrentDecode:
         """A bad model with a good photo names the model-file."""
         with pytest.raises(ImageError, match="model-file"):
             register(encode(render_moon(200, seed=1)), b"\xff\xd8\xff broken", "SIFT")
+
+
+class TestConcurrentSides:
+    """A request running alone prepares the model's side on the pool while
+    its thread prepares the photo's; under load both run on its thread."""
+
+    @pytest.fixture(scope="class")
+    def files(self):
+        model = render_moon(800, seed=11)
+        pair = make_pair(model, angle=35.0, scale=0.6, user_size=(520, 480))
+        return encode(pair.user), encode(model)
+
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    def test_same_answer_alone_and_under_load(self, files, monkeypatch, algorithm):
+        import moontrek.registration.engine as engine
+
+        monkeypatch.setattr(engine, "_alone", lambda: True)
+        alone = register(*files, algorithm)
+        monkeypatch.setattr(engine, "_alone", lambda: False)
+        loaded = register(*files, algorithm)
+        np.testing.assert_allclose(alone.homography, loaded.homography, rtol=1e-9, atol=1e-9)
+        assert (alone.inliers, alone.keypoints_user, alone.keypoints_model) == (
+            loaded.inliers, loaded.keypoints_user, loaded.keypoints_model
+        )
+
+    def test_a_bad_model_is_said_before_a_moonless_photo(self):
+        """Decoding errors come before the pipeline's, as in sequence."""
+        blank = encode(np.full((300, 300, 3), 30, np.uint8))
+        with pytest.raises(ImageError, match="model-file"):
+            register(blank, b"\xff\xd8\xff broken", "ORB")
+
+    def test_a_moonless_photo_is_named(self, files):
+        blank = encode(np.full((300, 300, 3), 30, np.uint8))
+        with pytest.raises(NoMoonError, match="user-file"):
+            register(blank, files[1], "ORB")
+
+    def test_the_pool_side_never_outlives_a_failed_request(self):
+        """When the photo's side fails while the model's is running, the
+        model's is waited for before the error leaves: no work of a
+        finished request keeps running (one not yet started is cancelled)."""
+        import threading
+
+        import moontrek.registration.engine as engine
+
+        model_started, photo_failed, model_done = threading.Event(), threading.Event(), threading.Event()
+
+        def photo():
+            assert model_started.wait(5)
+            photo_failed.set()
+            raise ImageError("The user-file is broken.", field="user-file")
+
+        def model():
+            model_started.set()
+            photo_failed.wait(5)
+            threading.Event().wait(0.05)
+            model_done.set()
+
+        with pytest.raises(ImageError):
+            engine._both(photo, model)
+        assert model_done.is_set()
 
 
 class TestRealDemoData:

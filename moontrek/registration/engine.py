@@ -15,7 +15,7 @@ from .errors import NoMoonError, RegistrationError
 from .geometry import fitted_size
 from .images import decode_image, jpeg_reduction, probe_image
 from .moon import find_moon
-from .moon_pipeline import ALGORITHM_SETTINGS, WORK_RADIUS, register_moon
+from .moon_pipeline import ALGORITHM_SETTINGS, WORK_RADIUS, prepare_side, register_moon, register_sides
 
 __all__ = ["PIPELINES", "DEFAULT_PIPELINE", "get_pipeline", "register", "register_images"]
 
@@ -68,12 +68,17 @@ def register(
     # Resolve the algorithm first: an unknown name should not cost a decode.
     found = get_algorithm(algorithm, surf_enabled=surf_enabled)
     run = get_pipeline(pipeline)
-    reduce = reduced_decode and run is register_moon
     with _registration():
-        user, model, reduction = _decode_pair(user_bytes, model_bytes, found.name, max_pixels, reduce)
-        result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
+        if run is register_moon:
+            result, user_shape, model_shape, reduction = _register_moon_files(
+                user_bytes, model_bytes, found, max_pixels, reduced_decode
+            )
+        else:
+            user, model, reduction = _decode_pair(user_bytes, model_bytes, found.name, max_pixels, False)
+            result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
+            user_shape, model_shape = user.shape, model.shape
     if reduction > 1:
-        result = _to_full_resolution(result, reduction, user.shape, model.shape)
+        result = _to_full_resolution(result, reduction, user_shape, model_shape)
     result.elapsed_ms = (time.perf_counter() - started) * 1000.0
     return result
 
@@ -102,6 +107,53 @@ def _registration():
             _ACTIVE -= 1
 
 
+def _alone():
+    with _ACTIVE_LOCK:
+        return _ACTIVE <= 1 and (os.cpu_count() or 1) > 1
+
+
+def _register_moon_files(user_bytes, model_bytes, algorithm, max_pixels, reduce):
+    """(result, user shape, model shape, user reduction) of the moon
+    pipeline on encoded files.
+
+    Each image's side (decoding, its disk, and its described canvas where
+    the working radius is known beforehand) needs nothing of the other's,
+    so when the request runs alone the model's is prepared on the pool
+    while this thread prepares the photo's: the request then takes about
+    the longer of the two, not their sum."""
+    probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
+    probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
+
+    def model_side():
+        model = decode_image(model_bytes, field="model-file", max_pixels=max_pixels)
+        return prepare_side(model, algorithm, render=True)
+
+    def user_side():
+        user, reduction = _decode_user(user_bytes, algorithm.name, max_pixels, reduce)
+        return prepare_side(user, algorithm), reduction
+
+    if _alone():
+        (user, reduction), model = _both(user_side, model_side)
+    else:
+        (user, reduction), model = user_side(), model_side()
+    return register_sides(user, model, algorithm), user.shape, model.shape, reduction
+
+
+def _both(first, second):
+    """(first(), second()), ``second`` run on the pool meanwhile. An error
+    of ``first`` wins (the photo's before the model's) and never leaves
+    ``second`` running past the request."""
+    pending = _POOL.submit(second)
+    try:
+        value = first()
+    except BaseException:
+        pending.cancel()
+        with contextlib.suppress(Exception):
+            pending.result()
+        raise
+    return value, pending.result()
+
+
 def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce):
     """(user, model, user reduction): the model decoded on the pool while this
     thread decodes the photo, when this is the only registration running."""
@@ -110,20 +162,12 @@ def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce):
     probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
     probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
     decode_model = lambda: decode_image(model_bytes, field="model-file", max_pixels=max_pixels)  # noqa: E731
-    with _ACTIVE_LOCK:
-        alone = _ACTIVE <= 1 and (os.cpu_count() or 1) > 1
-    if not alone:
-        user, reduction = _decode_user(user_bytes, algorithm, max_pixels, reduce)
-        return user, decode_model(), reduction
-    pending = _POOL.submit(decode_model)
-    try:
-        user, reduction = _decode_user(user_bytes, algorithm, max_pixels, reduce)
-    except BaseException:
-        pending.cancel()
-        with contextlib.suppress(Exception):
-            pending.result()  # never leave a decode running past its request
-        raise
-    return user, pending.result(), reduction
+    decode_user = lambda: _decode_user(user_bytes, algorithm, max_pixels, reduce)  # noqa: E731
+    if _alone():
+        (user, reduction), model = _both(decode_user, decode_model)
+    else:
+        (user, reduction), model = decode_user(), decode_model()
+    return user, model, reduction
 
 
 def _decode_user(data, algorithm, max_pixels, reduce):

@@ -42,7 +42,7 @@ from .geometry import fitted_size, map_points
 from .moon import Circle, find_moon
 from .result import RegistrationResult
 
-__all__ = ["register_moon", "register_disks", "normalise_disk", "WORK_RADIUS"]
+__all__ = ["DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "WORK_RADIUS"]
 
 WORK_RADIUS = 200
 MIN_WORK_RADIUS = 128
@@ -683,23 +683,84 @@ def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, ra
     return src, dst, warp, inliers, estimator
 
 
+@dataclasses.dataclass
+class DiskSide:
+    """One image of a pair, prepared on its own: its pyramid, its disk (None
+    when none was found) and the features of its working canvas per
+    (algorithm, radius). The two sides of a request need nothing of each
+    other until matching, so they can be prepared concurrently."""
+
+    pyramid: "_Pyramid"
+    circle: Circle = None
+    features: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def shape(self):
+        return self.pyramid.levels[0].shape
+
+
+def prepare_side(image, algorithm, *, render=False):
+    """A :class:`DiskSide` for a BGR ``image``: its disk found (a render's
+    from its lit limb when ``render`` and the sky is black, else by
+    find_moon), and, when ``algorithm``'s working radius does not depend on
+    the photo's disk, its canvas described already."""
+    pyramid = image if isinstance(image, _Pyramid) else _Pyramid(image)
+    circle = _render_disk(pyramid, None) if render else None
+    side = DiskSide(pyramid, circle if circle is not None else _find_moon_or_none(pyramid))
+    radius = working_radius(algorithm)
+    if radius is not None and side.circle is not None:
+        describe(side, algorithm, radius)
+    return side
+
+
+def working_radius(algorithm, user_radius=None):
+    """The canvas radius for ``algorithm``: the photo's own disk radius
+    within [MIN_WORK_RADIUS, the algorithm's largest] (never resample a
+    photo's disk above its resolution: no detail to gain, only cost), or
+    the largest alone when that is MIN_WORK_RADIUS. None when it depends on
+    a ``user_radius`` not given."""
+    largest = ALGORITHM_SETTINGS.get(algorithm.name, {}).get("radius", WORK_RADIUS)
+    if largest <= MIN_WORK_RADIUS:
+        return int(largest)
+    if user_radius is None:
+        return None
+    return int(round(min(largest, max(MIN_WORK_RADIUS, user_radius))))
+
+
+def describe(side, algorithm, radius):
+    """(canvas, mask, source-to-canvas transform, keypoints, descriptors) of
+    ``side``'s disk at ``radius``, computed once."""
+    key = (algorithm.name, algorithm.implementation, radius)
+    if key not in side.features:
+        work, mask, to_work = normalise_disk(side.pyramid, side.circle, radius)
+        keypoints, descriptors = _detector(algorithm).detectAndCompute(work, mask)
+        side.features[key] = (work, mask, to_work, keypoints, descriptors)
+    return side.features[key]
+
+
 def register_disks(user, model, algorithm, user_circle, model_circle):
     """Register with the two disks given; see :func:`register_moon`."""
-    # Never resample a photo's disk above its own resolution (no detail to
-    # gain, only cost), but keep enough pixels for the detectors' patches.
     user_pyramid = user if isinstance(user, _Pyramid) else _Pyramid(user)
     model_pyramid = model if isinstance(model, _Pyramid) else _Pyramid(model)
-    user, model = user_pyramid.levels[0], model_pyramid.levels[0]
-    largest = ALGORITHM_SETTINGS.get(algorithm.name, {}).get("radius", WORK_RADIUS)
-    radius = int(round(min(largest, max(MIN_WORK_RADIUS, user_circle.radius))))
-    user_work, user_mask, user_to_work = normalise_disk(user_pyramid, user_circle, radius)
-    model_work, model_mask, model_to_work = normalise_disk(model_pyramid, model_circle, radius)
+    return register_sides(DiskSide(user_pyramid, user_circle), DiskSide(model_pyramid, model_circle), algorithm)
+
+
+def register_sides(user_side, model_side, algorithm):
+    """Register two prepared sides (see :func:`prepare_side`); raise
+    NoMoonError naming the image without a disk."""
+    for side, field in ((user_side, "user-file"), (model_side, "model-file")):
+        if side.circle is None:
+            # Say which image: the person can then fix the right one.
+            raise NoMoonError(f"No Moon was found in the {field}.")
+    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
+    user_circle, model_circle = user_side.circle, model_side.circle
+    radius = working_radius(algorithm, user_circle.radius)
+    user_work, user_mask, user_to_work, user_kp, user_desc = describe(user_side, algorithm, radius)
+    model_work, model_mask, model_to_work, model_kp, model_desc = describe(model_side, algorithm, radius)
     size = user_work.shape[0]
     centre = np.array([size / 2.0, size / 2.0])
 
     detector = _detector(algorithm)
-    user_kp, user_desc = detector.detectAndCompute(user_work, user_mask)
-    model_kp, model_desc = detector.detectAndCompute(model_work, model_mask)
     norm = detector.defaultNorm()
     pairs = _mutual_ratio_matches(user_desc, model_desc, norm)
     src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
@@ -796,15 +857,4 @@ def register_moon(user, model, algorithm):
     Moon's disk in each. Raises NoMoonError when a disk is missing,
     NotEnoughKeypointsError or HomographyNotFoundError when no plausible
     answer is found."""
-    pyramids = [_Pyramid(user), _Pyramid(model)]
-    # The render's disk from its limb when the model is a render on a black
-    # sky (find_moon, made for photos, is then not asked: its answer would
-    # be replaced anyway); find_moon's otherwise.
-    circles = [_find_moon_or_none(pyramids[0]), _render_disk(pyramids[1], None)]
-    if circles[1] is None:
-        circles[1] = _find_moon_or_none(pyramids[1])
-    for circle, field in zip(circles, ("user-file", "model-file")):
-        if circle is None:
-            # Say which image: the person can then fix the right one.
-            raise NoMoonError(f"No Moon was found in the {field}.")
-    return register_disks(*pyramids, algorithm, *circles)
+    return register_sides(prepare_side(user, algorithm), prepare_side(model, algorithm, render=True), algorithm)
