@@ -77,18 +77,22 @@ MAX_FEATURES = 1000
 # over MAX_FEATURES. The disks arrive at one scale, so ORB needs no deep
 # pyramid: 3 levels and 400 features were as accurate as 8 and 1000 on the
 # synthetic sets (seeds 0-2) and the real pairs, and the matching, which
-# grows with the square of the count, is a sixth. ORB and BRISK cost
-# follows the canvas's pixels; at radius 128 both kept every success of
-# radius 200 on those sets (median errors 0.13-0.22% of the side against
-# 0.08-0.16%), at 60-75% of the time. SURF and AKAZE keep 200. SIFT
-# doubles its input before its first octave, so its cost follows the
-# canvas's pixels too: at radius 160 it kept every success of radius 200
-# (58/60 on seeds 1-2, the real pairs within 0.1% of the side) at 78% of
-# the time; 128, or a contrast threshold of 0.06, cost more median error.
+# grows with the square of the count, is a sixth. Every detector's cost
+# follows the canvas's pixels (SIFT doubles its input first). At radius 128
+# every algorithm kept every success of its earlier radius (200; SIFT 160)
+# on the photo-render (40), phone (20), synthetic (60) and demo sets, seeds
+# 0 and 1 (benchmarks/bench_accuracy.py's sets), median errors within
+# 0.01-0.14 points of the side's percent, at 40-80% of the pipeline's time.
+# Rejected: SIFT on the halved canvas (its first octave at the canvas's
+# resolution), a quarter of SIFT's time but median errors up by a quarter
+# to a half; BRISK at 112 (errors up, no faster); AKAZE with 3 octaves or
+# a higher threshold (no faster at 128).
 ALGORITHM_SETTINGS = {
     "ORB": {"radius": 128, "detector": {"setMaxFeatures": 400, "setNLevels": 3}},
     "BRISK": {"radius": 128},
-    "SIFT": {"radius": 160},
+    "SIFT": {"radius": 128},
+    "AKAZE": {"radius": 128},
+    "SURF": {"radius": 128},
 }
 # Long side of the copy the disk is looked for in.
 FIND_SIZE = 160
