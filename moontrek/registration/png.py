@@ -19,6 +19,7 @@ that OpenCV's decoder gives the error.
 import struct
 import zlib
 
+import cv2
 import deflate
 import numpy as np
 
@@ -113,11 +114,11 @@ def _unfilter(pixels, filters):
     """Undo the None, Sub and Up filters of ``pixels`` (rows x width x
     channels, the filter byte removed) into a new array."""
     if (filters == _SUB).all():
-        return np.cumsum(pixels, axis=1, dtype=np.uint8)
+        return _running_sums(pixels)
     image = np.empty(pixels.shape, dtype=np.uint8)
     sub = filters == _SUB
     if sub.any():
-        image[sub] = np.cumsum(pixels[sub], axis=1, dtype=np.uint8)
+        image[sub] = _running_sums(pixels[sub])
     plain = filters == _NONE
     image[plain] = pixels[plain]
     # Up adds the row above as decoded, so these go in order, after the
@@ -128,3 +129,22 @@ def _unfilter(pixels, filters):
         else:
             np.add(pixels[y], image[y - 1], out=image[y])
     return image
+
+
+def _running_sums(pixels):
+    """Each row's running sum of its pixels, per channel, modulo 256: the
+    Sub filter undone.
+
+    NumPy's cumsum along the rows of 4-channel pixels runs a scalar loop per
+    row and channel (~16 ms for 2000 x 2000); transposed, the same sums are
+    one vector addition of a whole column of pixels per step (~8 ms with
+    the two transposes, OpenCV's, on the 4-byte pixels). For 3 channels
+    NumPy's own loop is the faster.
+    """
+    if pixels.shape[2] != 4 or pixels.shape[1] < 2:
+        return np.cumsum(pixels, axis=1, dtype=np.uint8)
+    columns = cv2.transpose(pixels)
+    add = np.add
+    for x in range(1, columns.shape[0]):
+        add(columns[x], columns[x - 1], out=columns[x])
+    return cv2.transpose(columns)
