@@ -45,6 +45,7 @@ def decode(data):
     if header is None:
         return None
     width, height, channels, stream = header
+    del header
     stride = 1 + width * channels
     if not _filters_supported(_peek(stream, stride * min(height, _PEEK_ROWS)), stride):
         return None
@@ -54,11 +55,20 @@ def decode(data):
         return None
     if len(raw) != stride * height:
         return None
+    del stream
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride)
-    filters = rows[:, 0]
+    filters = rows[:, 0].copy()
     if filters.max() > _UP:
         return None
     pixels = rows[:, 1:].reshape(height, width, channels)
+    del rows
+    if channels == 4 and width > 1 and (filters == _SUB).all():
+        # The browser's render. The inflated stream goes as soon as its
+        # transposed copy exists: at most two images' worth at any time,
+        # what libpng's decode and the conversion after it hold.
+        columns = cv2.transpose(pixels)
+        del pixels, raw
+        return _sums_down_columns(columns)
     return _unfilter(pixels, filters)
 
 
@@ -143,7 +153,12 @@ def _running_sums(pixels):
     """
     if pixels.shape[2] != 4 or pixels.shape[1] < 2:
         return np.cumsum(pixels, axis=1, dtype=np.uint8)
-    columns = cv2.transpose(pixels)
+    return _sums_down_columns(cv2.transpose(pixels))
+
+
+def _sums_down_columns(columns):
+    """_running_sums of the pixels whose transpose is ``columns`` (which it
+    overwrites), transposed back."""
     add = np.add
     for x in range(1, columns.shape[0]):
         add(columns[x], columns[x - 1], out=columns[x])
