@@ -63,6 +63,7 @@ def start_server(args, folder):
         "    'logging_level': 'WARNING',\n"
         "    'default_rate_limits': [],\n"
         f"    'opencv_threads': {args.opencv_threads},\n"
+        f"    'parallel_sides': {not args.no_parallel_sides},\n"
         f"    'max_concurrent_registrations': {args.slots},\n"
         f"    'registration_wait_seconds': {args.wait},\n"
         "}\n"
@@ -195,6 +196,10 @@ def main(argv=None):
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="max_concurrent_registrations")
     parser.add_argument("--wait", type=float, default=30.0, help="registration_wait_seconds")
     parser.add_argument("--opencv-threads", type=int, default=1, help="opencv_threads of the started server")
+    parser.add_argument(
+        "--no-parallel-sides", action="store_true",
+        help="parallel_sides False: a lone request on one thread (the 8/1 scaling without intra-request parallelism)",
+    )
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes of the started server (threads and slots are shared among them)")
     args = parser.parse_args(argv)
@@ -202,7 +207,8 @@ def main(argv=None):
     pairs, source = load_pairs()
     bodies = [multipart({"user-file": user, "model-file": model}) for _, user, model in pairs]
     print(f"load: {args.algorithm} on {source}; {os.cpu_count()} cores; waitress threads {args.threads}, "
-          f"slots {args.slots}, opencv_threads {args.opencv_threads}, workers {args.workers}")
+          f"slots {args.slots}, opencv_threads {args.opencv_threads}, "
+          f"parallel_sides {not args.no_parallel_sides}, workers {args.workers}")
     with tempfile.TemporaryDirectory() as folder:
         process = None
         if args.url_port:

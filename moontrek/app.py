@@ -71,6 +71,7 @@ def create_app(config, *, metrics=None, rotate_logs=True):
         default_pipeline=config["default_pipeline"],
         max_concurrent=config["max_concurrent_registrations"],
         wait_seconds=config["registration_wait_seconds"],
+        parallel_sides=config["parallel_sides"],
         metrics=metrics,
     )
     metrics.build_info.labels["surf"] = registrar.surf_implementation()

@@ -44,6 +44,7 @@ KEYS = {
     "max_concurrent_registrations": (os.cpu_count() or 1, "Registrations run at once; more wait."),
     "registration_wait_seconds": (10.0, "How long a registration may wait for a slot before 503."),
     "opencv_threads": (1, "Threads OpenCV may use inside one registration (0: OpenCV's default)."),
+    "parallel_sides": (True, "A registration running alone prepares the photo and the model on two threads."),
     "workers": (1, "Processes `moontrek serve` runs, sharing one listening socket (Linux)."),
     "metrics_enabled": (True, "Serve Prometheus metrics at GET /api/metrics."),
 }
@@ -105,7 +106,7 @@ def validate_config(raw, source="config"):
                      ("opencv_threads", 0), ("workers", 1)):
         _check(source, key, _is_int(config[key]) and config[key] >= low, f"an integer >= {low}")
     _check(source, "port", _is_int(config["port"]) and 0 <= config["port"] <= 65535, "a port number 0-65535")
-    for key in ("surf_enabled", "rate_limit_fail_open", "metrics_enabled"):
+    for key in ("surf_enabled", "rate_limit_fail_open", "metrics_enabled", "parallel_sides"):
         _check(source, key, isinstance(config[key], bool), "True or False")
     wait = config["registration_wait_seconds"]
     _check(source, "registration_wait_seconds",

@@ -42,9 +42,11 @@ class Registrar:
         default_pipeline=None,
         max_concurrent=None,
         wait_seconds=10.0,
+        parallel_sides=True,
         metrics=None,
     ):
         self.surf_enabled = surf_enabled
+        self.parallel_sides = parallel_sides
         self.max_image_pixels = max_image_pixels
         self.default_pipeline = default_pipeline
         # OpenCV releases the GIL, so registrations really run in parallel:
@@ -126,6 +128,7 @@ class Registrar:
                     max_pixels=self.max_image_pixels,
                     # Large JPEG photos decoded at the scale the pipeline needs.
                     reduced_decode=True,
+                    parallel=self.parallel_sides,
                 )
             finally:
                 if self.metrics is not None:

@@ -49,7 +49,15 @@ def register_images(user, model, algorithm, *, pipeline=None, surf_enabled=True)
 
 
 def register(
-    user_bytes, model_bytes, algorithm, *, pipeline=None, surf_enabled=True, max_pixels=None, reduced_decode=False
+    user_bytes,
+    model_bytes,
+    algorithm,
+    *,
+    pipeline=None,
+    surf_enabled=True,
+    max_pixels=None,
+    reduced_decode=False,
+    parallel=True,
 ):
     """Find the homography from the user photo to the model render.
 
@@ -63,6 +71,11 @@ def register(
     decodes a large JPEG photo at 1/2, 1/4 or 1/8 of its size when its Moon
     is large enough to lose nothing the pipeline uses (see
     :func:`_decode_user`); the answer stays in full-resolution pixels.
+
+    With ``parallel`` (the default) a registration that runs alone in this
+    process prepares the model on a second thread while this one prepares
+    the photo (see :func:`_register_moon_files`); under load, or without it,
+    everything runs on the calling thread.
     """
     started = time.perf_counter()
     # Resolve the algorithm first: an unknown name should not cost a decode.
@@ -71,10 +84,10 @@ def register(
     with _registration():
         if run is register_moon:
             result, user_shape, model_shape, reduction = _register_moon_files(
-                user_bytes, model_bytes, found, max_pixels, reduced_decode
+                user_bytes, model_bytes, found, max_pixels, reduced_decode, parallel
             )
         else:
-            user, model, reduction = _decode_pair(user_bytes, model_bytes, found.name, max_pixels, False)
+            user, model, reduction = _decode_pair(user_bytes, model_bytes, found.name, max_pixels, False, parallel)
             result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
             user_shape, model_shape = user.shape, model.shape
     if reduction > 1:
@@ -112,7 +125,7 @@ def _alone():
         return _ACTIVE <= 1 and (os.cpu_count() or 1) > 1
 
 
-def _register_moon_files(user_bytes, model_bytes, algorithm, max_pixels, reduce):
+def _register_moon_files(user_bytes, model_bytes, algorithm, max_pixels, reduce, parallel):
     """(result, user shape, model shape, user reduction) of the moon
     pipeline on encoded files.
 
@@ -132,7 +145,7 @@ def _register_moon_files(user_bytes, model_bytes, algorithm, max_pixels, reduce)
         user, reduction = _decode_user(user_bytes, algorithm.name, max_pixels, reduce)
         return prepare_side(user, algorithm), reduction
 
-    if _alone():
+    if parallel and _alone():
         (user, reduction), model = _both(user_side, model_side)
     else:
         (user, reduction), model = user_side(), model_side()
@@ -154,7 +167,7 @@ def _both(first, second):
     return value, pending.result()
 
 
-def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce):
+def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce, parallel=True):
     """(user, model, user reduction): the model decoded on the pool while this
     thread decodes the photo, when this is the only registration running."""
     # Both headers first: a bad or oversized file is refused before any
@@ -163,7 +176,7 @@ def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce):
     probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
     decode_model = lambda: decode_image(model_bytes, field="model-file", max_pixels=max_pixels)  # noqa: E731
     decode_user = lambda: _decode_user(user_bytes, algorithm, max_pixels, reduce)  # noqa: E731
-    if _alone():
+    if parallel and _alone():
         (user, reduction), model = _both(decode_user, decode_model)
     else:
         (user, reduction), model = decode_user(), decode_model()
