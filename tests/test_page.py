@@ -225,3 +225,47 @@ class TestPageLimits:
         message = page.inner_text("#result")
         assert "Too many" in message or "used its 2 requests" in message
         assert "try again in" in message
+
+
+class TestBrowserPngs:
+    """The PNGs the browser itself writes (the client's crops and renders
+    come from a canvas) take moontrek's fast PNG path and decode to exactly
+    OpenCV's pixels."""
+
+    DRAW = """([width, height, alpha]) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = width; canvas.height = height;
+        const g = canvas.getContext('2d');
+        const sky = g.createRadialGradient(width / 2, height / 2, 5, width / 2, height / 2, width / 2);
+        sky.addColorStop(0, '#f4f0e8'); sky.addColorStop(1, alpha ? 'rgba(20, 30, 40, 0.4)' : '#101418');
+        g.fillStyle = sky; g.fillRect(0, 0, width, height);
+        let seed = 7;
+        const next = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+        for (let i = 0; i < 800; i++) {
+            g.fillStyle = `rgba(${255 * next() | 0}, ${255 * next() | 0}, ${255 * next() | 0}, ${alpha ? next() : 1})`;
+            g.beginPath(); g.arc(width * next(), height * next(), 1 + 12 * next(), 0, 2 * Math.PI); g.fill();
+        }
+        return canvas.toDataURL('image/png');
+    }"""
+
+    @pytest.mark.parametrize("size,alpha", [((640, 480), False), ((300, 700), True)])
+    def test_canvas_png_decodes_on_the_fast_path(self, browser, size, alpha):
+        import base64
+
+        import cv2
+
+        from moontrek.registration import png
+        from moontrek.registration.images import decode_image
+
+        page = browser.new_page()
+        try:
+            url = page.evaluate(self.DRAW, [size[0], size[1], alpha])
+        finally:
+            page.close()
+        data = base64.b64decode(url.split(",", 1)[1])
+        fast = png.decode(data)
+        assert fast is not None, "the browser's PNG no longer takes the fast path (its filters changed?)"
+        reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(fast, reference[..., [2, 1, 0, 3][: reference.shape[2]]])
+        np.testing.assert_array_equal(decode_image(data, keep_alpha=True), reference if reference.shape[2] == 4
+                                      else cv2.cvtColor(reference, cv2.COLOR_BGR2BGRA))

@@ -2,13 +2,16 @@
 interlaced, every row filtered with None, Sub or Up.
 
 The Moon-Trek client's renders are 2000 x 2000 RGBA PNGs from the browser's
-canvas encoder, which filters every row with Sub (Chromium's choice for
-speed). libpng, behind ``cv2.imdecode``, inflates them with zlib and
-unfilters row by row: about 70 ms a render, most of a fast registration.
-Here libdeflate inflates the whole stream at once into a buffer of the size
-the header states (2-3x zlib's speed), and the Sub filter, a running sum
-along each row modulo 256, is one NumPy ``cumsum`` over all rows: together
-about half of libpng's time, and both release the GIL.
+canvas encoder, which filters every row alike (the demo renders: Sub; the
+Chromium 156 here: Up; tests/test_page.py checks the browser's own PNGs
+take this path). libpng, behind ``cv2.imdecode``, inflates them with zlib
+and unfilters row by row: ~40 ms of CPU a render, most of a fast
+registration. Here libdeflate inflates the whole stream at once into a
+buffer of the size the header states (2-3x zlib's speed), and the filters
+are undone with whole-array operations: Up adds each row to the one above
+(one vector addition per row), Sub is a running sum along each row modulo
+256 (one vector addition per column, on the transposed image). Together
+~13-22 ms, all of it releasing the GIL but the per-row calls.
 
 Anything else (other filters, bit depths, palettes, grey, transparency keys,
 interlacing, animation, an EXIF orientation) is left to OpenCV: ``decode``
