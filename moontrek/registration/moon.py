@@ -71,6 +71,20 @@ _BLOWN_OUT = 220.0
 _MAX_BRIGHT_BEYOND = 0.3  # directions with the disk's brightness beyond it, at most (see _bright_beyond)
 _GLARE_CORE = 0.45  # the core's radius over the circle's, at most
 _GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at least
+# What a lamp's or the Sun's glare is not: a disk. Thresholded, a glare gives
+# circles too, but its light falls smoothly through them, while the Moon's
+# limb is a step a few pixels wide, whatever the halo beyond it (see
+# _limb_sharpness). Measured: lamp and Sun glares 0.03-0.11, generated
+# phone Moons 0.17 and up (2% under 0.34), the blurred, haloed real ones 0.19.
+_MIN_SHARPNESS = 0.13
+_SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own width
+# What the Moon is: brighter than its sky. The frame's bright quarter outside
+# the disk (sky, or the tops of silhouettes) stays this share of the range,
+# from the darkest level to the lit limb, below the limb; a patch of sky
+# between tree crowns or roofs, a circle fitted to its outline, is as
+# bright as the sky above. Measured: such patches 0.1-0.26, generated phone
+# Moons 0.56 and up, the real ones 0.58 and up.
+_MIN_OUTSHINE = 0.4
 
 
 @dataclass(frozen=True)
@@ -284,7 +298,38 @@ def _plausible(c, scene):
         return False
     if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
         return False
+    if c.inside - _sky_around(scene, c) < _MIN_OUTSHINE * (c.inside - scene.sky):
+        return False
+    if _limb_sharpness(scene, c) < _MIN_SHARPNESS:
+        return False
     return not _is_glare(scene, c)
+
+
+def _limb_sharpness(scene, c):
+    """How much of the fall across the lit limb, from 0.4 r inside to 0.4 r
+    outside, happens within _SHARP_BAND pixels of its steepest point near the
+    circle: near 1 for the Moon's limb (a step blurred by a few pixels; more
+    where a halo adds its own fall), a small share for an iso-level of a glare."""
+    height, width = scene.smooth.shape
+    reach = 0.4 * c.r + 3.0
+    pitch = 0.5 if c.r < 40 else 1.0
+    offsets = np.arange(-reach, reach + 0.5 * pitch, pitch)
+    theta = np.linspace(-np.pi, np.pi, 72, endpoint=False)
+    radii = c.r + offsets[:, None]
+    profile = _sample(scene.smooth_f, (c.x + radii * np.cos(theta)).ravel(), (c.y + radii * np.sin(theta)).ravel())
+    profile = profile.reshape(radii.shape[0], -1)
+    # Directions whose limb is lit, and in the frame all along.
+    lit = np.isfinite(profile).all(axis=0) & (profile[np.searchsorted(offsets, -min(3.0, 0.1 * c.r))] > c.level)
+    if lit.sum() < 4:
+        return np.inf
+    mean = profile[:, lit].mean(axis=1)
+    k = max(1, int(round(_SHARP_BAND / pitch)))
+    drops = mean[: -2 * k] - mean[2 * k :]
+    near = np.abs(offsets[k:-k]) <= 0.12 * c.r + 2.0
+    wide = mean[0] - mean[-1]
+    if not near.any() or wide <= 0:
+        return np.inf
+    return float(drops[near].max() / wide)
 
 
 def _bright_beyond(scene, c):
