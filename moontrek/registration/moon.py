@@ -86,14 +86,6 @@ _SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own widt
 # frame's quarter: such patches 0.1-0.26, generated phone Moons 0.56 and up,
 # the real ones 0.58 and up (see _outshines).
 _MIN_OUTSHINE = 0.4
-# What the Moon's face is, unless blown out: maria, highlands and craters.
-# A lens ghost, a lit window or a coin is flat. The spread (10th to 90th
-# percentile) of the lit, unsaturated part of the disk, as a share of the
-# range from the darkest level to the lit limb, is at least this. Measured:
-# lens ghosts 0.02-0.06; generated phone Moons (not blown out) 0.12 and up,
-# the real ones 0.11 and up.
-_MIN_TEXTURE = 0.08
-_SATURATED = 250.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +119,6 @@ class _Candidate:
     score: float = 0.0
     rival_score: float = 0.0  # the score before the plausibility test, for the look-alike rule
     rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
-    flat: bool = False  # featureless (see _is_flat): a look-alike, never the answer
 
 
 def find_moon(image):
@@ -309,8 +300,8 @@ def _plausible(c, scene):
 def _doubt(c, scene):
     """Why a candidate disk is not the Moon, or None: "small" (a point
     source, too small for its frame), "sun" (blown out in a daylight sky),
-    "open" (the frame as bright beyond it), "flat" (no face: a lens ghost,
-    a window, a coin), "glare" (a level of a glare round a small core) or, for what is no disk at all and so no look-alike
+    "open" (the frame as bright beyond it), "glare" (a level of a glare
+    round a small core) or, for what is no disk at all and so no look-alike
     either, "dim" (no brighter than the sky around) or "soft" (a glare's
     level, with no limb)."""
     height, width = scene.smooth.shape
@@ -325,28 +316,7 @@ def _doubt(c, scene):
         return "dim"
     if _limb_sharpness(scene, c) < _MIN_SHARPNESS:
         return "soft"
-    if _is_flat(scene, c):
-        return "flat"
     return "glare" if _is_glare(scene, c) else None
-
-
-def _is_flat(scene, c):
-    """Whether the lit part of the disk, where not blown out, is featureless
-    (see _MIN_TEXTURE); a disk mostly blown out cannot tell."""
-    height, width = scene.smooth.shape
-    x0, x1 = max(0, int(c.x - c.r)), min(width, int(c.x + c.r) + 2)
-    y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 2)
-    if x0 >= x1 or y0 >= y1:
-        return False
-    step = max(1, int(c.r / 32.0))
-    patch = scene.smooth_f[y0:y1:step, x0:x1:step]
-    yy, xx = np.mgrid[y0:y1:step, x0:x1:step]
-    values = patch[(np.hypot(xx - c.x, yy - c.y) <= 0.9 * c.r) & (patch > c.level)]
-    unsaturated = values[values < _SATURATED]
-    if len(unsaturated) < max(20, 0.5 * len(values)):
-        return False
-    spread = float(np.percentile(unsaturated, 90) - np.percentile(unsaturated, 10))
-    return spread < _MIN_TEXTURE * max(c.inside - scene.sky, 1.0)
 
 
 _NOT_A_DISK = ("dim", "soft")
@@ -799,11 +769,7 @@ def _choose(candidates, scene):
             c.score = 0.0
         c.rival_score = c.score
         doubt = _doubt(c, scene) if c.score else None
-        # A flat disk is no Moon but may be one of a family of coins, which
-        # rules out all that overlaps them (see below): it keeps its score
-        # for that, and is never the answer.
-        c.flat = doubt == "flat"
-        if doubt is not None and not c.flat:
+        if doubt is not None:
             # A planet or a lamp's glare is not the Moon; it still counts as a
             # look-alike below (a sky of stars, a row of lamps), unless it is
             # no disk at all.
@@ -841,8 +807,7 @@ def _choose(candidates, scene):
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
             rivals.append(c)
-        if len(rivals) >= 2:
-            excluded.extend([best] + rivals)
-        elif not best.flat:
+        if len(rivals) < 2:
             return best
+        excluded.extend([best] + rivals)
     return None
