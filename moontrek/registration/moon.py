@@ -798,7 +798,9 @@ def _choose(candidates, scene):
     for best in candidates:
         if best.score < _MIN_SCORE:
             continue
-        if any(np.hypot(best.x - o.x, best.y - o.y) < o.r + best.r for o in excluded):
+        # Beside a family of look-alikes (a street of lamps, coins, stars)
+        # the Moon, if there at all, is the disk that stands out by size too.
+        if any(np.hypot(best.x - o.x, best.y - o.y) < o.r + best.r or best.r < 1.67 * o.r for o in excluded):
             continue
         rivals = []
         for c in everything:
