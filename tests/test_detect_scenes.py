@@ -108,6 +108,16 @@ class TestPhonePhotos:
         image, truth, _ = make_phone_photo(seed, megapixels=2, clipped=True, fraction=0.2, phase=0.0)
         assert_within(find_moon(image), truth)
 
+    @pytest.mark.parametrize("seed", [1004, 1034, 1114, 1117])
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_half_moon_beside_street_lamps(self, detector, seed):
+        """An over-exposed gibbous Moon (its terminator side no limb) beside
+        street lamps, whole and blown out in their glare: the Moon, not a
+        lamp, and not "no Moon" because the lamps look alike."""
+        image, truth, info = make_phone_photo(seed)
+        assert "lamps" in info["distractors"] and 30 < info["phase"] < 90
+        assert_within(detector(image), truth)
+
     def test_halo_and_thin_cloud(self):
         """Glow and a veil of cloud around an over-exposed Moon."""
         image, truth, _ = make_phone_photo(6, megapixels=2, halo=0.8, cloud=0.5, exposure=1.6, fraction=0.12)
@@ -125,6 +135,26 @@ class TestMoonlessPhotos:
             pytest.xfail("known false Moon: this planet's glare is 1.34% of the short side, above the size floor")
         """No Moon in any of them, from find_moon or the pipeline's search."""
         image, _ = make_no_moon_photo(kind, seed, megapixels=2)
+        with pytest.raises(NoMoonError):
+            find_moon(image)
+        with pytest.raises(NoMoonError):
+            _find_moon_fast(image)
+
+    @pytest.mark.parametrize("seed", [0, 1])
+    def test_one_big_lamp_in_its_glare(self, seed):
+        """A large blown-out lamp: the levels of its glare are circles too,
+        but soft ones, with no limb."""
+        image, _ = make_no_moon_photo("lamp", seed, megapixels=2)
+        with pytest.raises(NoMoonError):
+            find_moon(image)
+        with pytest.raises(NoMoonError):
+            _find_moon_fast(image)
+
+    @pytest.mark.parametrize("seed", [209000, 209004])
+    def test_sky_between_silhouettes(self, seed):
+        """Patches of twilight sky between tree crowns and roofs, whose
+        outlines fit circles: no brighter than the sky beside them."""
+        image, _ = make_no_moon_photo("horizon", seed)
         with pytest.raises(NoMoonError):
             find_moon(image)
         with pytest.raises(NoMoonError):

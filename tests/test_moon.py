@@ -285,3 +285,46 @@ class TestRealPhotos:
         found = find_moon(image)
         assert abs(found.x - width / 2) < 0.06 * width and abs(found.y - height / 2) < 0.06 * height
         assert 0.4 * min(width, height) <= found.radius <= 0.52 * min(width, height)
+
+
+class TestDisksAgainstGlare:
+    """The cues that tell the Moon's disk from a glare's level and from a
+    patch of sky, on drawn profiles."""
+
+    @staticmethod
+    def _scene(image):
+        grey = np.clip(image, 0, 255).astype(np.uint8)
+        return moon._prepare(grey)
+
+    @staticmethod
+    def _candidate(x, y, r, inside, outside, level):
+        return moon._Candidate(x, y, r, 1.0, 0.5, inside, outside, level, 1.0, 1.0)
+
+    def test_a_disk_limb_is_sharp_and_a_glare_level_is_not(self):
+        """A disk in a wide halo steps down at its rim; a Gaussian glare
+        thresholded at the same radius falls smoothly through it."""
+        yy, xx = np.mgrid[0:400, 0:400]
+        d = np.hypot(xx - 200.0, yy - 200.0)
+        disk = np.where(d <= 60, 230.0, 10.0) + 60.0 * np.exp(-((d / 90.0) ** 2))
+        disk = cv2.GaussianBlur(disk.astype(np.float32), (0, 0), 1.5)
+        glare = 10.0 + 245.0 * np.exp(-(d**2) / (2 * 40.0**2))
+        sharp = moon._limb_sharpness(self._scene(disk), self._candidate(200, 200, 60, 230, 40, 120))
+        level = 10.0 + 245.0 * np.exp(-(60.0**2) / (2 * 40.0**2))
+        soft = moon._limb_sharpness(self._scene(glare), self._candidate(200, 200, 60, level + 20, level - 40, level))
+        assert np.isfinite(sharp) and sharp > 0.5 > moon._MIN_SHARPNESS > soft
+
+    def test_a_patch_of_sky_does_not_outshine_the_sky_beside_it(self):
+        """A round gap of sky between dark silhouettes is no brighter than
+        the open sky just above it; the Moon is."""
+        image = np.full((400, 600), 90.0, np.float32)
+        image[250:] = 8.0  # the silhouettes
+        yy, xx = np.mgrid[0:400, 0:600]
+        gap = np.hypot(xx - 300.0, yy - 300.0) <= 40
+        image[gap] = 90.0
+        scene = self._scene(image)
+        patch = self._candidate(300, 300, 40, 90, 8, 50)
+        assert not moon._outshines(scene, patch, moon._sky_around(scene, patch))
+        image[np.hypot(xx - 300.0, yy - 120.0) <= 40] = 230.0
+        scene = self._scene(image)
+        disk = self._candidate(300, 120, 40, 230, 90, 160)
+        assert moon._outshines(scene, disk, moon._sky_around(scene, disk))

@@ -71,6 +71,21 @@ _BLOWN_OUT = 220.0
 _MAX_BRIGHT_BEYOND = 0.3  # directions with the disk's brightness beyond it, at most (see _bright_beyond)
 _GLARE_CORE = 0.45  # the core's radius over the circle's, at most
 _GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at least
+# What a lamp's or the Sun's glare is not: a disk. Thresholded, a glare gives
+# circles too, but its light falls smoothly through them, while the Moon's
+# limb is a step a few pixels wide, whatever the halo beyond it (see
+# _limb_sharpness). Measured: lamp and Sun glares 0.03-0.11, generated
+# phone Moons 0.17 and up (2% under 0.34), the blurred, haloed real ones 0.19.
+_MIN_SHARPNESS = 0.13
+_SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own width
+# What the Moon is: brighter than its sky. The frame's bright quarter outside
+# the disk (sky, or the tops of silhouettes), or that of the sky just around
+# it, stays this share of the range, from the darkest level to the lit limb,
+# below the limb; a patch of sky between tree crowns or roofs, a circle
+# fitted to its outline, is as bright as the sky above. Measured on the
+# frame's quarter: such patches 0.1-0.26, generated phone Moons 0.56 and up,
+# the real ones 0.58 and up (see _outshines).
+_MIN_OUTSHINE = 0.4
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class _Candidate:
     noise: float = 0.0  # the image's noise level, in grey levels
     score: float = 0.0
     rival_score: float = 0.0  # the score before the plausibility test, for the look-alike rule
+    rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
 
 
 def find_moon(image):
@@ -175,6 +191,7 @@ class _Scene:
     sky: float
     top: float
     noise: float
+    grid: tuple = None  # for _sky_around: step, the sparse grid and its histogram
 
 
 def _prepare(grey):
@@ -277,14 +294,75 @@ def _quick(grey, scene, lower=False):
 def _plausible(c, scene):
     """Whether a candidate disk can be the Moon rather than a point source
     (too small for its frame) or the Sun (blown out in a daylight sky)."""
+    return _doubt(c, scene) is None
+
+
+def _doubt(c, scene):
+    """Why a candidate disk is not the Moon, or None: "small" (a point
+    source, too small for its frame), "sun" (blown out in a daylight sky),
+    "open" (the frame as bright beyond it), "glare" (a level of a glare
+    round a small core) or, for what is no disk at all and so no look-alike
+    either, "dim" (no brighter than the sky around) or "soft" (a glare's
+    level, with no limb)."""
     height, width = scene.smooth.shape
     if c.r < _MIN_FRAME_SHARE * min(width, height):
-        return False
-    if c.inside >= _BLOWN_OUT and _sky_around(scene, c) >= _DAYLIGHT_SKY:
-        return False
+        return "small"
+    sky_around = _sky_around(scene, c)
+    if c.inside >= _BLOWN_OUT and sky_around >= _DAYLIGHT_SKY:
+        return "sun"
     if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
-        return False
-    return not _is_glare(scene, c)
+        return "open"
+    if not _outshines(scene, c, sky_around):
+        return "dim"
+    if _limb_sharpness(scene, c) < _MIN_SHARPNESS:
+        return "soft"
+    return "glare" if _is_glare(scene, c) else None
+
+
+_NOT_A_DISK = ("dim", "soft")
+
+
+def _outshines(scene, c, sky_around):
+    """Whether the lit limb is brighter than the sky, by _MIN_OUTSHINE of the
+    range: the sky of the whole frame (its bright quarter, sky_around) or
+    all of the sky just around the disk (the brightest of a ring 1.3 to 1.6
+    radii out), for a day Moon low in a sky brightening towards the horizon;
+    a patch of sky between silhouettes has the open sky right beside it."""
+    need = _MIN_OUTSHINE * (c.inside - scene.sky)
+    if c.inside - sky_around >= need:
+        return True
+    theta = np.tile(np.linspace(-np.pi, np.pi, 48, endpoint=False), 2)
+    factor = np.repeat([1.3, 1.6], 48)
+    ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
+    ring = ring[np.isfinite(ring)]
+    return len(ring) >= 12 and c.inside - float(ring.max()) >= need
+
+
+def _limb_sharpness(scene, c):
+    """How much of the fall across the lit limb, from 0.4 r inside to 0.4 r
+    outside, happens within _SHARP_BAND pixels of its steepest point near the
+    circle: near 1 for the Moon's limb (a step blurred by a few pixels; more
+    where a halo adds its own fall), a small share for an iso-level of a glare."""
+    height, width = scene.smooth.shape
+    reach = 0.4 * c.r + 3.0
+    pitch = 0.5 if c.r < 40 else 1.0
+    offsets = np.arange(-reach, reach + 0.5 * pitch, pitch)
+    theta = np.linspace(-np.pi, np.pi, 72, endpoint=False)
+    radii = c.r + offsets[:, None]
+    profile = _sample(scene.smooth_f, (c.x + radii * np.cos(theta)).ravel(), (c.y + radii * np.sin(theta)).ravel())
+    profile = profile.reshape(radii.shape[0], -1)
+    # Directions whose limb is lit, and in the frame all along.
+    lit = np.isfinite(profile).all(axis=0) & (profile[np.searchsorted(offsets, -min(3.0, 0.1 * c.r))] > c.level)
+    if lit.sum() < 4:
+        return np.inf
+    mean = profile[:, lit].mean(axis=1)
+    k = max(1, int(round(_SHARP_BAND / pitch)))
+    drops = mean[: -2 * k] - mean[2 * k :]
+    near = np.abs(offsets[k:-k]) <= 0.12 * c.r + 2.0
+    wide = mean[0] - mean[-1]
+    if not near.any() or wide <= 0:
+        return np.inf
+    return float(drops[near].max() / wide)
 
 
 def _bright_beyond(scene, c):
@@ -336,11 +414,23 @@ def _sky_around(scene, c):
     """The brightness of the frame outside the disk (beyond 1.2 r): its
     upper quartile, as the horizon's silhouettes may hide much of a daylight
     sky; from a sparse grid; the disk's own ring when it fills the frame."""
-    step = max(1, int(np.sqrt(scene.smooth.size / 20000.0)))
-    grid = scene.smooth[::step, ::step]
-    yy, xx = np.mgrid[0 : scene.smooth.shape[0] : step, 0 : scene.smooth.shape[1] : step]
-    outside = grid[np.hypot(xx - c.x, yy - c.y) > 1.2 * c.r]
-    return float(np.percentile(outside, 75)) if outside.size >= 50 else c.outside
+    if scene.grid is None:
+        step = max(1, int(np.sqrt(scene.smooth.size / 20000.0)))
+        scene.grid = (step, scene.smooth[::step, ::step], np.bincount(scene.smooth[::step, ::step].ravel(), minlength=256))
+    step, grid, counts = scene.grid
+    # Every candidate asks: the whole grid's histogram, less that of the
+    # points near the disk, is far cheaper than masking the whole grid.
+    reach = 1.2 * c.r
+    i0, i1 = max(0, int(np.ceil((c.y - reach) / step))), min(grid.shape[0], int((c.y + reach) / step) + 1)
+    j0, j1 = max(0, int(np.ceil((c.x - reach) / step))), min(grid.shape[1], int((c.x + reach) / step) + 1)
+    if i0 < i1 and j0 < j1:
+        yy, xx = np.ogrid[i0:i1, j0:j1]
+        near = np.hypot(xx * step - c.x, yy * step - c.y) <= reach
+        counts = counts - np.bincount(grid[i0:i1, j0:j1][near], minlength=256)
+    total = int(counts.sum())
+    if total < 50:
+        return c.outside
+    return float(np.searchsorted(np.cumsum(counts), 0.75 * total))
 
 
 def _edge_profile(smooth, x, y, r, level):
@@ -678,25 +768,48 @@ def _choose(candidates, scene):
         if c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise) or c.r < _MIN_RADIUS_FOUND:
             c.score = 0.0
         c.rival_score = c.score
-        if c.score and not _plausible(c, scene):
+        doubt = _doubt(c, scene) if c.score else None
+        if doubt is not None:
             # A planet or a lamp's glare is not the Moon; it still counts as a
-            # look-alike below (a sky of stars, a row of lamps).
+            # look-alike below (a sky of stars, a row of lamps), unless it is
+            # no disk at all.
             c.score = 0.0
+            if doubt in _NOT_A_DISK:
+                c.rival_score = 0.0
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
     candidates = _drop_surface_features(candidates)
-    best = candidates[0]
-    if best.score < _MIN_SCORE:
-        return None
+    # Each object (circles at several levels, concentric or overlapping) is
+    # its best-scoring circle. Between objects the Moon stands out from what
+    # is around it, a lamp sits in its own glare: a whole lamp outscores a
+    # half Moon on coverage alone, but weighed by how far the ring around
+    # each falls towards the sky the Moon comes first. (Within one object
+    # the weight would favour the loosest circle, out in the glow.)
+    objects = []
+    for c in candidates:
+        if not any(np.hypot(c.x - o.x, c.y - o.y) < max(o.r, c.r) for o in objects):
+            c.rank = c.score * float(np.clip((c.inside - c.outside) / max(c.inside - scene.sky, 1e-6), 0.0, 1.0))
+            objects.append(c)
+    candidates = sorted(objects, key=lambda c: -c.rank)
     # The Moon has no look-alikes: several disks of its size, each nearly as
-    # convincing, are coins, lamps or bubbles.
-    rivals = []
-    for c in everything:
-        if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
+    # convincing, are coins, lamps or bubbles, and none of them is the Moon;
+    # the Moon may still be elsewhere in the frame, at another size.
+    excluded = []
+    for best in candidates:
+        if best.score < _MIN_SCORE:
             continue
-        if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
+        # Beside a family of look-alikes (a street of lamps, coins, stars)
+        # the Moon, if there at all, is the disk that stands out by size too.
+        if any(np.hypot(best.x - o.x, best.y - o.y) < o.r + best.r or best.r < 1.67 * o.r for o in excluded):
             continue
-        rivals.append(c)
-    if len(rivals) >= 2:
-        return None
-    return best
+        rivals = []
+        for c in everything:
+            if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
+                continue
+            if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
+                continue
+            rivals.append(c)
+        if len(rivals) < 2:
+            return best
+        excluded.extend([best] + rivals)
+    return None
