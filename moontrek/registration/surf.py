@@ -86,6 +86,9 @@ _KP_CHUNK = 2048
 # stay cache-sized and are recycled by the allocator instead of page-faulted.
 _ORI_CHUNK = 256
 _SAMPLE_CHUNK = 1 << 19
+# Samples per remap band of the oriented windows: the band's float32 maps
+# stay in the core's L2 cache between being written and being read.
+_BAND = 1 << 16
 # Cells per row block of a determinant map (keeps temporaries cache-sized).
 _DET_BLOCK = 1 << 17
 # cv2.remap needs fewer than SHRT_MAX rows and columns.
@@ -598,7 +601,9 @@ def _remap_is_exact():
 
     OpenCV 4.11+ does; older builds quantise sub-pixel positions to 1/32 px,
     which is too coarse for OpenCV SURF's descriptors.  Checked once against a
-    plain float32 bilinear interpolation of random data at random positions.
+    plain float32 bilinear interpolation of random data at random positions,
+    together with the nearest-neighbour mode the border samples rely on
+    (rounding half to even, clamped to the image).
     """
     global _REMAP_EXACT
     if _REMAP_EXACT is None:
@@ -613,13 +618,18 @@ def _remap_is_exact():
         f = img.astype(_F32)
         ref = np.rint(f[iy, ix] * (1 - a) * (1 - b) + f[iy, ix + 1] * a * (1 - b)
                       + f[iy + 1, ix] * (1 - a) * b + f[iy + 1, ix + 1] * a * b)
+        # Nearest-neighbour positions off the image and on half pixels (round
+        # half to even, as np.rint and OpenCV SURF's cvRound do).
+        qx = (rng.integers(-20, 100, (64, 64)) / 2).astype(_F32)
+        qy = rng.permutation(qx.reshape(-1)).reshape(qx.shape)
+        qx[:8] += rng.uniform(-0.4, 0.4, (8, 64)).astype(_F32)
+        near_ref = img[np.clip(np.rint(qy), 0, 39).astype(np.intp),
+                       np.clip(np.rint(qx), 0, 39).astype(np.intp)]
         try:
             got = cv2.remap(img, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            near = cv2.remap(img, np.rint(px), np.rint(py), cv2.INTER_NEAREST,
-                             borderMode=cv2.BORDER_REPLICATE)
+            near = cv2.remap(img, qx, qy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
             ok = (np.mean(got != ref) < 0.01 and np.abs(got.astype(_F32) - ref).max() <= 1
-                  and np.array_equal(near, img[np.rint(py).astype(np.intp),
-                                               np.rint(px).astype(np.intp)]))
+                  and np.array_equal(near, near_ref))
         except cv2.error:
             ok = False
         _REMAP_EXACT = bool(ok)
@@ -660,12 +670,16 @@ def _window_groups(win, first, budget=None):
 def _windows_oriented(img, x, y, size, angle, win):
     """Sample each keypoint's w x w rotated window and area-resize it to 21 x 21.
 
-    Windows of one side are sampled together by one cv2.remap with float32 maps
-    (float bilinear weights).  The maps reproduce OpenCV SURF's positions: row
-    starts accumulated in float32, offsets along a row computed in double (then
-    float32).  Samples outside the interpolation domain take the nearest
-    clamped pixel, as in OpenCV SURF; only windows reaching the border pay
-    for that.
+    Windows are sampled by cv2.remap with float32 maps (float bilinear
+    weights), in bands of about _BAND samples: several whole windows of one
+    side per band, or a window's rows in several bands when it is larger.  A
+    band's maps (8 bytes a sample) and the image then stay in the core's cache
+    between being written and being read by remap, which roughly halves the
+    cost of a sample against maps for whole chunks of windows.  The maps
+    reproduce OpenCV SURF's positions: row starts accumulated in float32,
+    offsets along a row computed in double (then float32).  Samples outside
+    the interpolation domain take the nearest clamped pixel, as in OpenCV
+    SURF; only bands reaching the border pay for that.
     """
     h, w_img = img.shape
     n = x.size
@@ -681,31 +695,23 @@ def _windows_oriented(img, x, y, size, angle, win):
             wnds = _windows_exact(img, start_x[g], start_y[g], cos_dir[g], sin_dir[g], w)
             patches[g] = _area_resize_stack(wnds.reshape(-1, w), g.size)
         return patches
-    # Windows whose corners all lie safely inside need no border handling.
-    last = (win - 1).astype(np.float64)
     sx64, sy64 = start_x.astype(np.float64), start_y.astype(np.float64)
     s64, c64 = sin_dir.astype(np.float64), cos_dir.astype(np.float64)
-    touches = np.zeros(n, bool)
-    for ci, cj in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        cx = sx64 + ci * last * s64 + cj * last * c64
-        cy = sy64 + ci * last * c64 - cj * last * s64
-        touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
-    # One set of buffers for every chunk: fresh multi-megabyte temporaries per
-    # chunk would cost a page fault per 4 KiB each time.
-    cap = max(_SAMPLE_CHUNK, int(win.max()) ** 2)
+    last = (win - 1).astype(np.float64)
+    touches = _parallelogram_touches(sx64, sy64, s64, c64, 0.0, last, last, h, w_img)
+    w_max = int(win.max())
+    cap = max(_BAND, w_max)
     buf_x = np.empty(cap, _F32)
     buf_y = np.empty(cap, _F32)
-    buf_w = np.empty(cap, np.uint8)
-    buf_nx = np.empty(cap, _F32)
-    buf_ny = np.empty(cap, _F32)
-    buf_m = np.empty(cap, np.uint8)
-    buf_k = np.empty(cap, np.uint8)
+    buf_n = np.empty(cap, np.uint8)
+    buf_in = np.empty(cap, np.uint8)
+    buf_iy = np.empty(cap, np.uint8)
+    buf_w = np.empty(max(_BAND, w_max * w_max), np.uint8)
     # Largest float32 strictly below side - 1: inRange bounds are inclusive.
     x_hi = float(np.nextafter(_F32(w_img - 1), _F32(-np.inf)))
     y_hi = float(np.nextafter(_F32(h - 1), _F32(-np.inf)))
-    for w, g in _window_groups(win, touches):
+    for w, g in _window_groups(win, touches, _BAND):
         k = g.size
-        cnt = k * w * w
         steps = np.empty((k, w), _F32)
         steps[:, 0] = start_x[g]
         steps[:, 1:] = sin_dir[g, None]
@@ -713,35 +719,77 @@ def _windows_oriented(img, x, y, size, angle, win):
         steps[:, 0] = start_y[g]
         steps[:, 1:] = cos_dir[g, None]
         row_y = np.cumsum(steps, axis=1, dtype=_F32)
+        # map = row start + column offset, as the product [row, 1] @ [1; col]
+        # (exact: both products are by one, and one rounding of the sum
+        # remains); BLAS writes it about three times faster than NumPy's
+        # broadcast add, whose inner loop is only one window row long.
         j = np.arange(w, dtype=np.float64)
-        col_x = (j[None, :] * c64[g, None]).astype(_F32)
-        col_y = (j[None, :] * s64[g, None]).astype(_F32)
-        map_x = buf_x[:cnt].reshape(k, w, w)
-        map_y = buf_y[:cnt].reshape(k, w, w)
-        np.add(row_x[:, :, None], col_x[:, None, :], out=map_x)
-        np.subtract(row_y[:, :, None], col_y[:, None, :], out=map_y)
-        map_x = map_x.reshape(k * w, w)
-        map_y = map_y.reshape(k * w, w)
-        wnds = buf_w[:cnt].reshape(k * w, w)
-        rows = int(np.count_nonzero(touches[g])) * w
-        if rows:
-            # Border windows (a prefix of the group) take the nearest clamped
-            # pixel wherever floor(x) or floor(y) leaves [0, side - 1).  Moving
-            # those samples onto that pixel's centre makes bilinear return it
-            # exactly, so one remap serves the whole group.
-            mx, my = map_x[:rows], map_y[:rows]
-            out = cv2.inRange(mx, 0.0, x_hi, dst=buf_m[:rows * w].reshape(rows, w))
-            inside_y = cv2.inRange(my, 0.0, y_hi, dst=buf_k[:rows * w].reshape(rows, w))
-            cv2.bitwise_and(out, inside_y, dst=out)
-            cv2.bitwise_not(out, dst=out)
-            for m, side, near in ((mx, w_img, buf_nx), (my, h, buf_ny)):
-                near = near[:rows * w].reshape(rows, w)
-                np.rint(m, out=near)
-                np.clip(near, 0, side - 1, out=near)
-                cv2.copyTo(near, out, m)
-        cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, dst=wnds, borderMode=cv2.BORDER_REPLICATE)
-        patches[g] = _area_resize_stack(wnds, k)
+        lhs_x = np.ones((k, w, 2), _F32)
+        lhs_x[:, :, 0] = row_x
+        lhs_y = np.ones((k, w, 2), _F32)
+        lhs_y[:, :, 0] = row_y
+        rhs_x = np.ones((k, 2, w), _F32)
+        rhs_x[:, 1] = j[None, :] * c64[g, None]
+        rhs_y = np.ones((k, 2, w), _F32)
+        rhs_y[:, 1] = -(j[None, :] * s64[g, None]).astype(_F32)
+        wnds = buf_w[:k * w * w].reshape(k, w, w)
+        # Border windows come first in a group; a band needs border handling
+        # only for their rows, and a large window only in the bands that reach out.
+        n_touch = int(np.count_nonzero(touches[g]))
+        rows = max(1, _BAND // w) if k == 1 else w
+        band_starts = range(0, w, rows)
+        if n_touch and k == 1:
+            i0s = np.arange(0, w, rows, dtype=np.float64)
+            i1s = np.minimum(i0s + rows, w) - 1
+            band_touch = _parallelogram_touches(sx64[g], sy64[g], s64[g], c64[g], i0s, i1s,
+                                                last[g], h, w_img)
+        for b, i0 in enumerate(band_starts):
+            i1 = min(w, i0 + rows)
+            nr = i1 - i0
+            cnt = k * nr * w
+            map_x = buf_x[:cnt].reshape(k, nr, w)
+            map_y = buf_y[:cnt].reshape(k, nr, w)
+            np.matmul(lhs_x[:, i0:i1], rhs_x, out=map_x)
+            np.matmul(lhs_y[:, i0:i1], rhs_y, out=map_y)
+            map_x = map_x.reshape(k * nr, w)
+            map_y = map_y.reshape(k * nr, w)
+            dst = wnds[:, i0:i1].reshape(k * nr, w)
+            cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, dst=dst,
+                      borderMode=cv2.BORDER_REPLICATE)
+            t_rows = n_touch * nr if k > 1 else (nr if n_touch and band_touch[b] else 0)
+            if t_rows:
+                # Where floor(x) or floor(y) leaves [0, side - 1), OpenCV SURF
+                # takes the nearest clamped pixel: a nearest-neighbour remap
+                # with replicated border gives exactly that.
+                mx, my = map_x[:t_rows], map_y[:t_rows]
+                shape = (t_rows, w)
+                m = t_rows * w
+                outside = cv2.inRange(mx, 0.0, x_hi, dst=buf_in[:m].reshape(shape))
+                inside_y = cv2.inRange(my, 0.0, y_hi, dst=buf_iy[:m].reshape(shape))
+                cv2.bitwise_and(outside, inside_y, dst=outside)
+                cv2.bitwise_not(outside, dst=outside)
+                near = cv2.remap(img, mx, my, cv2.INTER_NEAREST, dst=buf_n[:m].reshape(shape),
+                                 borderMode=cv2.BORDER_REPLICATE)
+                cv2.copyTo(near, outside, dst[:t_rows])
+        patches[g] = _area_resize_stack(wnds.reshape(k * w, w), k)
     return patches
+
+
+def _parallelogram_touches(sx, sy, s, c, i0, i1, last, h, w_img):
+    """Whether rows i0..i1 of windows (start sx, sy; direction s, c; side last + 1) may leave
+    the bilinear domain.
+
+    Rows of a window form a parallelogram whose extreme positions are its
+    corners.  The bound keeps a quarter pixel to spare against the float32
+    rounding of the maps.
+    """
+    out = False
+    for ii in (i0, i1):
+        for jj in (0.0, last):
+            cx = sx + ii * s + jj * c
+            cy = sy + ii * c - jj * s
+            out = out | (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
+    return out
 
 
 def _windows_upright(img, x, y, win):
