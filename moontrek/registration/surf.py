@@ -237,11 +237,22 @@ def _filter_rows(img, integral, st, plan, i0, i1, nc, acc, tmp):
         return maps[gi][dy:dy + nb, dx:dx + nc]
 
     first, rest = terms[0], list(terms[1:])
-    if abs(first[3]) == 1 and rest and abs(rest[0][3]) != 1:
-        # acc = k1*t1 (exact) then + t0: one pass fewer than t0 + (k1*t1), same value.
+    if first[3] == 1 and rest:
+        # The first two terms in one pass: t0 + k1*t1 has a single rounding
+        # whichever way it is evaluated, as k1*t1 is exact.
+        second = rest.pop(0)
+        k = second[3]
+        if k == 1:
+            np.add(view(first), view(second), out=acc)
+        elif k == -1:
+            np.subtract(view(first), view(second), out=acc)
+        else:
+            cv2.scaleAdd(view(second), float(k), view(first), dst=acc)
+    elif abs(first[3]) == 1 and rest and abs(rest[0][3]) != 1:
+        # acc = k1*t1 (exact) then - t0: one pass fewer than -t0 + (k1*t1), same value.
         second = rest.pop(0)
         np.multiply(view(second), second[3], out=acc)
-        (np.add if first[3] > 0 else np.subtract)(acc, view(first), out=acc)
+        np.subtract(acc, view(first), out=acc)
     else:
         np.multiply(view(first), first[3], out=acc)
     for term in rest:
