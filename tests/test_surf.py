@@ -282,6 +282,17 @@ class TestFastPaths:
         assert diff.max() <= 1
         assert np.mean(diff > 0) < 0.01
 
+    @pytest.mark.parametrize("border", [False, True], ids=["interior", "border"])
+    def test_remap_bands_do_not_change_windows(self, cratered, border, monkeypatch):
+        """Windows split into row bands (border columns fixed strip by strip) equal whole-window remaps."""
+        x, y, size, angle, win = _oriented_inputs(cratered, 80, seed=2, border=border)
+        monkeypatch.setattr(surf_mod, "_BAND", 1 << 26)  # every window in one band
+        whole = surf_mod._windows_oriented(cratered, x, y, size, angle, win)
+        for band in (1 << 12, 777):  # large windows in many bands, some of one row
+            monkeypatch.setattr(surf_mod, "_BAND", band)
+            banded = surf_mod._windows_oriented(cratered, x, y, size, angle, win)
+            np.testing.assert_array_equal(banded, whole)
+
     def test_fallback_sampler_gives_same_descriptors(self, cratered):
         """Without a float-exact cv2.remap, the NumPy sampler gives nearly the same descriptors."""
         k1, d1 = SURF().detectAndCompute(cratered)

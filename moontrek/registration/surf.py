@@ -750,10 +750,11 @@ def _windows_oriented(img, x, y, size, angle, win):
         rows = max(1, _BAND // w) if k == 1 else w
         band_starts = range(0, w, rows)
         if n_touch and k == 1:
-            i0s = np.arange(0, w, rows, dtype=np.float64)
-            i1s = np.minimum(i0s + rows, w) - 1
-            band_touch = _parallelogram_touches(sx64[g], sy64[g], s64[g], c64[g], i0s, i1s,
-                                                last[g], h, w_img)
+            # A window larger than a band: per row, the columns surely inside
+            # the bilinear domain; only the strips left and right of those
+            # columns in a band are checked sample by sample.
+            q = int(g[0])
+            safe_lo, safe_hi = _safe_columns(sx64[q], sy64[q], s64[q], c64[q], w, h, w_img)
         for b, i0 in enumerate(band_starts):
             i1 = min(w, i0 + rows)
             nr = i1 - i0
@@ -767,7 +768,15 @@ def _windows_oriented(img, x, y, size, angle, win):
             dst = wnds[:, i0:i1].reshape(k * nr, w)
             cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, dst=dst,
                       borderMode=cv2.BORDER_REPLICATE)
-            t_rows = n_touch * nr if k > 1 else (nr if n_touch and band_touch[b] else 0)
+            if n_touch and k == 1:
+                c0 = min(w, int(safe_lo[i0:i1].max()))
+                c1 = max(c0, int(safe_hi[i0:i1].min()))
+                for a, z in ((0, c0), (c1, w)):
+                    if z > a:
+                        _nearest_outside(img, map_x[:, a:z], map_y[:, a:z], dst[:, a:z],
+                                         x_hi, y_hi)
+                continue
+            t_rows = n_touch * nr
             if t_rows:
                 # Where floor(x) or floor(y) leaves [0, side - 1), OpenCV SURF
                 # takes the nearest clamped pixel: a nearest-neighbour remap
@@ -784,6 +793,42 @@ def _windows_oriented(img, x, y, size, angle, win):
                 cv2.copyTo(near, outside, dst[:t_rows])
         patches[g] = _area_resize_stack(wnds.reshape(k * w, w), k)
     return patches
+
+
+def _safe_columns(sx, sy, s, c, w, h, w_img):
+    """Per row of one window, the half-open column range [lo, hi) surely inside the bilinear domain.
+
+    Row i samples x = sx + i*s + j*c, y = sy + i*c - j*s; each coordinate is
+    affine in j, so the columns keeping it in range form an interval.  A
+    quarter pixel to spare covers the float32 rounding of the maps.
+    """
+    i = np.arange(w, dtype=np.float64)
+    lo = np.zeros(w)
+    hi = np.full(w, w - 1.0)
+    for p, slope, side in ((sx + i * s, c, w_img), (sy + i * c, -s, h)):
+        a, z = 0.25 - p, side - 1.25 - p
+        if slope != 0:
+            a, z = a / slope, z / slope
+            if slope < 0:
+                a, z = z, a
+            lo = np.maximum(lo, a)
+            hi = np.minimum(hi, z)
+        else:
+            # Constant along the row: all columns or none.
+            none = (a > 0) | (z < 0)
+            hi = np.where(none, -1.0, hi)
+    lo = np.ceil(lo)
+    hi = np.floor(hi) + 1
+    return lo.astype(np.int64), np.maximum(hi, lo).astype(np.int64)
+
+
+def _nearest_outside(img, map_x, map_y, dst, x_hi, y_hi):
+    """Where floor(x) or floor(y) leaves [0, side - 1), put the nearest clamped pixel into `dst`."""
+    out = (map_x < 0) | (map_x > x_hi) | (map_y < 0) | (map_y > y_hi)
+    if out.any():
+        near = cv2.remap(img, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y),
+                         cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        np.copyto(dst, near, where=out)
 
 
 def _parallelogram_touches(sx, sy, s, c, i0, i1, last, h, w_img):
