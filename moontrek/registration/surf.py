@@ -89,6 +89,7 @@ _SAMPLE_CHUNK = 1 << 19
 # Samples per remap band of the oriented windows: the band's float32 maps
 # stay in the core's L2 cache between being written and being read.
 _BAND = 1 << 16
+_REMAP_ROW = 1024
 # Cells per row block of a determinant map (keeps temporaries cache-sized).
 _DET_BLOCK = 1 << 17
 # cv2.remap needs fewer than SHRT_MAX rows and columns.
@@ -711,13 +712,13 @@ def _windows_oriented(img, x, y, size, angle, win):
     last = (win - 1).astype(np.float64)
     touches = _parallelogram_touches(sx64, sy64, s64, c64, 0.0, last, last, h, w_img)
     w_max = int(win.max())
-    cap = max(_BAND, w_max)
+    cap = max(_BAND, w_max) + _REMAP_ROW
     buf_x = np.empty(cap, _F32)
     buf_y = np.empty(cap, _F32)
     buf_n = np.empty(cap, np.uint8)
     buf_in = np.empty(cap, np.uint8)
     buf_iy = np.empty(cap, np.uint8)
-    buf_w = np.empty(max(_BAND, w_max * w_max), np.uint8)
+    buf_w = np.empty(max(_BAND, w_max * w_max) + _REMAP_ROW, np.uint8)
     # Largest float32 strictly below side - 1: inRange bounds are inclusive.
     x_hi = float(np.nextafter(_F32(w_img - 1), _F32(-np.inf)))
     y_hi = float(np.nextafter(_F32(h - 1), _F32(-np.inf)))
@@ -766,7 +767,16 @@ def _windows_oriented(img, x, y, size, angle, win):
             map_x = map_x.reshape(k * nr, w)
             map_y = map_y.reshape(k * nr, w)
             dst = wnds[:, i0:i1].reshape(k * nr, w)
-            cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, dst=dst,
+            # remap is per sample, so the band is remapped as rows of
+            # _REMAP_ROW samples (padded with valid positions): its SIMD loop
+            # then runs on long rows instead of one short window row at a time.
+            row = min(cnt, _REMAP_ROW)
+            padded = -(-cnt // row) * row
+            buf_x[cnt:padded] = 0
+            buf_y[cnt:padded] = 0
+            start = i0 * w  # dst's offset in the window buffer
+            cv2.remap(img, buf_x[:padded].reshape(-1, row), buf_y[:padded].reshape(-1, row),
+                      cv2.INTER_LINEAR, dst=buf_w[start:start + padded].reshape(-1, row),
                       borderMode=cv2.BORDER_REPLICATE)
             if n_touch and k == 1:
                 c0 = min(w, int(safe_lo[i0:i1].max()))
