@@ -834,11 +834,16 @@ def _safe_columns(sx, sy, s, c, w, h, w_img):
 
 def _nearest_outside(img, map_x, map_y, dst, x_hi, y_hi):
     """Where floor(x) or floor(y) leaves [0, side - 1), put the nearest clamped pixel into `dst`."""
-    out = (map_x < 0) | (map_x > x_hi) | (map_y < 0) | (map_y > y_hi)
-    if out.any():
+    outside = cv2.inRange(map_x, 0.0, x_hi)
+    cv2.bitwise_and(outside, cv2.inRange(map_y, 0.0, y_hi), dst=outside)
+    cv2.bitwise_not(outside, dst=outside)
+    if cv2.countNonZero(outside):
+        # remap misreads row-strided map views (OpenCV 5.0), hence the copies.
         near = cv2.remap(img, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y),
                          cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        np.copyto(dst, near, where=out)
+        got = cv2.copyTo(near, outside, dst)
+        if not np.shares_memory(got, dst):  # pragma: no cover - a binding that copied
+            dst[...] = got
 
 
 def _parallelogram_touches(sx, sy, s, c, i0, i1, last, h, w_img):
