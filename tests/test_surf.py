@@ -284,7 +284,7 @@ class TestFastPaths:
 
     @pytest.mark.parametrize("border", [False, True], ids=["interior", "border"])
     def test_remap_bands_do_not_change_windows(self, cratered, border, monkeypatch):
-        """Windows split into row bands (border columns fixed strip by strip) equal whole-window remaps."""
+        """Windows remapped in row bands (border strips fixed apart) equal whole-window remaps."""
         x, y, size, angle, win = _oriented_inputs(cratered, 80, seed=2, border=border)
         monkeypatch.setattr(surf_mod, "_BAND", 1 << 26)  # every window in one band
         whole = surf_mod._windows_oriented(cratered, x, y, size, angle, win)

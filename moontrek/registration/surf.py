@@ -19,19 +19,22 @@ Choices worth knowing:
   filter responses, determinant, window sums), is done in float32 in the same
   operation order as OpenCV, so responses are bit-identical and the ordering by
   response matches.
-* Oriented descriptor windows: all windows of one side are sampled by one
-  ``cv2.remap`` (bilinear, float32 maps) and area-resized to 21 x 21 by one
-  ``cv2.resize`` of the stacked windows (identical to resizing each window).
-  The maps reproduce OpenCV SURF's sample positions (row starts accumulated in
-  float32, as its loop does); samples whose 2 x 2 neighbourhood leaves the
-  image take the nearest clamped pixel: their map entries are moved onto that
-  pixel's centre, where bilinear interpolation returns the pixel itself, so
-  one remap serves border and interior windows alike.  OpenCV >= 4.11
+* Oriented descriptor windows: sampled by ``cv2.remap`` (bilinear, float32
+  maps) in bands of about ``_BAND`` samples, several same-side windows per
+  band or a large window in several row bands, then area-resized to 21 x 21
+  by one ``cv2.resize`` of the stacked windows (identical to resizing each
+  window).  A band's maps are built by a BLAS product (exact, see
+  ``_windows_oriented``) and remapped as long rows, which suits remap's SIMD
+  loop better than one short window row at a time.  The maps reproduce OpenCV
+  SURF's sample positions (row starts accumulated in float32, as its loop
+  does); samples whose 2 x 2 neighbourhood leaves the image take the nearest
+  clamped pixel, by a nearest-neighbour remap of just the border windows, or
+  of just the border column strips of a large window.  OpenCV >= 4.11
   interpolates remap with float weights, so about 0.3% of window pixels
-  differ from OpenCV SURF's own float32 arithmetic, by one grey level; after the area resize
-  descriptors move by ~1e-3 (L2) at most, rarely more for a low-contrast
-  window.  Builds whose remap quantises positions to 1/32 px are detected
-  once (``_remap_is_exact``) and get the exact, slower NumPy sampler
+  differ from OpenCV SURF's own float32 arithmetic, by one grey level; after
+  the area resize descriptors move by ~1e-3 (L2) at most, rarely more for a
+  low-contrast window.  Builds whose remap quantises positions to 1/32 px are
+  detected once (``_remap_is_exact``) and get the exact, slower NumPy sampler
   (``_windows_exact``).  Upright windows are exact.
 * Box filters: a lobe's weight is k / area with k in {1, -1, -2}, so the
   lobes of one shape share one map of box sums / area and each lobe is a
@@ -685,9 +688,9 @@ def _windows_oriented(img, x, y, size, angle, win):
     Windows are sampled by cv2.remap with float32 maps (float bilinear
     weights), in bands of about _BAND samples: several whole windows of one
     side per band, or a window's rows in several bands when it is larger.  A
-    band's maps (8 bytes a sample) and the image then stay in the core's cache
-    between being written and being read by remap, which roughly halves the
-    cost of a sample against maps for whole chunks of windows.  The maps
+    band's maps (8 bytes a sample) stay in the core's cache between being
+    written and being read by remap, and the border handling of a large
+    window is confined to the bands and column strips that reach out.  The maps
     reproduce OpenCV SURF's positions: row starts accumulated in float32,
     offsets along a row computed in double (then float32).  Samples outside
     the interpolation domain take the nearest clamped pixel, as in OpenCV
