@@ -28,8 +28,10 @@ Choices worth knowing:
   loop better than one short window row at a time.  The maps reproduce OpenCV
   SURF's sample positions (row starts accumulated in float32, as its loop
   does); samples whose 2 x 2 neighbourhood leaves the image take the nearest
-  clamped pixel, by a nearest-neighbour remap of just the border windows, or
-  of just the border column strips of a large window.  OpenCV >= 4.11
+  clamped pixel: their map entries are moved onto that pixel's centre, where
+  bilinear interpolation returns the pixel itself, so one remap serves border
+  and interior alike; only border windows, and in a large window only the
+  column strips that can reach out, are examined.  OpenCV >= 4.11
   interpolates remap with float weights, so about 0.3% of window pixels
   differ from OpenCV SURF's own float32 arithmetic, by one grey level; after
   the area resize descriptors move by ~1e-3 (L2) at most, rarely more for a
@@ -617,8 +619,7 @@ def _remap_is_exact():
     OpenCV 4.11+ does; older builds quantise sub-pixel positions to 1/32 px,
     which is too coarse for OpenCV SURF's descriptors.  Checked once against a
     plain float32 bilinear interpolation of random data at random positions,
-    together with the nearest-neighbour mode the border samples rely on
-    (rounding half to even, clamped to the image).
+    and at pixel centres, where the border samples rely on getting the pixel.
     """
     global _REMAP_EXACT
     if _REMAP_EXACT is None:
@@ -633,18 +634,17 @@ def _remap_is_exact():
         f = img.astype(_F32)
         ref = np.rint(f[iy, ix] * (1 - a) * (1 - b) + f[iy, ix + 1] * a * (1 - b)
                       + f[iy + 1, ix] * (1 - a) * b + f[iy + 1, ix + 1] * a * b)
-        # Nearest-neighbour positions off the image and on half pixels (round
-        # half to even, as np.rint and OpenCV SURF's cvRound do).
-        qx = (rng.integers(-20, 100, (64, 64)) / 2).astype(_F32)
-        qy = rng.permutation(qx.reshape(-1)).reshape(qx.shape)
-        qx[:8] += rng.uniform(-0.4, 0.4, (8, 64)).astype(_F32)
-        near_ref = img[np.clip(np.rint(qy), 0, 39).astype(np.intp),
-                       np.clip(np.rint(qx), 0, 39).astype(np.intp)]
+        # Border samples are moved onto pixel centres, the last row and
+        # column included, where bilinear must return the pixel itself.
+        qx = rng.integers(0, 40, (64, 64))
+        qy = rng.integers(0, 40, (64, 64))
+        qx[:, :4], qy[:4] = 39, 39
         try:
             got = cv2.remap(img, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            near = cv2.remap(img, qx, qy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+            centre = cv2.remap(img, qx.astype(_F32), qy.astype(_F32), cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
             ok = (np.mean(got != ref) < 0.01 and np.abs(got.astype(_F32) - ref).max() <= 1
-                  and np.array_equal(near, near_ref))
+                  and np.array_equal(centre, img[qy, qx]))
         except cv2.error:
             ok = False
         _REMAP_EXACT = bool(ok)
@@ -689,12 +689,12 @@ def _windows_oriented(img, x, y, size, angle, win):
     weights), in bands of about _BAND samples: several whole windows of one
     side per band, or a window's rows in several bands when it is larger.  A
     band's maps (8 bytes a sample) stay in the core's cache between being
-    written and being read by remap, and the border handling of a large
-    window is confined to the bands and column strips that reach out.  The maps
-    reproduce OpenCV SURF's positions: row starts accumulated in float32,
-    offsets along a row computed in double (then float32).  Samples outside
-    the interpolation domain take the nearest clamped pixel, as in OpenCV
-    SURF; only bands reaching the border pay for that.
+    written and being read by remap.  The maps reproduce OpenCV SURF's
+    positions: row starts accumulated in float32, offsets along a row computed
+    in double (then float32).  Samples outside the interpolation domain take
+    the nearest clamped pixel, as in OpenCV SURF (_clamp_outside); only
+    border windows pay for that, and a large window only in the column strips
+    of its bands that can reach out.
     """
     h, w_img = img.shape
     n = x.size
@@ -718,9 +718,7 @@ def _windows_oriented(img, x, y, size, angle, win):
     cap = max(_BAND, w_max) + _REMAP_ROW
     buf_x = np.empty(cap, _F32)
     buf_y = np.empty(cap, _F32)
-    buf_n = np.empty(cap, np.uint8)
-    buf_in = np.empty(cap, np.uint8)
-    buf_iy = np.empty(cap, np.uint8)
+    scratch = np.empty(cap, _F32)
     buf_w = np.empty(max(_BAND, w_max * w_max) + _REMAP_ROW, np.uint8)
     # Largest float32 strictly below side - 1: inRange bounds are inclusive.
     x_hi = float(np.nextafter(_F32(w_img - 1), _F32(-np.inf)))
@@ -769,7 +767,20 @@ def _windows_oriented(img, x, y, size, angle, win):
             np.matmul(lhs_y[:, i0:i1], rhs_y, out=map_y)
             map_x = map_x.reshape(k * nr, w)
             map_y = map_y.reshape(k * nr, w)
-            dst = wnds[:, i0:i1].reshape(k * nr, w)
+            # Samples whose 2 x 2 neighbourhood leaves the image are moved
+            # onto their nearest clamped pixel first (see _clamp_outside):
+            # only border windows, and in a large window only the column
+            # strips outside its surely-inside columns, are examined.
+            if n_touch and k == 1:
+                c0 = min(w, int(safe_lo[i0:i1].max()))
+                c1 = max(c0, int(safe_hi[i0:i1].min()))
+                for a, z in ((0, c0), (c1, w)):
+                    if z > a:
+                        _clamp_outside(map_x[:, a:z], map_y[:, a:z], x_hi, y_hi, w_img, h,
+                                       scratch)
+            elif n_touch:
+                t_rows = n_touch * nr
+                _clamp_outside(map_x[:t_rows], map_y[:t_rows], x_hi, y_hi, w_img, h, scratch)
             # remap is per sample, so the band is remapped as rows of
             # _REMAP_ROW samples (padded with valid positions): its SIMD loop
             # then runs on long rows instead of one short window row at a time.
@@ -777,33 +788,10 @@ def _windows_oriented(img, x, y, size, angle, win):
             padded = -(-cnt // row) * row
             buf_x[cnt:padded] = 0
             buf_y[cnt:padded] = 0
-            start = i0 * w  # dst's offset in the window buffer
+            start = i0 * w  # the band's offset in the window buffer
             cv2.remap(img, buf_x[:padded].reshape(-1, row), buf_y[:padded].reshape(-1, row),
                       cv2.INTER_LINEAR, dst=buf_w[start:start + padded].reshape(-1, row),
                       borderMode=cv2.BORDER_REPLICATE)
-            if n_touch and k == 1:
-                c0 = min(w, int(safe_lo[i0:i1].max()))
-                c1 = max(c0, int(safe_hi[i0:i1].min()))
-                for a, z in ((0, c0), (c1, w)):
-                    if z > a:
-                        _nearest_outside(img, map_x[:, a:z], map_y[:, a:z], dst[:, a:z],
-                                         x_hi, y_hi)
-                continue
-            t_rows = n_touch * nr
-            if t_rows:
-                # Where floor(x) or floor(y) leaves [0, side - 1), OpenCV SURF
-                # takes the nearest clamped pixel: a nearest-neighbour remap
-                # with replicated border gives exactly that.
-                mx, my = map_x[:t_rows], map_y[:t_rows]
-                shape = (t_rows, w)
-                m = t_rows * w
-                outside = cv2.inRange(mx, 0.0, x_hi, dst=buf_in[:m].reshape(shape))
-                inside_y = cv2.inRange(my, 0.0, y_hi, dst=buf_iy[:m].reshape(shape))
-                cv2.bitwise_and(outside, inside_y, dst=outside)
-                cv2.bitwise_not(outside, dst=outside)
-                near = cv2.remap(img, mx, my, cv2.INTER_NEAREST, dst=buf_n[:m].reshape(shape),
-                                 borderMode=cv2.BORDER_REPLICATE)
-                cv2.copyTo(near, outside, dst[:t_rows])
         patches[g] = _area_resize_stack(wnds.reshape(k * w, w), k)
     return patches
 
@@ -835,18 +823,28 @@ def _safe_columns(sx, sy, s, c, w, h, w_img):
     return lo.astype(np.int64), np.maximum(hi, lo).astype(np.int64)
 
 
-def _nearest_outside(img, map_x, map_y, dst, x_hi, y_hi):
-    """Where floor(x) or floor(y) leaves [0, side - 1), put the nearest clamped pixel into `dst`."""
+def _clamp_outside(map_x, map_y, x_hi, y_hi, w_img, h, scratch):
+    """Move map entries whose floor(x) or floor(y) leaves [0, side - 1) onto the nearest clamped pixel.
+
+    OpenCV SURF takes that pixel for samples whose 2 x 2 neighbourhood leaves
+    the image; bilinear interpolation at a pixel's centre returns the pixel
+    itself, so one remap then serves border and interior samples alike (and
+    stays on remap's fast in-image path).  The maps may be column strips of
+    the band's maps; they are changed in place.
+    """
     outside = cv2.inRange(map_x, 0.0, x_hi)
     cv2.bitwise_and(outside, cv2.inRange(map_y, 0.0, y_hi), dst=outside)
     cv2.bitwise_not(outside, dst=outside)
-    if cv2.countNonZero(outside):
-        # remap misreads row-strided map views (OpenCV 5.0), hence the copies.
-        near = cv2.remap(img, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y),
-                         cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        got = cv2.copyTo(near, outside, dst)
-        if not np.shares_memory(got, dst):  # pragma: no cover - a binding that copied
-            dst[...] = got
+    if not cv2.countNonZero(outside):
+        return
+    rows, cols = map_x.shape
+    near = scratch[:rows * cols].reshape(rows, cols)
+    for m, side in ((map_x, w_img), (map_y, h)):
+        np.rint(m, out=near)
+        np.clip(near, 0, side - 1, out=near)
+        got = cv2.copyTo(near, outside, m)
+        if not np.shares_memory(got, m):  # pragma: no cover - a binding that copied
+            m[...] = got
 
 
 def _parallelogram_touches(sx, sy, s, c, i0, i1, last, h, w_img):
