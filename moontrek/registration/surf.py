@@ -661,6 +661,8 @@ def _area_resize_stack(stack, k):
     so one call gives exactly the per-window results.
     """
     side = _PATCH + 1
+    if stack.shape[1] == side:  # already 21 x 21: resizing would copy it
+        return stack.reshape(k, side, side)
     out = cv2.resize(stack, (side, k * side), interpolation=cv2.INTER_AREA)
     return out.reshape(k, side, side)
 
