@@ -712,10 +712,17 @@ def _windows_oriented(img, x, y, size, angle, win):
             wnds = _windows_exact(img, start_x[g], start_y[g], cos_dir[g], sin_dir[g], w)
             patches[g] = _area_resize_stack(wnds.reshape(-1, w), g.size)
         return patches
+    # Windows whose corners all lie safely inside need no border handling.
+    last = (win - 1).astype(np.float64)
     sx64, sy64 = start_x.astype(np.float64), start_y.astype(np.float64)
     s64, c64 = sin_dir.astype(np.float64), cos_dir.astype(np.float64)
-    last = (win - 1).astype(np.float64)
-    touches = _parallelogram_touches(sx64, sy64, s64, c64, 0.0, last, last, h, w_img)
+    touches = np.zeros(n, bool)
+    for ci, cj in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        cx = sx64 + ci * last * s64 + cj * last * c64
+        cy = sy64 + ci * last * c64 - cj * last * s64
+        touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
+    # One set of buffers for every band: fresh temporaries per band would
+    # cost a page fault per 4 KiB each time.
     w_max = int(win.max())
     cap = max(_BAND, w_max) + _REMAP_ROW
     buf_x = np.empty(cap, _F32)
@@ -748,8 +755,8 @@ def _windows_oriented(img, x, y, size, angle, win):
         rhs_y = np.ones((k, 2, w), _F32)
         rhs_y[:, 1] = -(j[None, :] * s64[g, None]).astype(_F32)
         wnds = buf_w[:k * w * w].reshape(k, w, w)
-        # Border windows come first in a group; a band needs border handling
-        # only for their rows, and a large window only in the bands that reach out.
+        # Border windows come first in a group, so in a band of several
+        # windows their rows are a prefix.
         n_touch = int(np.count_nonzero(touches[g]))
         rows = max(1, _BAND // w) if k == 1 else w
         band_starts = range(0, w, rows)
@@ -759,7 +766,7 @@ def _windows_oriented(img, x, y, size, angle, win):
             # columns in a band are checked sample by sample.
             q = int(g[0])
             safe_lo, safe_hi = _safe_columns(sx64[q], sy64[q], s64[q], c64[q], w, h, w_img)
-        for b, i0 in enumerate(band_starts):
+        for i0 in band_starts:
             i1 = min(w, i0 + rows)
             nr = i1 - i0
             cnt = k * nr * w
@@ -847,23 +854,6 @@ def _clamp_outside(map_x, map_y, x_hi, y_hi, w_img, h, scratch):
         got = cv2.copyTo(near, outside, m)
         if not np.shares_memory(got, m):  # pragma: no cover - a binding that copied
             m[...] = got
-
-
-def _parallelogram_touches(sx, sy, s, c, i0, i1, last, h, w_img):
-    """Whether rows i0..i1 of windows (start sx, sy; direction s, c; side last + 1) may leave
-    the bilinear domain.
-
-    Rows of a window form a parallelogram whose extreme positions are its
-    corners.  The bound keeps a quarter pixel to spare against the float32
-    rounding of the maps.
-    """
-    out = False
-    for ii in (i0, i1):
-        for jj in (0.0, last):
-            cx = sx + ii * s + jj * c
-            cy = sy + ii * c - jj * s
-            out = out | (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
-    return out
 
 
 def _windows_upright(img, x, y, win):
