@@ -827,9 +827,9 @@ def _safe_columns(sx, sy, s, c, w, h, w_img):
             # Constant along the row: all columns or none.
             none = (a > 0) | (z < 0)
             hi = np.where(none, -1.0, hi)
-    lo = np.ceil(lo)
-    hi = np.floor(hi) + 1
-    return lo.astype(np.int64), np.maximum(hi, lo).astype(np.int64)
+    lo = np.clip(np.ceil(lo), 0, w)
+    hi = np.clip(np.floor(hi) + 1, lo, w)
+    return lo.astype(np.int64), hi.astype(np.int64)
 
 
 def _clamp_outside(map_x, map_y, x_hi, y_hi, w_img, h, scratch):
