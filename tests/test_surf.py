@@ -282,6 +282,38 @@ class TestFastPaths:
         assert diff.max() <= 1
         assert np.mean(diff > 0) < 0.01
 
+    @pytest.mark.parametrize("border", [False, True], ids=["interior", "border"])
+    def test_remap_bands_do_not_change_windows(self, cratered, border, monkeypatch):
+        """Windows remapped in row bands (border strips fixed apart) equal whole-window remaps."""
+        x, y, size, angle, win = _oriented_inputs(cratered, 80, seed=2, border=border)
+        monkeypatch.setattr(surf_mod, "_BAND", 1 << 26)  # every window in one band
+        whole = surf_mod._windows_oriented(cratered, x, y, size, angle, win)
+        for band in (1 << 12, 777):  # large windows in many bands, some of one row
+            monkeypatch.setattr(surf_mod, "_BAND", band)
+            banded = surf_mod._windows_oriented(cratered, x, y, size, angle, win)
+            np.testing.assert_array_equal(banded, whole)
+
+    def test_safe_columns_are_inside_the_bilinear_domain(self):
+        """Columns reported surely inside keep every sample's 2 x 2 neighbourhood in the image,
+        and the columns left out reach the border (none is left out needlessly far inside)."""
+        rng = np.random.default_rng(5)
+        h, w_img = 300, 420
+        for _ in range(200):
+            w = int(rng.integers(21, 700))
+            a = np.deg2rad(rng.choice([0.0, 90.0, 180.0, 270.0, rng.uniform(0, 360)]))
+            s, c = -np.sin(a), np.cos(a)
+            sx, sy = rng.uniform(-w, w_img + w), rng.uniform(-w, h + w)
+            lo, hi = surf_mod._safe_columns(sx, sy, s, c, w, h, w_img)
+            i = np.arange(w)[:, None]
+            j = np.arange(w)[None, :]
+            px = (sx + i * s + j * c).astype(np.float32)
+            py = (sy + i * c - j * s).astype(np.float32)
+            inside = (px >= 0) & (px < w_img - 1) & (py >= 0) & (py < h - 1)
+            safe = (j >= lo[:, None]) & (j < hi[:, None])
+            assert not np.any(safe & ~inside)
+            deep = ((px >= 1) & (px < w_img - 2) & (py >= 1) & (py < h - 2))
+            assert not np.any(deep & ~safe)
+
     def test_fallback_sampler_gives_same_descriptors(self, cratered):
         """Without a float-exact cv2.remap, the NumPy sampler gives nearly the same descriptors."""
         k1, d1 = SURF().detectAndCompute(cratered)

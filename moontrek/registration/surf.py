@@ -19,19 +19,24 @@ Choices worth knowing:
   filter responses, determinant, window sums), is done in float32 in the same
   operation order as OpenCV, so responses are bit-identical and the ordering by
   response matches.
-* Oriented descriptor windows: all windows of one side are sampled by one
-  ``cv2.remap`` (bilinear, float32 maps) and area-resized to 21 x 21 by one
-  ``cv2.resize`` of the stacked windows (identical to resizing each window).
-  The maps reproduce OpenCV SURF's sample positions (row starts accumulated in
-  float32, as its loop does); samples whose 2 x 2 neighbourhood leaves the
-  image take the nearest clamped pixel: their map entries are moved onto that
-  pixel's centre, where bilinear interpolation returns the pixel itself, so
-  one remap serves border and interior windows alike.  OpenCV >= 4.11
+* Oriented descriptor windows: sampled by ``cv2.remap`` (bilinear, float32
+  maps) in bands of about ``_BAND`` samples, several same-side windows per
+  band or a large window in several row bands, then area-resized to 21 x 21
+  by one ``cv2.resize`` of the stacked windows (identical to resizing each
+  window).  A band's maps are built by a BLAS product (exact, see
+  ``_windows_oriented``) and remapped as long rows, which suits remap's SIMD
+  loop better than one short window row at a time.  The maps reproduce OpenCV
+  SURF's sample positions (row starts accumulated in float32, as its loop
+  does); samples whose 2 x 2 neighbourhood leaves the image take the nearest
+  clamped pixel: their map entries are moved onto that pixel's centre, where
+  bilinear interpolation returns the pixel itself, so one remap serves border
+  and interior alike; only border windows, and in a large window only the
+  column strips that can reach out, are examined.  OpenCV >= 4.11
   interpolates remap with float weights, so about 0.3% of window pixels
-  differ from OpenCV SURF's own float32 arithmetic, by one grey level; after the area resize
-  descriptors move by ~1e-3 (L2) at most, rarely more for a low-contrast
-  window.  Builds whose remap quantises positions to 1/32 px are detected
-  once (``_remap_is_exact``) and get the exact, slower NumPy sampler
+  differ from OpenCV SURF's own float32 arithmetic, by one grey level; after
+  the area resize descriptors move by ~1e-3 (L2) at most, rarely more for a
+  low-contrast window.  Builds whose remap quantises positions to 1/32 px are
+  detected once (``_remap_is_exact``) and get the exact, slower NumPy sampler
   (``_windows_exact``).  Upright windows are exact.
 * Box filters: a lobe's weight is k / area with k in {1, -1, -2}, so the
   lobes of one shape share one map of box sums / area and each lobe is a
@@ -86,6 +91,12 @@ _KP_CHUNK = 2048
 # stay cache-sized and are recycled by the allocator instead of page-faulted.
 _ORI_CHUNK = 256
 _SAMPLE_CHUNK = 1 << 19
+# Samples per remap band of the oriented windows.  Smaller bands keep the
+# maps in L2 but mean more calls, and every call is a GIL hand-off when
+# threads share the process: at 1 << 16 two threads gained 1.32x over one,
+# at 1 << 19 1.49x, at about the same one-thread speed.
+_BAND = 1 << 19
+_REMAP_ROW = 1024
 # Cells per row block of a determinant map (keeps temporaries cache-sized).
 _DET_BLOCK = 1 << 17
 # cv2.remap needs fewer than SHRT_MAX rows and columns.
@@ -234,11 +245,22 @@ def _filter_rows(img, integral, st, plan, i0, i1, nc, acc, tmp):
         return maps[gi][dy:dy + nb, dx:dx + nc]
 
     first, rest = terms[0], list(terms[1:])
-    if abs(first[3]) == 1 and rest and abs(rest[0][3]) != 1:
-        # acc = k1*t1 (exact) then + t0: one pass fewer than t0 + (k1*t1), same value.
+    if first[3] == 1 and rest:
+        # The first two terms in one pass: t0 + k1*t1 has a single rounding
+        # whichever way it is evaluated, as k1*t1 is exact.
+        second = rest.pop(0)
+        k = second[3]
+        if k == 1:
+            np.add(view(first), view(second), out=acc)
+        elif k == -1:
+            np.subtract(view(first), view(second), out=acc)
+        else:
+            cv2.scaleAdd(view(second), float(k), view(first), dst=acc)
+    elif abs(first[3]) == 1 and rest and abs(rest[0][3]) != 1:
+        # acc = k1*t1 (exact) then - t0: one pass fewer than -t0 + (k1*t1), same value.
         second = rest.pop(0)
         np.multiply(view(second), second[3], out=acc)
-        (np.add if first[3] > 0 else np.subtract)(acc, view(first), out=acc)
+        np.subtract(acc, view(first), out=acc)
     else:
         np.multiply(view(first), first[3], out=acc)
     for term in rest:
@@ -598,7 +620,8 @@ def _remap_is_exact():
 
     OpenCV 4.11+ does; older builds quantise sub-pixel positions to 1/32 px,
     which is too coarse for OpenCV SURF's descriptors.  Checked once against a
-    plain float32 bilinear interpolation of random data at random positions.
+    plain float32 bilinear interpolation of random data at random positions,
+    and at pixel centres, where the border samples rely on getting the pixel.
     """
     global _REMAP_EXACT
     if _REMAP_EXACT is None:
@@ -613,13 +636,17 @@ def _remap_is_exact():
         f = img.astype(_F32)
         ref = np.rint(f[iy, ix] * (1 - a) * (1 - b) + f[iy, ix + 1] * a * (1 - b)
                       + f[iy + 1, ix] * (1 - a) * b + f[iy + 1, ix + 1] * a * b)
+        # Border samples are moved onto pixel centres, the last row and
+        # column included, where bilinear must return the pixel itself.
+        qx = rng.integers(0, 40, (64, 64))
+        qy = rng.integers(0, 40, (64, 64))
+        qx[:, :4], qy[:4] = 39, 39
         try:
             got = cv2.remap(img, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            near = cv2.remap(img, np.rint(px), np.rint(py), cv2.INTER_NEAREST,
-                             borderMode=cv2.BORDER_REPLICATE)
+            centre = cv2.remap(img, qx.astype(_F32), qy.astype(_F32), cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
             ok = (np.mean(got != ref) < 0.01 and np.abs(got.astype(_F32) - ref).max() <= 1
-                  and np.array_equal(near, img[np.rint(py).astype(np.intp),
-                                               np.rint(px).astype(np.intp)]))
+                  and np.array_equal(centre, img[qy, qx]))
         except cv2.error:
             ok = False
         _REMAP_EXACT = bool(ok)
@@ -636,6 +663,8 @@ def _area_resize_stack(stack, k):
     so one call gives exactly the per-window results.
     """
     side = _PATCH + 1
+    if stack.shape[1] == side:  # already 21 x 21: resizing would copy it
+        return stack.reshape(k, side, side)
     out = cv2.resize(stack, (side, k * side), interpolation=cv2.INTER_AREA)
     return out.reshape(k, side, side)
 
@@ -660,12 +689,15 @@ def _window_groups(win, first, budget=None):
 def _windows_oriented(img, x, y, size, angle, win):
     """Sample each keypoint's w x w rotated window and area-resize it to 21 x 21.
 
-    Windows of one side are sampled together by one cv2.remap with float32 maps
-    (float bilinear weights).  The maps reproduce OpenCV SURF's positions: row
-    starts accumulated in float32, offsets along a row computed in double (then
-    float32).  Samples outside the interpolation domain take the nearest
-    clamped pixel, as in OpenCV SURF; only windows reaching the border pay
-    for that.
+    Windows are sampled by cv2.remap with float32 maps (float bilinear
+    weights), in bands of about _BAND samples: several whole windows of one
+    side per band, or a window's rows in several bands when it is larger
+    (band size: see _BAND).  The maps reproduce OpenCV SURF's
+    positions: row starts accumulated in float32, offsets along a row computed
+    in double (then float32).  Samples outside the interpolation domain take
+    the nearest clamped pixel, as in OpenCV SURF (_clamp_outside); only
+    border windows pay for that, and a large window only in the column strips
+    of its bands that can reach out.
     """
     h, w_img = img.shape
     n = x.size
@@ -690,22 +722,19 @@ def _windows_oriented(img, x, y, size, angle, win):
         cx = sx64 + ci * last * s64 + cj * last * c64
         cy = sy64 + ci * last * c64 - cj * last * s64
         touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
-    # One set of buffers for every chunk: fresh multi-megabyte temporaries per
-    # chunk would cost a page fault per 4 KiB each time.
-    cap = max(_SAMPLE_CHUNK, int(win.max()) ** 2)
+    # One set of buffers for every band: fresh temporaries per band would
+    # cost a page fault per 4 KiB each time.
+    w_max = int(win.max())
+    cap = max(_BAND, w_max) + _REMAP_ROW
     buf_x = np.empty(cap, _F32)
     buf_y = np.empty(cap, _F32)
-    buf_w = np.empty(cap, np.uint8)
-    buf_nx = np.empty(cap, _F32)
-    buf_ny = np.empty(cap, _F32)
-    buf_m = np.empty(cap, np.uint8)
-    buf_k = np.empty(cap, np.uint8)
+    scratch = np.empty(cap, _F32)
+    buf_w = np.empty(max(_BAND, w_max * w_max) + _REMAP_ROW, np.uint8)
     # Largest float32 strictly below side - 1: inRange bounds are inclusive.
     x_hi = float(np.nextafter(_F32(w_img - 1), _F32(-np.inf)))
     y_hi = float(np.nextafter(_F32(h - 1), _F32(-np.inf)))
-    for w, g in _window_groups(win, touches):
+    for w, g in _window_groups(win, touches, _BAND):
         k = g.size
-        cnt = k * w * w
         steps = np.empty((k, w), _F32)
         steps[:, 0] = start_x[g]
         steps[:, 1:] = sin_dir[g, None]
@@ -713,35 +742,119 @@ def _windows_oriented(img, x, y, size, angle, win):
         steps[:, 0] = start_y[g]
         steps[:, 1:] = cos_dir[g, None]
         row_y = np.cumsum(steps, axis=1, dtype=_F32)
+        # map = row start + column offset, as the product [row, 1] @ [1; col]
+        # (exact: both products are by one, and one rounding of the sum
+        # remains); BLAS writes it about three times faster than NumPy's
+        # broadcast add, whose inner loop is only one window row long.
         j = np.arange(w, dtype=np.float64)
-        col_x = (j[None, :] * c64[g, None]).astype(_F32)
-        col_y = (j[None, :] * s64[g, None]).astype(_F32)
-        map_x = buf_x[:cnt].reshape(k, w, w)
-        map_y = buf_y[:cnt].reshape(k, w, w)
-        np.add(row_x[:, :, None], col_x[:, None, :], out=map_x)
-        np.subtract(row_y[:, :, None], col_y[:, None, :], out=map_y)
-        map_x = map_x.reshape(k * w, w)
-        map_y = map_y.reshape(k * w, w)
-        wnds = buf_w[:cnt].reshape(k * w, w)
-        rows = int(np.count_nonzero(touches[g])) * w
-        if rows:
-            # Border windows (a prefix of the group) take the nearest clamped
-            # pixel wherever floor(x) or floor(y) leaves [0, side - 1).  Moving
-            # those samples onto that pixel's centre makes bilinear return it
-            # exactly, so one remap serves the whole group.
-            mx, my = map_x[:rows], map_y[:rows]
-            out = cv2.inRange(mx, 0.0, x_hi, dst=buf_m[:rows * w].reshape(rows, w))
-            inside_y = cv2.inRange(my, 0.0, y_hi, dst=buf_k[:rows * w].reshape(rows, w))
-            cv2.bitwise_and(out, inside_y, dst=out)
-            cv2.bitwise_not(out, dst=out)
-            for m, side, near in ((mx, w_img, buf_nx), (my, h, buf_ny)):
-                near = near[:rows * w].reshape(rows, w)
-                np.rint(m, out=near)
-                np.clip(near, 0, side - 1, out=near)
-                cv2.copyTo(near, out, m)
-        cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, dst=wnds, borderMode=cv2.BORDER_REPLICATE)
-        patches[g] = _area_resize_stack(wnds, k)
+        lhs_x = np.ones((k, w, 2), _F32)
+        lhs_x[:, :, 0] = row_x
+        lhs_y = np.ones((k, w, 2), _F32)
+        lhs_y[:, :, 0] = row_y
+        rhs_x = np.ones((k, 2, w), _F32)
+        rhs_x[:, 1] = j[None, :] * c64[g, None]
+        rhs_y = np.ones((k, 2, w), _F32)
+        rhs_y[:, 1] = -(j[None, :] * s64[g, None]).astype(_F32)
+        wnds = buf_w[:k * w * w].reshape(k, w, w)
+        # Border windows come first in a group, so in a band of several
+        # windows their rows are a prefix.
+        n_touch = int(np.count_nonzero(touches[g]))
+        rows = max(1, _BAND // w) if k == 1 else w
+        band_starts = range(0, w, rows)
+        if n_touch and k == 1:
+            # A window larger than a band: per row, the columns surely inside
+            # the bilinear domain; only the strips left and right of those
+            # columns in a band are checked sample by sample.
+            q = int(g[0])
+            safe_lo, safe_hi = _safe_columns(sx64[q], sy64[q], s64[q], c64[q], w, h, w_img)
+        for i0 in band_starts:
+            i1 = min(w, i0 + rows)
+            nr = i1 - i0
+            cnt = k * nr * w
+            map_x = buf_x[:cnt].reshape(k, nr, w)
+            map_y = buf_y[:cnt].reshape(k, nr, w)
+            np.matmul(lhs_x[:, i0:i1], rhs_x, out=map_x)
+            np.matmul(lhs_y[:, i0:i1], rhs_y, out=map_y)
+            map_x = map_x.reshape(k * nr, w)
+            map_y = map_y.reshape(k * nr, w)
+            # Samples whose 2 x 2 neighbourhood leaves the image are moved
+            # onto their nearest clamped pixel first (see _clamp_outside):
+            # only border windows, and in a large window only the column
+            # strips outside its surely-inside columns, are examined.
+            if n_touch and k == 1:
+                c0 = min(w, int(safe_lo[i0:i1].max()))
+                c1 = max(c0, int(safe_hi[i0:i1].min()))
+                for a, z in ((0, c0), (c1, w)):
+                    if z > a:
+                        _clamp_outside(map_x[:, a:z], map_y[:, a:z], x_hi, y_hi, w_img, h,
+                                       scratch)
+            elif n_touch:
+                t_rows = n_touch * nr
+                _clamp_outside(map_x[:t_rows], map_y[:t_rows], x_hi, y_hi, w_img, h, scratch)
+            # remap is per sample, so the band is remapped as rows of
+            # _REMAP_ROW samples (padded with valid positions): its SIMD loop
+            # then runs on long rows instead of one short window row at a time.
+            row = min(cnt, _REMAP_ROW)
+            padded = -(-cnt // row) * row
+            buf_x[cnt:padded] = 0
+            buf_y[cnt:padded] = 0
+            start = i0 * w  # the band's offset in the window buffer
+            cv2.remap(img, buf_x[:padded].reshape(-1, row), buf_y[:padded].reshape(-1, row),
+                      cv2.INTER_LINEAR, dst=buf_w[start:start + padded].reshape(-1, row),
+                      borderMode=cv2.BORDER_REPLICATE)
+        patches[g] = _area_resize_stack(wnds.reshape(k * w, w), k)
     return patches
+
+
+def _safe_columns(sx, sy, s, c, w, h, w_img):
+    """Per row of one window, the half-open column range [lo, hi) surely inside the bilinear domain.
+
+    Row i samples x = sx + i*s + j*c, y = sy + i*c - j*s; each coordinate is
+    affine in j, so the columns keeping it in range form an interval.  A
+    quarter pixel to spare covers the float32 rounding of the maps.
+    """
+    i = np.arange(w, dtype=np.float64)
+    lo = np.zeros(w)
+    hi = np.full(w, w - 1.0)
+    for p, slope, side in ((sx + i * s, c, w_img), (sy + i * c, -s, h)):
+        a, z = 0.25 - p, side - 1.25 - p
+        if slope != 0:
+            a, z = a / slope, z / slope
+            if slope < 0:
+                a, z = z, a
+            lo = np.maximum(lo, a)
+            hi = np.minimum(hi, z)
+        else:
+            # Constant along the row: all columns or none.
+            none = (a > 0) | (z < 0)
+            hi = np.where(none, -1.0, hi)
+    lo = np.clip(np.ceil(lo), 0, w)
+    hi = np.clip(np.floor(hi) + 1, lo, w)
+    return lo.astype(np.int64), hi.astype(np.int64)
+
+
+def _clamp_outside(map_x, map_y, x_hi, y_hi, w_img, h, scratch):
+    """Move map entries whose floor(x) or floor(y) leaves [0, side - 1) onto the nearest clamped pixel.
+
+    OpenCV SURF takes that pixel for samples whose 2 x 2 neighbourhood leaves
+    the image; bilinear interpolation at a pixel's centre returns the pixel
+    itself, so one remap then serves border and interior samples alike (and
+    stays on remap's fast in-image path).  The maps may be column strips of
+    the band's maps; they are changed in place.
+    """
+    outside = cv2.inRange(map_x, 0.0, x_hi)
+    cv2.bitwise_and(outside, cv2.inRange(map_y, 0.0, y_hi), dst=outside)
+    cv2.bitwise_not(outside, dst=outside)
+    if not cv2.countNonZero(outside):
+        return
+    rows, cols = map_x.shape
+    near = scratch[:rows * cols].reshape(rows, cols)
+    for m, side in ((map_x, w_img), (map_y, h)):
+        np.rint(m, out=near)
+        np.clip(near, 0, side - 1, out=near)
+        got = cv2.copyTo(near, outside, m)
+        if not np.shares_memory(got, m):  # pragma: no cover - a binding that copied
+            m[...] = got
 
 
 def _windows_upright(img, x, y, win):
