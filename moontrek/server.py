@@ -38,7 +38,7 @@ from .app import create_app
 from .logs import configure_logging
 from .metrics import MULTIPROC_ENV, Metrics
 
-__all__ = ["serve", "serve_one", "make_server", "run_until_stopped", "worker_main", "share", "EnvelopeErrorTask"]
+__all__ = ["serve", "serve_one", "make_server", "run_until_stopped", "worker_main", "worker_config", "share", "EnvelopeErrorTask"]
 
 logger = logging.getLogger("moontrek.server")
 request_logger = logging.getLogger("moontrek.requests")
@@ -198,6 +198,21 @@ def run_until_stopped(server, stop, grace=SHUTDOWN_GRACE_SECONDS):
 
 
 # -- several processes ----------------------------------------------------------------
+
+
+def worker_config(config, index, count):
+    """The config of worker ``index`` of ``count``: its share of the threads
+    and slots, and no second thread for a lone request when there are
+    several workers."""
+    config = dict(config)
+    for key in ("threads", "max_concurrent_registrations"):
+        config[key] = share(config[key], index, count)
+    if count > 1:
+        # A worker sees only its own requests: "alone" in one process may be
+        # one of several busy ones, and a second thread per request would
+        # then only oversubscribe the cores the other workers are using.
+        config["parallel_sides"] = False
+    return config
 
 
 def share(total, index, count):
@@ -376,8 +391,7 @@ def worker_main(argv=None):
     except (ConfigError, ValueError) as exc:
         print(f"moontrek worker: {exc}", file=sys.stderr)
         return 2
-    for key in ("threads", "max_concurrent_registrations"):
-        config[key] = share(config[key], args.index, args.count)
+    config = worker_config(config, args.index, args.count)
     _stop_with_parent(args.parent)
     sock = socket.socket(fileno=args.fd)
     serve_one(config, sockets=[sock], rotate_logs=False, label=f"worker {args.index}")

@@ -64,6 +64,18 @@ class TestShares:
         assert [server_module.share(4, i, 2) for i in range(2)] == [2, 2]
         assert [server_module.share(3, i, 2) for i in range(2)] == [2, 1]
 
+    def test_worker_config(self, make_config):
+        """A worker's config: its shares, and parallel_sides off when there
+        are several workers (each sees only its own load); one worker keeps
+        the setting."""
+        config = make_config(threads=4, max_concurrent_registrations=2, parallel_sides=True)
+        several = [server_module.worker_config(config, i, 2) for i in range(2)]
+        assert [(c["threads"], c["max_concurrent_registrations"], c["parallel_sides"]) for c in several] == [
+            (2, 1, False), (2, 1, False)
+        ]
+        assert server_module.worker_config(config, 0, 1)["parallel_sides"] is True
+        assert config["parallel_sides"] is True  # the supervisor's own config is left alone
+
     def test_one_process_where_unsupported(self, make_config, monkeypatch):
         """Where several processes are not supported, serve says so and runs one."""
         import logging
