@@ -87,9 +87,10 @@ def register(
                 user_bytes, model_bytes, found, max_pixels, reduced_decode, parallel
             )
         else:
-            user, model, reduction = _decode_pair(user_bytes, model_bytes, found.name, max_pixels, False, parallel)
+            # The classic pipeline keeps the original's full-size frames.
+            user, model = _decode_pair(user_bytes, model_bytes, max_pixels, parallel)
             result = register_images(user, model, algorithm, pipeline=pipeline, surf_enabled=surf_enabled)
-            user_shape, model_shape = user.shape, model.shape
+            user_shape, model_shape, reduction = user.shape, model.shape, 1
     if reduction > 1:
         result = _to_full_resolution(result, reduction, user_shape, model_shape)
     result.elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -167,20 +168,18 @@ def _both(first, second):
     return value, pending.result()
 
 
-def _decode_pair(user_bytes, model_bytes, algorithm, max_pixels, reduce, parallel=True):
-    """(user, model, user reduction): the model decoded on the pool while this
+def _decode_pair(user_bytes, model_bytes, max_pixels, parallel):
+    """(user, model) at full size: the model decoded on the pool while this
     thread decodes the photo, when this is the only registration running."""
     # Both headers first: a bad or oversized file is refused before any
     # pixel is decoded, the photo's error before the model's.
     probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
     probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
     decode_model = lambda: decode_image(model_bytes, field="model-file", max_pixels=max_pixels)  # noqa: E731
-    decode_user = lambda: _decode_user(user_bytes, algorithm, max_pixels, reduce)  # noqa: E731
+    decode_user = lambda: decode_image(user_bytes, field="user-file", max_pixels=max_pixels)  # noqa: E731
     if parallel and _alone():
-        (user, reduction), model = _both(decode_user, decode_model)
-    else:
-        (user, reduction), model = decode_user(), decode_model()
-    return user, model, reduction
+        return _both(decode_user, decode_model)
+    return decode_user(), decode_model()
 
 
 def _decode_user(data, algorithm, max_pixels, reduce):

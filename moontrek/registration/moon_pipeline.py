@@ -244,9 +244,9 @@ RENDER_TRIALS = 200
 RENDER_POINTS = 400
 
 
-def _render_disk(pyramid, circle):
+def _render_disk(pyramid):
     """The model's disk fitted to its lit limb when the model is a render on
-    a black sky; else ``circle`` (find_moon's answer, or None) unchanged.
+    a black sky; else None.
 
     Measured on renders with a phase of up to 40 degrees: find_moon's
     general-purpose search took the terminator for the limb on a third of
@@ -257,28 +257,28 @@ def _render_disk(pyramid, circle):
     grey = cv2.cvtColor(level, cv2.COLOR_BGR2GRAY) if level.ndim == 3 else level
     height, width = grey.shape
     if min(height, width) < 16:
-        return circle
+        return None
     band = max(1, min(height, width) // 50)
     border = np.concatenate([grey[:band].ravel(), grey[-band:].ravel(), grey[:, :band].ravel(), grey[:, -band:].ravel()])
     if np.mean(border <= RENDER_SKY_LEVEL) < RENDER_SKY_SHARE:
-        return circle
+        return None
     lit = (grey > 2 * RENDER_SKY_LEVEL).astype(np.uint8)
     contours, _ = cv2.findContours(lit, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return circle
+        return None
     points = max(contours, key=len).reshape(-1, 2).astype(np.float64)
     # The frame's edge is no limb.
     points = points[(points[:, 0] > 0) & (points[:, 1] > 0) & (points[:, 0] < width - 1) & (points[:, 1] < height - 1)]
     if len(points) < 20:
-        return circle
+        return None
     # RANSAC on at most RENDER_POINTS of them (its cost), counted on all.
     fit = _ransac_circle(points[:: max(1, len(points) // RENDER_POINTS)], tolerance=1.5)
     if fit is None:
-        return circle
+        return None
     x, y, r, _ = fit
     count = int((np.abs(np.hypot(points[:, 0] - x, points[:, 1] - y) - r) <= 1.5).sum())
     if count < RENDER_MIN_ARC * 2 * np.pi * r or r < 8 or r > max(height, width):
-        return circle
+        return None
     # Level k's pixel centres back to the original's.
     step = 2.0**k
     return Circle(x=(x + 0.5) * step - 0.5, y=(y + 0.5) * step - 0.5, radius=r * step)
@@ -709,7 +709,7 @@ def prepare_side(image, algorithm, *, render=False):
     find_moon), and, when ``algorithm``'s working radius does not depend on
     the photo's disk, its canvas described already."""
     pyramid = image if isinstance(image, _Pyramid) else _Pyramid(image)
-    circle = _render_disk(pyramid, None) if render else None
+    circle = _render_disk(pyramid) if render else None
     side = DiskSide(pyramid, circle if circle is not None else _find_moon_or_none(pyramid))
     radius = working_radius(algorithm)
     if radius is not None and side.circle is not None:
