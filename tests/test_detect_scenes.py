@@ -126,6 +126,15 @@ class TestPhonePhotos:
         assert "lamps" in info["distractors"] and 30 < info["phase"] < 90
         assert_within(detector(image), truth)
 
+    @pytest.mark.parametrize("seed", [5000, 5005])
+    def test_thin_crescent(self, seed):
+        """A crescent narrower than a tenth of its radius, one at the frame's
+        edge behind cloud, one cut by it: the disk just inside the lit limb
+        is bright although most of the disk is dark."""
+        image, truth, info = make_phone_photo(seed)
+        assert info["phase"] > 100
+        assert_within(find_moon(image), truth)
+
     def test_halo_and_thin_cloud(self):
         """Glow and a veil of cloud around an over-exposed Moon."""
         image, truth, _ = make_phone_photo(6, megapixels=2, halo=0.8, cloud=0.5, exposure=1.6, fraction=0.12)
@@ -152,7 +161,27 @@ class TestMoonlessPhotos:
         image, _ = make_no_moon_photo("lamp", seed, megapixels=2)
         assert_refused(image)
 
-    @pytest.mark.parametrize("seed", [209000, 209004])
+    def test_lamp_glare_sharp_at_a_small_scale(self):
+        """A lamp's glare shrunk to the pipeline's 160 px copy steps as
+        sharply as a limb; at a finer scale it is soft."""
+        image, _ = make_no_moon_photo("lamp", 204005)
+        assert_refused(image)
+
+    @pytest.mark.parametrize("kind, seed", [("dot", 201002), ("lamps", 203006)])
+    def test_large_circle_with_little_limb(self, kind, seed):
+        """Circles half the frame across fitted to a glow's or the lit sky's
+        outline over roofs, with a limb round under a third of them."""
+        image, _ = make_no_moon_photo(kind, seed)
+        assert_refused(image)
+
+    @pytest.mark.parametrize("seed", [206001, 206002, 206007])
+    def test_lens_ghosts_of_the_sun(self, seed):
+        """Pale disks in a bright sky on the line through the Sun: its lens
+        ghosts, beside a blown-out glare far larger than they are."""
+        image, _ = make_no_moon_photo("sun", seed)
+        assert_refused(image)
+
+    @pytest.mark.parametrize("seed", [209000, 209001, 209004, 209005])
     def test_sky_between_silhouettes(self, seed):
         """Patches of twilight sky between tree crowns and roofs, whose
         outlines fit circles: no brighter than the sky beside them."""

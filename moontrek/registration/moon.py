@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import NoMoonError
 
-__all__ = ["Circle", "find_moon", "MAX_WORK_PIXELS"]
+__all__ = ["Circle", "find_moon", "limb_is_sharp", "MAX_WORK_PIXELS"]
 
 #: Detection runs on a copy at most this large; the answer is scaled back.
 MAX_WORK_PIXELS = 1_000_000
@@ -64,6 +64,11 @@ _MIN_FRAME_SHARE = 0.013
 # at dusk with the exposure set by the Moon, the sky stays far darker.
 _DAYLIGHT_SKY = 160.0
 _BLOWN_OUT = 220.0
+# What the Sun's lens ghosts are: pale disks in a bright sky beside a far
+# larger blown-out glare. At night a lamp's core is about a Moon's size.
+_SUN_SKY = 120.0
+_SUN_CORE = 250.0
+_SUN_SIZE = 1.5  # the glare's core radius over the disk's, at least
 # What a glare is: a circle of equal brightness round a far smaller, compact,
 # concentric bright core (a planet, a star, a lamp), the light falling all the
 # way out from it. The Moon's brightest pixels fill its disk (blown out) or
@@ -86,6 +91,13 @@ _SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own widt
 # frame's quarter: such patches 0.1-0.26, generated phone Moons 0.56 and up,
 # the real ones 0.58 and up (see _outshines).
 _MIN_OUTSHINE = 0.4
+# What a disk large in its frame is: a limb round most of its lit side.
+# Measured on such circles: true ones (crops filling the frame, cut by its
+# edge) cover 0.41 of the circumference and up; circles fitted to the sky's
+# edge above roofs and trees, or to a glow's, 0.18-0.32. A small crescent
+# cut by the frame may show less of its limb than that.
+_MIN_COVERAGE = 0.34
+_LARGE = 0.3  # of the frame's shorter side, in radius
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,25 @@ def find_moon(image):
     return Circle((best.x + 0.5) / factor - 0.5, (best.y + 0.5) / factor - 0.5, best.r / factor)
 
 
+def limb_is_sharp(image, circle):
+    """Whether ``circle`` (in ``image``'s pixels) has a Moon's limb: a step a
+    few pixels wide, not the smooth fall of a glare (see _limb_sharpness).
+    For a circle found on a much smaller copy, where every glare is a step."""
+    smooth = cv2.GaussianBlur(_brightness(image), (0, 0), 1.0)
+    sky, top = float(np.percentile(smooth[::4, ::4], 5)), float(smooth.max())
+    scene = _Scene(smooth, smooth.astype(np.float32), sky, top, 0.0)
+    # Lit where the disk just inside its limb is halfway up from the sky to
+    # its own bright side (not the frame's brightest: that may be a lamp).
+    theta = np.linspace(-np.pi, np.pi, 72, endpoint=False)
+    inner = _sample(scene.smooth_f, circle.x + 0.9 * circle.radius * np.cos(theta), circle.y + 0.9 * circle.radius * np.sin(theta))
+    inner = inner[np.isfinite(inner)]
+    if len(inner) < 4:
+        return False
+    level = sky + 0.5 * (float(np.percentile(inner, 75)) - sky)
+    c = _Candidate(circle.x, circle.y, circle.radius, 0, 0, 0, 0, level, 0, 0)
+    return bool(np.isfinite(sharpness := _limb_sharpness(scene, c)) and sharpness >= _MIN_SHARPNESS)
+
+
 def _brightness(image):
     """8-bit luminance of an image of any layout: grey, or 1 to 4 channels
     (BGR, BGRA; two channels are grey and alpha), of any integer, boolean or
@@ -192,6 +223,7 @@ class _Scene:
     top: float
     noise: float
     grid: tuple = None  # for _sky_around: step, the sparse grid and its histogram
+    core: tuple = None  # for _beside_sun: the largest blown-out region's (x, y, radius)
 
 
 def _prepare(grey):
@@ -309,6 +341,8 @@ def _doubt(c, scene):
         return "small"
     sky_around = _sky_around(scene, c)
     if c.inside >= _BLOWN_OUT and sky_around >= _DAYLIGHT_SKY:
+        return "sun"
+    if sky_around >= _SUN_SKY and _beside_sun(scene, c):
         return "sun"
     if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
         return "open"
@@ -431,6 +465,21 @@ def _sky_around(scene, c):
     if total < 50:
         return c.outside
     return float(np.searchsorted(np.cumsum(counts), 0.75 * total))
+
+
+def _beside_sun(scene, c):
+    """Whether the frame's largest blown-out region lies apart from the disk
+    and is far larger than it: the Sun, and the disk one of its ghosts."""
+    if scene.core is None:
+        mask = (scene.smooth >= _SUN_CORE).astype(np.uint8)
+        count, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count < 2:
+            scene.core = (0.0, 0.0, 0.0)
+        else:
+            i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+            scene.core = (*centroids[i], float(np.sqrt(stats[i, cv2.CC_STAT_AREA] / np.pi)))
+    x, y, radius = scene.core
+    return radius >= _SUN_SIZE * c.r and np.hypot(x - c.x, y - c.y) > radius + c.r
 
 
 def _edge_profile(smooth, x, y, r, level):
@@ -712,6 +761,9 @@ def _evaluate(x, y, r, limb, arc, smooth, level, sky, span, width, height):
     delta = max(1.5, 0.12 * r)
     cos, sin = np.cos(theta), np.sin(theta)
     inner = _sample(smooth, x + (r - delta) * cos, y + (r - delta) * sin)
+    # A thin crescent is narrower than delta: just inside its limb as well.
+    near = max(1.5, 0.03 * r)
+    inner = np.fmax(inner, _sample(smooth, x + (r - near) * cos, y + (r - near) * sin))
     outer = _sample(smooth, x + (r + delta) * cos, y + (r + delta) * sin)
     known = np.isfinite(inner) & np.isfinite(outer)
     if known.sum() < 8:
@@ -758,6 +810,11 @@ def _drop_surface_features(candidates):
     return kept or candidates
 
 
+def _contrast(c, scene):
+    """How far the ring around a disk falls from its limb towards the sky, 0 to 1."""
+    return float(np.clip((c.inside - c.outside) / max(c.inside - scene.sky, 1e-6), 0.0, 1.0))
+
+
 def _choose(candidates, scene):
     """The Moon among the candidates, or None."""
     if not candidates:
@@ -765,7 +822,11 @@ def _choose(candidates, scene):
     for c in candidates:
         c.score = c.step * c.bright**2 * c.coverage * c.support
         # Blobs of noise are round too; the Moon stands far above the noise.
-        if c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise) or c.r < _MIN_RADIUS_FOUND:
+        if (
+            c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise)
+            or c.r < _MIN_RADIUS_FOUND
+            or (c.coverage < _MIN_COVERAGE and c.r >= _LARGE * min(scene.smooth.shape))
+        ):
             c.score = 0.0
         c.rival_score = c.score
         doubt = _doubt(c, scene) if c.score else None
@@ -788,7 +849,7 @@ def _choose(candidates, scene):
     objects = []
     for c in candidates:
         if not any(np.hypot(c.x - o.x, c.y - o.y) < max(o.r, c.r) for o in objects):
-            c.rank = c.score * float(np.clip((c.inside - c.outside) / max(c.inside - scene.sky, 1e-6), 0.0, 1.0))
+            c.rank = c.score * _contrast(c, scene)
             objects.append(c)
     candidates = sorted(objects, key=lambda c: -c.rank)
     # The Moon has no look-alikes: several disks of its size, each nearly as

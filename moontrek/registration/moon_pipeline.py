@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
-from .moon import Circle, find_moon
+from .moon import Circle, find_moon, limb_is_sharp
 from .result import RegistrationResult
 
 __all__ = ["DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "WORK_RADIUS"]
@@ -97,6 +97,9 @@ ALGORITHM_SETTINGS = {
 # Long side of the copy the disk is looked for in.
 FIND_SIZE = 160
 FIND_MIN_FRACTION = 0.15
+# A circle found on the FIND_SIZE copy is checked for a limb at about this
+# long side: at 160 px a lamp's or the Sun's glare steps as sharply as a limb.
+CONFIRM_SIZE = 640
 
 # Plausibility, in the normalised frame where the answer is near a rotation.
 SCALE_RANGE = (0.75, 1.33)
@@ -208,28 +211,32 @@ def _find_moon_fast(image):
             circle = find_moon(small)
         except NoMoonError:
             circle = None
-    # Uploads are cropped around the disk; a Moon small in its frame (a
-    # whole phone photo) is looked for again at the detector's own scale, on
-    # the pyramid level just above it: the halvings are shared with the
-    # resampling, and shrinking a 12 Mpx photo in one step costs more.
-    if circle is None or circle.radius < FIND_MIN_FRACTION * FIND_SIZE:
-        from .moon import MAX_WORK_PIXELS  # here: the module's imports belong to the rest of it
-
-        pixels = float(image.shape[0] * image.shape[1])
-        if pixels <= MAX_WORK_PIXELS:
-            return find_moon(image)
-        level, k = pyramid.level((MAX_WORK_PIXELS / pixels) ** 0.5)
-        circle = find_moon(level)
-        step = 2.0**k
-        return dataclasses.replace(
-            circle, x=(circle.x + 0.5) * step - 0.5, y=(circle.y + 0.5) * step - 0.5, radius=circle.radius * step
+    step = 2.0**k
+    if circle is not None and circle.radius >= FIND_MIN_FRACTION * FIND_SIZE:
+        circle = dataclasses.replace(
+            circle,
+            x=((circle.x + 0.5) / factor_x) * step - 0.5,
+            y=((circle.y + 0.5) / factor_y) * step - 0.5,
+            radius=circle.radius / np.sqrt(factor_x * factor_y) * step,
         )
+        fine, j = pyramid.level(min(1.0, CONFIRM_SIZE / float(longer)))
+        s = 2.0**-j
+        if limb_is_sharp(fine, Circle((circle.x + 0.5) * s - 0.5, (circle.y + 0.5) * s - 0.5, circle.radius * s)):
+            return circle
+    # Uploads are cropped around the disk; a Moon small in its frame (a
+    # whole phone photo), or a glare, is looked at again at the detector's
+    # own scale, on the pyramid level just above it: the halvings are shared
+    # with the resampling, and shrinking a 12 Mpx photo in one step costs more.
+    from .moon import MAX_WORK_PIXELS  # here: the module's imports belong to the rest of it
+
+    pixels = float(image.shape[0] * image.shape[1])
+    if pixels <= MAX_WORK_PIXELS:
+        return find_moon(image)
+    level, k = pyramid.level((MAX_WORK_PIXELS / pixels) ** 0.5)
+    circle = find_moon(level)
     step = 2.0**k
     return dataclasses.replace(
-        circle,
-        x=((circle.x + 0.5) / factor_x) * step - 0.5,
-        y=((circle.y + 0.5) / factor_y) * step - 0.5,
-        radius=circle.radius / np.sqrt(factor_x * factor_y) * step,
+        circle, x=(circle.x + 0.5) * step - 0.5, y=(circle.y + 0.5) * step - 0.5, radius=circle.radius * step
     )
 
 
