@@ -135,6 +135,13 @@ class TestPhonePhotos:
         assert info["phase"] > 100
         assert_within(find_moon(image), truth)
 
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_moon_dimmer_than_blown_out_lamps(self, detector):
+        """Lamps blown out in their glare outscore a dimmer Moon on
+        brightness; the Moon stands clear of its dark sky, a lamp does not."""
+        image, truth, _ = make_phone_photo(26, megapixels=2, distractors=("lamps",), exposure=0.8, fraction=0.12, phase=10.0)
+        assert_within(detector(image), truth)
+
     def test_halo_and_thin_cloud(self):
         """Glow and a veil of cloud around an over-exposed Moon."""
         image, truth, _ = make_phone_photo(6, megapixels=2, halo=0.8, cloud=0.5, exposure=1.6, fraction=0.12)
