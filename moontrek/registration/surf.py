@@ -726,8 +726,11 @@ def _windows_oriented(img, x, y, size, angle, win):
     # cost a page fault per 4 KiB each time.
     w_max = int(win.max())
     cap = max(_BAND, w_max) + _REMAP_ROW
-    buf_x = np.empty(cap, _F32)
-    buf_y = np.empty(cap, _F32)
+    buf_xy = np.empty((2, cap), _F32)
+    buf_x, buf_y = buf_xy
+    starts = np.stack([start_x, start_y])
+    dirs = np.stack([sin_dir, cos_dir])
+    col_dirs = np.stack([c64, -s64])
     scratch = np.empty(cap, _F32)
     buf_w = np.empty(max(_BAND, w_max * w_max) + _REMAP_ROW, np.uint8)
     # Largest float32 strictly below side - 1: inRange bounds are inclusive.
@@ -735,26 +738,21 @@ def _windows_oriented(img, x, y, size, angle, win):
     y_hi = float(np.nextafter(_F32(h - 1), _F32(-np.inf)))
     for w, g in _window_groups(win, touches, _BAND):
         k = g.size
-        steps = np.empty((k, w), _F32)
-        steps[:, 0] = start_x[g]
-        steps[:, 1:] = sin_dir[g, None]
-        row_x = np.cumsum(steps, axis=1, dtype=_F32)
-        steps[:, 0] = start_y[g]
-        steps[:, 1:] = cos_dir[g, None]
-        row_y = np.cumsum(steps, axis=1, dtype=_F32)
+        # x and y side by side in one array each ([0] x, [1] y), so every
+        # step below is one call for both: fewer short calls holding the GIL.
+        steps = np.empty((2, k, w), _F32)
+        steps[:, :, 0] = starts[:, g]
+        steps[:, :, 1:] = dirs[:, g, None]
         # map = row start + column offset, as the product [row, 1] @ [1; col]
         # (exact: both products are by one, and one rounding of the sum
         # remains); BLAS writes it about three times faster than NumPy's
         # broadcast add, whose inner loop is only one window row long.
-        j = np.arange(w, dtype=np.float64)
-        lhs_x = np.ones((k, w, 2), _F32)
-        lhs_x[:, :, 0] = row_x
-        lhs_y = np.ones((k, w, 2), _F32)
-        lhs_y[:, :, 0] = row_y
-        rhs_x = np.ones((k, 2, w), _F32)
-        rhs_x[:, 1] = j[None, :] * c64[g, None]
-        rhs_y = np.ones((k, 2, w), _F32)
-        rhs_y[:, 1] = -(j[None, :] * s64[g, None]).astype(_F32)
+        lhs = np.ones((2, k, w, 2), _F32)
+        # Row starts accumulate in float32, as OpenCV SURF's loop does.
+        np.cumsum(steps, axis=2, dtype=_F32, out=lhs[:, :, :, 0])
+        rhs = np.ones((2, k, 2, w), _F32)
+        # Column offsets j*cos and -(j*sin) in double, then float32.
+        rhs[:, :, 1] = np.arange(w, dtype=np.float64) * col_dirs[:, g, None]
         wnds = buf_w[:k * w * w].reshape(k, w, w)
         # Border windows come first in a group, so in a band of several
         # windows their rows are a prefix.
@@ -771,12 +769,9 @@ def _windows_oriented(img, x, y, size, angle, win):
             i1 = min(w, i0 + rows)
             nr = i1 - i0
             cnt = k * nr * w
-            map_x = buf_x[:cnt].reshape(k, nr, w)
-            map_y = buf_y[:cnt].reshape(k, nr, w)
-            np.matmul(lhs_x[:, i0:i1], rhs_x, out=map_x)
-            np.matmul(lhs_y[:, i0:i1], rhs_y, out=map_y)
-            map_x = map_x.reshape(k * nr, w)
-            map_y = map_y.reshape(k * nr, w)
+            np.matmul(lhs[:, :, i0:i1], rhs, out=buf_xy[:, :cnt].reshape(2, k, nr, w))
+            map_x = buf_x[:cnt].reshape(k * nr, w)
+            map_y = buf_y[:cnt].reshape(k * nr, w)
             # Samples whose 2 x 2 neighbourhood leaves the image are moved
             # onto their nearest clamped pixel first (see _clamp_outside):
             # only border windows, and in a large window only the column
@@ -796,8 +791,7 @@ def _windows_oriented(img, x, y, size, angle, win):
             # then runs on long rows instead of one short window row at a time.
             row = min(cnt, _REMAP_ROW)
             padded = -(-cnt // row) * row
-            buf_x[cnt:padded] = 0
-            buf_y[cnt:padded] = 0
+            buf_xy[:, cnt:padded] = 0
             start = i0 * w  # the band's offset in the window buffer
             cv2.remap(img, buf_x[:padded].reshape(-1, row), buf_y[:padded].reshape(-1, row),
                       cv2.INTER_LINEAR, dst=buf_w[start:start + padded].reshape(-1, row),
