@@ -17,7 +17,9 @@ from moontrek.registration import (
     register,
     register_images,
 )
+from moontrek.registration.algorithms import get_algorithm
 from moontrek.registration.engine import DEFAULT_PIPELINE, PIPELINES
+from moontrek.registration.errors import HomographyNotFoundError, NotEnoughKeypointsError
 from moontrek.registration.geometry import map_points
 from moontrek.registration import moon_pipeline
 from moontrek.registration.moon_pipeline import WORK_RADIUS, register_moon
@@ -245,3 +247,74 @@ class TestRealPairs:
         height, width = user.shape[:2]
         assert corner_error(result.homography, reference, width, height) <= 0.03 * max(width, height)
 
+
+
+class TestOverExposed:
+    """A photo whose highlands are blown out is matched, when plain matching
+    fails, against a render flattened the same way."""
+
+    @staticmethod
+    def _half_blown(size=400, radius=150):
+        image = np.zeros((size, size, 3), np.uint8)
+        cv2.circle(image, (size // 2, size // 2), radius, (90, 100, 110), -1)
+        image[:, size // 2 :][(image[:, size // 2 :] > 0).all(axis=2)] = 255
+        return image, moon_pipeline.Circle(size / 2 - 0.5, size / 2 - 0.5, radius)
+
+    def test_blown_out_share(self):
+        """Half of the disk at 255 in every channel is half blown out; a
+        disk clipped in one channel only is not."""
+        image, circle = self._half_blown()
+        side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(image), circle)
+        assert moon_pipeline._blown_out_share(side) == pytest.approx(0.5, abs=0.05)
+        image[:, :, :2] = np.minimum(image[:, :, :2], 200)
+        side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(image), circle)
+        assert moon_pipeline._blown_out_share(side) == 0.0
+
+    def test_clip_share_flattens_the_brightest_share(self, model):
+        """With clip_share 0.3 the brightest 30% of the disk loses most of
+        its detail; the rest keeps it."""
+        circle = moon_pipeline._find_moon_fast(model)
+        transform, size = moon_pipeline._crop_transform(circle, 128)
+        grey = moon_pipeline._grey(moon_pipeline._resample(moon_pipeline._Pyramid(model), transform, size))
+        disk = moon_pipeline._canvas_masks(size, 128)[0] > 0
+        top = disk & (grey >= np.quantile(grey[disk], 0.7))
+        plain, _, _ = moon_pipeline.normalise_disk(model, circle, 128)
+        flat, _, _ = moon_pipeline.normalise_disk(model, circle, 128, clip_share=0.3)
+        assert flat[top].std() < 0.7 * plain[top].std()
+        assert flat[disk & ~top].std() > 0.8 * plain[disk & ~top].std()
+
+    def test_failure_retries_against_a_flattened_render(self, model, monkeypatch):
+        """Plain matching fails on a half blown-out photo: the second try
+        uses the render described with the photo's blown-out share."""
+        user, circle = self._half_blown()
+        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
+        model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
+        solve, shares = moon_pipeline._solve, []
+
+        def failing_once(user_features, model_features, algorithm, radius):
+            shares.append(next(k[3] for k, v in model_side.features.items() if v is model_features))
+            if len(shares) == 1:
+                raise NotEnoughKeypointsError()
+            return solve(model_features, model_features, algorithm, radius)
+
+        monkeypatch.setattr(moon_pipeline, "_solve", failing_once)
+        result = moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
+        assert shares[0] == 0.0 and shares[1] == pytest.approx(0.5, abs=0.05)
+        assert result.inliers > 0
+
+    def test_no_retry_when_not_blown_out(self, model, monkeypatch):
+        """A photo that is not over-exposed gets the first failure."""
+        user = np.full((400, 400, 3), 10, np.uint8)
+        cv2.circle(user, (200, 200), 150, (90, 100, 110), -1)
+        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), moon_pipeline.Circle(199.5, 199.5, 150))
+        model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
+        calls = []
+
+        def failing(*args):
+            calls.append(args)
+            raise HomographyNotFoundError()
+
+        monkeypatch.setattr(moon_pipeline, "_solve", failing)
+        with pytest.raises(HomographyNotFoundError):
+            moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
+        assert len(calls) == 1

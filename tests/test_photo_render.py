@@ -17,6 +17,7 @@ from moontrek.synthetic import (
     disk_error,
     globe_correspondences,
     globe_truth,
+    make_globe_phone_photo,
     make_lunar_maps,
     make_photo_render_pair,
     render_globe,
@@ -145,3 +146,19 @@ class TestRealMaps:
         pair = make_photo_render_pair(render_map, photo_map, [direction, 5], model=model)
         result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
         assert relative_disk_error(result, pair) <= TOLERANCE
+
+    @pytest.mark.parametrize("algorithm", ["SIFT", "ORB"])
+    def test_over_exposed_phone_photo(self, algorithm):
+        """A 4 Mpx phone photo of the full Moon, 69% of its disk blown out
+        (the maria still show): registered against the render flattened
+        alike, within 2% of the Moon's diameter."""
+        folder = shared_data("textures")
+        maps = [cv2.imread(str(folder / name), cv2.IMREAD_COLOR) for name in ("moon-2k.jpg", "ldam_10.png")]
+        model = _model_render(maps[1], np.random.default_rng([1, 1, 7]))
+        megapixels = float(np.exp(np.random.default_rng([1, 3, 3]).uniform(np.log(2.0), np.log(12.0))))
+        pair = make_globe_phone_photo(maps[0], model, [1, 3, 5], aspect="16:9", orientation="landscape", megapixels=megapixels)
+        assert pair.params["exposure"] > 1.8
+        result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
+        frame = (pair.user.shape[1], pair.user.shape[0])
+        error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame)
+        assert error <= 0.02 * 2 * pair.model_circle[2]

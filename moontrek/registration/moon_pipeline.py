@@ -100,6 +100,12 @@ FIND_MIN_FRACTION = 0.15
 # A circle found on the FIND_SIZE copy is checked for a limb at about this
 # long side: at 160 px a lamp's or the Sun's glare steps as sharply as a limb.
 CONFIRM_SIZE = 640
+# An over-exposed photo: at least this share of its disk blown out (every
+# channel at BLOWN_OUT_LEVEL or more, measured at BLOWN_OUT_RADIUS) is
+# matched against a render flattened alike when plain matching fails.
+BLOWN_OUT_MIN_SHARE = 0.1
+BLOWN_OUT_LEVEL = 250
+BLOWN_OUT_RADIUS = 48
 
 # Plausibility, in the normalised frame where the answer is near a rotation.
 SCALE_RANGE = (0.75, 1.33)
@@ -329,9 +335,11 @@ def _ransac_circle(points, tolerance):
     return float(x), float(y), radius, count
 
 
-def normalise_disk(image, circle, radius=WORK_RADIUS):
+def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0):
     """Resample ``circle``'s disk of a BGR ``image`` (or a :class:`_Pyramid`
-    of one) to ``radius`` and normalise it photometrically.
+    of one) to ``radius`` and normalise it photometrically; with
+    ``clip_share``, first flatten that brightest share of the disk as an
+    over-exposed photo's is (see register_sides).
 
     Returns (8-bit grey canvas, detection mask, 3x3 source-to-canvas transform).
     """
@@ -339,6 +347,8 @@ def normalise_disk(image, circle, radius=WORK_RADIUS):
     canvas = _resample(image if isinstance(image, _Pyramid) else _Pyramid(image), transform, size)
     disk, mask, norm = _canvas_masks(size, radius)
     grey = _grey(canvas)
+    if clip_share > 0:
+        grey = np.minimum(grey, np.float32(np.quantile(grey[disk > 0], 1.0 - clip_share)))
     # Occluders (branches, a plane, the unlit side) are much darker than any
     # lit lunar terrain: fill them with the disk's level and keep detection
     # away from their edges, which are strong but match nothing.
@@ -738,12 +748,13 @@ def working_radius(algorithm, user_radius=None):
     return int(round(min(largest, max(MIN_WORK_RADIUS, user_radius))))
 
 
-def describe(side, algorithm, radius):
+def describe(side, algorithm, radius, clip_share=0.0):
     """(canvas, mask, source-to-canvas transform, keypoints, descriptors) of
-    ``side``'s disk at ``radius``, computed once."""
-    key = (algorithm.name, algorithm.implementation, radius)
+    ``side``'s disk at ``radius`` (``clip_share``: see normalise_disk),
+    computed once."""
+    key = (algorithm.name, algorithm.implementation, radius, clip_share)
     if key not in side.features:
-        work, mask, to_work = normalise_disk(side.pyramid, side.circle, radius)
+        work, mask, to_work = normalise_disk(side.pyramid, side.circle, radius, clip_share)
         keypoints, descriptors = _detector(algorithm).detectAndCompute(work, mask)
         side.features[key] = (work, mask, to_work, keypoints, descriptors)
     return side.features[key]
@@ -756,18 +767,22 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
     return register_sides(DiskSide(user_pyramid, user_circle), DiskSide(model_pyramid, model_circle), algorithm)
 
 
-def register_sides(user_side, model_side, algorithm):
-    """Register two prepared sides (see :func:`prepare_side`); raise
-    NoMoonError naming the image without a disk."""
-    for side, field in ((user_side, "user-file"), (model_side, "model-file")):
-        if side.circle is None:
-            # Say which image: the person can then fix the right one.
-            raise NoMoonError(f"No Moon was found in the {field}.")
-    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
-    user_circle, model_circle = user_side.circle, model_side.circle
-    radius = working_radius(algorithm, user_circle.radius)
-    user_work, user_mask, user_to_work, user_kp, user_desc = describe(user_side, algorithm, radius)
-    model_work, model_mask, model_to_work, model_kp, model_desc = describe(model_side, algorithm, radius)
+def _blown_out_share(side):
+    """The share of ``side``'s disk blown out (every channel clipped), on a
+    small resampled copy."""
+    transform, size = _crop_transform(side.circle, BLOWN_OUT_RADIUS)
+    canvas = _resample(side.pyramid, transform, size)
+    disk = _canvas_masks(size, BLOWN_OUT_RADIUS)[0] > 0
+    grey = canvas.min(axis=2) if canvas.ndim == 3 else canvas
+    return float(np.mean(grey[disk] >= BLOWN_OUT_LEVEL))
+
+
+def _solve(user_features, model_features, algorithm, radius):
+    """Match two described canvases and estimate the warp between them:
+    (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation,
+    model_to_work, model_kp), or NotEnoughKeypointsError / HomographyNotFoundError."""
+    user_work, user_mask, user_to_work, user_kp, user_desc = user_features
+    model_work, model_mask, model_to_work, model_kp, model_desc = model_features
     size = user_work.shape[0]
     centre = np.array([size / 2.0, size / 2.0])
 
@@ -807,6 +822,32 @@ def register_sides(user_side, model_side, algorithm):
             dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
             inliers = np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
             estimator, guided = "ecc", True
+    return src, dst, warp, inliers, estimator, matched, guided, ecc_correlation, model_to_work, model_kp
+
+
+def register_sides(user_side, model_side, algorithm):
+    """Register two prepared sides (see :func:`prepare_side`); raise
+    NoMoonError naming the image without a disk."""
+    for side, field in ((user_side, "user-file"), (model_side, "model-file")):
+        if side.circle is None:
+            # Say which image: the person can then fix the right one.
+            raise NoMoonError(f"No Moon was found in the {field}.")
+    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
+    user_circle, model_circle = user_side.circle, model_side.circle
+    radius = working_radius(algorithm, user_circle.radius)
+    user_features = describe(user_side, algorithm, radius)
+    try:
+        solved = _solve(user_features, describe(model_side, algorithm, radius), algorithm, radius)
+    except (NotEnoughKeypointsError, HomographyNotFoundError):
+        # An over-exposed photo's highlands are flat white, where the render
+        # still shows terrain that matches nothing: flatten the same share
+        # of the render's disk and try again.
+        share = _blown_out_share(user_side)
+        if share < BLOWN_OUT_MIN_SHARE:
+            raise
+        solved = _solve(user_features, describe(model_side, algorithm, radius, round(share, 2)), algorithm, radius)
+    src, dst, warp, inliers, estimator, matched, guided, ecc_correlation, model_to_work, model_kp = solved
+    user_to_work, user_kp = user_features[2], user_features[3]
 
     # Back to the server's convention: user pixels -> fitted model pixels.
     model_h, model_w = model.shape[:2]
