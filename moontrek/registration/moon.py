@@ -170,19 +170,30 @@ def find_moon(image):
 def limb_is_sharp(image, circle):
     """Whether ``circle`` (in ``image``'s pixels) has a Moon's limb: a step a
     few pixels wide, not the smooth fall of a glare (see _limb_sharpness).
-    For a circle found on a much smaller copy, where every glare is a step."""
-    smooth = cv2.GaussianBlur(_brightness(image), (0, 0), 1.0)
-    sky, top = float(np.percentile(smooth[::4, ::4], 5)), float(smooth.max())
-    scene = _Scene(smooth, smooth.astype(np.float32), sky, top, 0.0)
+    For a circle found on a much smaller copy, where every glare is a step.
+    ``image`` is a pyramid level (already an area average: no blur needed)."""
+    grey = _brightness(image)
+    sky, top = float(np.percentile(grey[::4, ::4], 5)), float(grey.max())
+    # Only the pixels the profiles reach (0.4 r beyond the limb, and the
+    # 0.9 r ring inside) are needed: crop to them, keeping the coordinates.
+    reach = 1.4 * circle.radius + 4.0
+    height, width = grey.shape
+    x0, y0 = max(0, int(circle.x - reach)), max(0, int(circle.y - reach))
+    x1, y1 = min(width, int(circle.x + reach) + 2), min(height, int(circle.y + reach) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return False
+    patch = grey[y0:y1, x0:x1]
+    scene = _Scene(patch, patch.astype(np.float32), sky, top, 0.0)
+    cx, cy, r = circle.x - x0, circle.y - y0, circle.radius
     # Lit where the disk just inside its limb is halfway up from the sky to
     # its own bright side (not the frame's brightest: that may be a lamp).
     theta = np.linspace(-np.pi, np.pi, 72, endpoint=False)
-    inner = _sample(scene.smooth_f, circle.x + 0.9 * circle.radius * np.cos(theta), circle.y + 0.9 * circle.radius * np.sin(theta))
+    inner = _sample(scene.smooth_f, cx + 0.9 * r * np.cos(theta), cy + 0.9 * r * np.sin(theta))
     inner = inner[np.isfinite(inner)]
     if len(inner) < 4:
         return False
     level = sky + 0.5 * (float(np.percentile(inner, 75)) - sky)
-    c = _Candidate(circle.x, circle.y, circle.radius, 0, 0, 0, 0, level, 0, 0)
+    c = _Candidate(cx, cy, r, 0, 0, 0, 0, level, 0, 0)
     return bool(np.isfinite(sharpness := _limb_sharpness(scene, c)) and sharpness >= _MIN_SHARPNESS)
 
 
