@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import NoMoonError
 
-__all__ = ["Circle", "find_moon", "limb_is_sharp", "MAX_WORK_PIXELS"]
+__all__ = ["Circle", "find_moon", "find_moon_how", "limb_is_sharp", "MAX_WORK_PIXELS"]
 
 #: Detection runs on a copy at most this large; the answer is scaled back.
 MAX_WORK_PIXELS = 1_000_000
@@ -142,6 +142,12 @@ def find_moon(image):
 
     Raises NoMoonError when nothing in the picture is convincingly the Moon.
     """
+    return find_moon_how(image)[0]
+
+
+def find_moon_how(image):
+    """find_moon's circle, and whether the quick path accepted it (a bright
+    disk alone on a darker sky, its profile steepest at the rim: no glare)."""
     if image is None or getattr(image, "ndim", 0) not in (2, 3) or image.size == 0 or min(image.shape[:2]) < 8:
         raise NoMoonError(_NO_MOON)
     grey = _brightness(image)
@@ -152,19 +158,20 @@ def find_moon(image):
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
         factor = grey.shape[1] / float(width)
     scene = _prepare(grey)
-    best = None
+    best, quick = None, False
     if scene is not None:
         best = _quick(grey, scene)
         if best is None:
             # Dim maria or a flattened photo can leave the disk short of its
             # circle at Otsu's level: once more, halfway down to the sky.
             best = _quick(grey, scene, lower=True)
+        quick = best is not None
         if best is None:
             best = _choose(_candidates(grey, scene), scene)
     if best is None:
         raise NoMoonError(_NO_MOON)
     # Pixel centres: (x + 0.5) / factor - 0.5 maps work to original pixels.
-    return Circle((best.x + 0.5) / factor - 0.5, (best.y + 0.5) / factor - 0.5, best.r / factor)
+    return Circle((best.x + 0.5) / factor - 0.5, (best.y + 0.5) / factor - 0.5, best.r / factor), quick
 
 
 def limb_is_sharp(image, circle):

@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
-from .moon import Circle, find_moon, limb_is_sharp
+from .moon import Circle, find_moon, find_moon_how, limb_is_sharp
 from .result import RegistrationResult
 
 __all__ = ["DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "WORK_RADIUS"]
@@ -97,8 +97,9 @@ ALGORITHM_SETTINGS = {
 # Long side of the copy the disk is looked for in.
 FIND_SIZE = 160
 FIND_MIN_FRACTION = 0.15
-# A circle found on the FIND_SIZE copy is checked for a limb at about this
-# long side: at 160 px a lamp's or the Sun's glare steps as sharply as a limb.
+# A circle found on the FIND_SIZE copy by the full search is checked for a
+# limb at about this long side: at 160 px a lamp's or the Sun's glare steps
+# as sharply as a limb.
 CONFIRM_SIZE = 640
 # An over-exposed photo: at least this share of its disk blown out (every
 # channel at BLOWN_OUT_LEVEL or more, measured at BLOWN_OUT_RADIUS) is
@@ -214,7 +215,7 @@ def _find_moon_fast(image):
             small = cv2.resize(level, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         factor_x, factor_y = small.shape[1] / level.shape[1], small.shape[0] / level.shape[0]
         try:
-            circle = find_moon(small)
+            circle, quick = find_moon_how(small)
         except NoMoonError:
             circle = None
     step = 2.0**k
@@ -225,6 +226,9 @@ def _find_moon_fast(image):
             y=((circle.y + 0.5) / factor_y) * step - 0.5,
             radius=circle.radius / np.sqrt(factor_x * factor_y) * step,
         )
+        # The quick path's own profile test already tells a disk from a glow.
+        if quick:
+            return circle
         fine, j = pyramid.level(min(1.0, CONFIRM_SIZE / float(longer)))
         s = 2.0**-j
         if limb_is_sharp(fine, Circle((circle.x + 0.5) * s - 0.5, (circle.y + 0.5) * s - 0.5, circle.radius * s)):
