@@ -135,8 +135,7 @@ def _register_moon_files(user_bytes, model_bytes, algorithm, max_pixels, reduce,
     so when the request runs alone the model's is prepared on the pool
     while this thread prepares the photo's: the request then takes about
     the longer of the two, not their sum."""
-    probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
-    probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
+    _probe_pair(user_bytes, model_bytes, max_pixels)
 
     def model_side():
         model = decode_image(model_bytes, field="model-file", max_pixels=max_pixels)
@@ -151,6 +150,13 @@ def _register_moon_files(user_bytes, model_bytes, algorithm, max_pixels, reduce,
     else:
         (user, reduction), model = user_side(), model_side()
     return register_sides(user, model, algorithm), user.shape, model.shape, reduction
+
+
+def _probe_pair(user_bytes, model_bytes, max_pixels):
+    # Both headers first: a bad or oversized file is refused before any
+    # pixel is decoded, the photo's error before the model's.
+    probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
+    probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
 
 
 def _both(first, second):
@@ -171,10 +177,7 @@ def _both(first, second):
 def _decode_pair(user_bytes, model_bytes, max_pixels, parallel):
     """(user, model) at full size: the model decoded on the pool while this
     thread decodes the photo, when this is the only registration running."""
-    # Both headers first: a bad or oversized file is refused before any
-    # pixel is decoded, the photo's error before the model's.
-    probe_image(user_bytes, field="user-file", max_pixels=max_pixels)
-    probe_image(model_bytes, field="model-file", max_pixels=max_pixels)
+    _probe_pair(user_bytes, model_bytes, max_pixels)
     decode_model = lambda: decode_image(model_bytes, field="model-file", max_pixels=max_pixels)  # noqa: E731
     decode_user = lambda: decode_image(user_bytes, field="user-file", max_pixels=max_pixels)  # noqa: E731
     if parallel and _alone():

@@ -399,7 +399,6 @@ def _limb_sharpness(scene, c):
     outside, happens within _SHARP_BAND pixels of its steepest point near the
     circle: near 1 for the Moon's limb (a step blurred by a few pixels; more
     where a halo adds its own fall), a small share for an iso-level of a glare."""
-    height, width = scene.smooth.shape
     reach = 0.4 * c.r + 3.0
     pitch = 0.5 if c.r < 40 else 1.0
     offsets = np.arange(-reach, reach + 0.5 * pitch, pitch)

@@ -783,8 +783,8 @@ def _blown_out_share(side):
 
 def _solve(user_features, model_features, algorithm, radius):
     """Match two described canvases and estimate the warp between them:
-    (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation,
-    model_to_work, model_kp), or NotEnoughKeypointsError / HomographyNotFoundError."""
+    (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation),
+    or NotEnoughKeypointsError / HomographyNotFoundError."""
     user_work, user_mask, user_to_work, user_kp, user_desc = user_features
     model_work, model_mask, model_to_work, model_kp, model_desc = model_features
     size = user_work.shape[0]
@@ -826,7 +826,7 @@ def _solve(user_features, model_features, algorithm, radius):
             dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
             inliers = np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
             estimator, guided = "ecc", True
-    return src, dst, warp, inliers, estimator, matched, guided, ecc_correlation, model_to_work, model_kp
+    return src, dst, warp, inliers, estimator, matched, guided, ecc_correlation
 
 
 def register_sides(user_side, model_side, algorithm):
@@ -840,8 +840,9 @@ def register_sides(user_side, model_side, algorithm):
     user_circle, model_circle = user_side.circle, model_side.circle
     radius = working_radius(algorithm, user_circle.radius)
     user_features = describe(user_side, algorithm, radius)
+    model_features = describe(model_side, algorithm, radius)
     try:
-        solved = _solve(user_features, describe(model_side, algorithm, radius), algorithm, radius)
+        solved = _solve(user_features, model_features, algorithm, radius)
     except (NotEnoughKeypointsError, HomographyNotFoundError):
         # An over-exposed photo's highlands are flat white, where the render
         # still shows terrain that matches nothing: flatten the same share
@@ -849,9 +850,11 @@ def register_sides(user_side, model_side, algorithm):
         share = _blown_out_share(user_side)
         if share < BLOWN_OUT_MIN_SHARE:
             raise
-        solved = _solve(user_features, describe(model_side, algorithm, radius, round(share, 2)), algorithm, radius)
-    src, dst, warp, inliers, estimator, matched, guided, ecc_correlation, model_to_work, model_kp = solved
-    user_to_work, user_kp = user_features[2], user_features[3]
+        model_features = describe(model_side, algorithm, radius, round(share, 2))
+        solved = _solve(user_features, model_features, algorithm, radius)
+    src, dst, warp, inliers, estimator, matched, guided, ecc_correlation = solved
+    _, _, user_to_work, user_kp, _ = user_features
+    _, _, model_to_work, model_kp, _ = model_features
 
     # Back to the server's convention: user pixels -> fitted model pixels.
     model_h, model_w = model.shape[:2]
