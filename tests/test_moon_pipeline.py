@@ -318,3 +318,43 @@ class TestOverExposed:
         with pytest.raises(HomographyNotFoundError):
             moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
         assert len(calls) == 1
+
+
+class TestGuidedMatching:
+    """The polar rotation gates where a photo keypoint may find its match; an
+    answer that then turns away from that rotation is refused, since a gated
+    search finds some consensus near whatever rotation it is given."""
+
+    radius = 128
+    centre = np.array([128.0, 128.0])
+
+    def _keypoints(self, turn_deg, seed=0):
+        rng = np.random.default_rng(seed)
+        r = self.radius * np.sqrt(rng.uniform(0, 0.8, 120))
+        a = rng.uniform(0, 2 * np.pi, r.size)
+        user = self.centre + np.column_stack((r * np.cos(a), r * np.sin(a)))
+        t = np.radians(turn_deg)
+        turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        model = (user - self.centre) @ turn.T + self.centre
+        desc = rng.integers(0, 256, (r.size, 32), dtype=np.uint8)
+        as_kp = lambda pts: [cv2.KeyPoint(float(x), float(y), 7) for x, y in pts]  # noqa: E731
+        return as_kp(user), desc, as_kp(model), desc.copy()
+
+    def _guided(self, true_turn, polar_turn):
+        user_kp, user_desc, model_kp, model_desc = self._keypoints(true_turn)
+        return moon_pipeline._guided(
+            user_kp, user_desc, model_kp, model_desc, cv2.NORM_HAMMING, polar_turn, self.centre, self.radius
+        )
+
+    def test_answer_near_the_polar_rotation_is_kept(self):
+        found = self._guided(true_turn=33.0, polar_turn=30.0)
+        assert found is not None
+        warp = found[2]
+        assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
+
+    def test_answer_turning_away_from_the_polar_rotation_is_refused(self, monkeypatch):
+        turn = 30.0 + moon_pipeline.GUIDED_MAX_TURN_DEG + 1.5
+        assert self._guided(true_turn=turn, polar_turn=30.0) is None
+        # The gate alone would have let it through: the turn check refuses it.
+        monkeypatch.setattr(moon_pipeline, "GUIDED_MAX_TURN_DEG", 20.0)
+        assert self._guided(true_turn=turn, polar_turn=30.0) is not None
