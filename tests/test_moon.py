@@ -189,7 +189,7 @@ def _quick_and_full(image):
     grey = moon._brightness(image)
     scene_ = moon._prepare(grey)
     quick = moon._quick(grey, scene_)
-    full = moon._choose(moon._candidates(grey, scene_), scene_)
+    full = moon._choose(moon._candidates(grey, scene_), scene_)[0]
     return quick, full
 
 
@@ -328,3 +328,44 @@ class TestDisksAgainstGlare:
         scene = self._scene(image)
         disk = self._candidate(300, 120, 40, 230, 90, 160)
         assert moon._outshines(scene, disk, moon._sky_around(scene, disk))
+
+
+class TestMoonCandidates:
+    """moon_candidates: find_moon's full-search answer first, then the disks
+    it passed over, for a caller that can test each against a render."""
+
+    def test_the_moon_first_then_the_brighter_lamp(self):
+        sky = np.full((600, 800, 3), 15, np.uint8)
+        moon_image = render_moon(240, seed=2)
+        sky[180:420, 80:320] = np.maximum(sky[180:420, 80:320], moon_image)
+        cv2.circle(sky, (600, 150), 60, (255, 255, 255), -1, cv2.LINE_AA)
+        found = moon.moon_candidates(sky)
+        assert len(found) >= 2
+        centres = [(round(c.x, -1), round(c.y, -1)) for c in found]
+        assert (600, 150) in centres and (200, 300) in centres
+
+    def test_a_family_of_look_alikes_comes_after_the_odd_one_out(self):
+        """Street lamps of one size make find_moon refuse; the disk unlike
+        them is listed before them."""
+        sky = np.full((600, 900, 3), 15, np.uint8)
+        sky[60:300, 330:570] = np.maximum(sky[60:300, 330:570], render_moon(240, seed=3))
+        for x in (100, 300, 500, 700):
+            cv2.circle(sky, (x, 480), 70, (240, 240, 240), -1, cv2.LINE_AA)
+        with pytest.raises(NoMoonError):
+            find_moon(sky)
+        first = moon.moon_candidates(sky)[0]
+        assert abs(first.x - 450) < 15 and abs(first.y - 180) < 15
+
+    @pytest.mark.parametrize("shape", [(8, 8), (16, 2000), (2000, 16, 3), (300, 300, 4), (5, 5, 3)])
+    def test_never_raises(self, shape):
+        image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+        assert isinstance(moon.moon_candidates(image), list)
+
+    def test_blank_has_none(self):
+        assert moon.moon_candidates(np.full((300, 400, 3), 40, np.uint8)) == []
+
+    def test_limit(self):
+        sky = np.full((600, 900), 10, np.uint8)
+        for x, r in ((100, 40), (300, 50), (500, 60), (700, 70)):
+            cv2.circle(sky, (x, 300), r, 200 + r // 2, -1, cv2.LINE_AA)
+        assert len(moon.moon_candidates(sky, limit=2)) <= 2

@@ -358,3 +358,79 @@ class TestGuidedMatching:
         # The gate alone would have let it through: the turn check refuses it.
         monkeypatch.setattr(moon_pipeline, "GUIDED_MAX_TURN_DEG", 20.0)
         assert self._guided(true_turn=turn, polar_turn=30.0) is not None
+
+
+def _moon_with(model, decoys, size=(1400, 1000)):
+    """A wide photo of ``model``'s Moon (radius about 128 px at its centre)
+    with flat bright disks drawn beside it: (pair, the Moon's circle)."""
+    pair = make_pair(model, angle=40.0, scale=0.35, user_size=size)
+    for (x, y, radius, level) in decoys:
+        cv2.circle(pair.user, (x, y), radius, (level, level, level), -1, cv2.LINE_AA)
+    return pair, (size[0] / 2.0, size[1] / 2.0, 128.0)
+
+
+def _disk_error(result, pair, circle):
+    """Mean error over the Moon's disk, as a share of the fitted model's disk diameter."""
+    from moontrek.synthetic import disk_error
+
+    return disk_error(result.homography, pair.expected, circle) / (2 * result.extras["circles"]["model"]["radius"])
+
+
+class TestOtherDisks:
+    """When the disk taken for the Moon does not register, or no disk stood
+    out, the other disks that may be the Moon are matched against the render
+    in turn: the render tells a Moon from a lamp where brightness cannot."""
+
+    BRIGHTER_LAMP = [(1150, 250, 150, 255)]
+    ROW_OF_LAMPS = [(150, 850, 140, 235), (450, 850, 140, 235), (1250, 850, 140, 235)]
+
+    @pytest.mark.parametrize("algorithm", ["ORB", "SIFT"])
+    @pytest.mark.parametrize("decoys", ["BRIGHTER_LAMP", "ROW_OF_LAMPS"])
+    def test_moon_beside_lamps_is_registered(self, model, algorithm, decoys):
+        pair, moon = _moon_with(model, getattr(self, decoys))
+        result = register_images(pair.user, model, algorithm, pipeline="moon")
+        found = result.extras["circles"]["user"]
+        assert np.hypot(found["x"] - moon[0], found["y"] - moon[1]) < 0.1 * moon[2]
+        assert _disk_error(result, pair, moon) <= 0.02
+        assert result.inliers >= moon_pipeline.OTHER_DISK_MIN_INLIERS
+
+    @pytest.mark.parametrize("decoys", ["BRIGHTER_LAMP", "ROW_OF_LAMPS"])
+    def test_without_the_other_disks_the_lamps_win(self, model, monkeypatch, decoys):
+        """The scenes above do need the fallback: the detector alone takes the
+        brighter lamp for the Moon, or sees a family of look-alikes."""
+        pair, _ = _moon_with(model, getattr(self, decoys))
+        monkeypatch.setattr(moon_pipeline, "OTHER_DISKS", 0)
+        with pytest.raises(RegistrationError):
+            register_images(pair.user, model, "ORB", pipeline="moon")
+
+    def test_lamps_alone_are_refused_as_no_moon(self, model):
+        sky = np.full((1000, 1400, 3), 12, np.uint8)
+        for (x, y, radius, level) in self.ROW_OF_LAMPS + self.BRIGHTER_LAMP:
+            cv2.circle(sky, (x, y), radius, (level, level, level), -1, cv2.LINE_AA)
+        with pytest.raises(RegistrationError) as info:
+            register_images(sky, model, "ORB", pipeline="moon")
+        assert "user-file" in info.value.message
+
+    def test_another_disk_needs_matches_to_back_it(self, model, monkeypatch):
+        """A disk passed over is accepted only with OTHER_DISK_MIN_INLIERS
+        point matches (ECC alone lines up a textured glare with a render),
+        and the first failure is what the caller is told."""
+        pair, _ = _moon_with(model, self.BRIGHTER_LAMP)
+        original = moon_pipeline._register_disk
+        calls = []
+
+        def few_inliers(user_side, model_side, algorithm):
+            result = original(user_side, model_side, algorithm)
+            calls.append(user_side.circle)
+            result.inliers = moon_pipeline.OTHER_DISK_MIN_INLIERS - 1
+            return result
+
+        monkeypatch.setattr(moon_pipeline, "_register_disk", few_inliers)
+        with pytest.raises((NotEnoughKeypointsError, HomographyNotFoundError)):
+            register_images(pair.user, model, "ORB", pipeline="moon")
+        assert calls, "the Moon beside the lamp was tried as another disk"
+
+    def test_no_other_disk_is_tried_when_the_first_registers(self, model, monkeypatch):
+        pair = make_pair(model, angle=40.0, scale=0.35, user_size=(1400, 1000))
+        monkeypatch.setattr(moon_pipeline, "_other_disks", lambda *args: pytest.fail("tried other disks"))
+        register_images(pair.user, model, "ORB", pipeline="moon")

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import NoMoonError
 
-__all__ = ["Circle", "find_moon", "find_moon_how", "limb_is_sharp", "MAX_WORK_PIXELS"]
+__all__ = ["Circle", "find_moon", "find_moon_how", "moon_candidates", "limb_is_sharp", "MAX_WORK_PIXELS"]
 
 #: Detection runs on a copy at most this large; the answer is scaled back.
 MAX_WORK_PIXELS = 1_000_000
@@ -133,6 +133,7 @@ class _Candidate:
     bright: float  # brightness inside the limb, 0 at the sky, 1 at the brightest
     noise: float = 0.0  # the image's noise level, in grey levels
     score: float = 0.0
+    disk_score: float = 0.0  # the score before the doubts, for moon_candidates' order
     rival_score: float = 0.0  # the score before the plausibility test, for the look-alike rule
     rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
 
@@ -150,13 +151,7 @@ def find_moon_how(image):
     disk alone on a darker sky, its profile steepest at the rim: no glare)."""
     if image is None or getattr(image, "ndim", 0) not in (2, 3) or image.size == 0 or min(image.shape[:2]) < 8:
         raise NoMoonError(_NO_MOON)
-    grey = _brightness(image)
-    height, width = grey.shape
-    factor = min(1.0, (MAX_WORK_PIXELS / float(height * width)) ** 0.5)
-    if factor < 1.0:
-        size = (max(8, round(width * factor)), max(8, round(height * factor)))
-        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-        factor = grey.shape[1] / float(width)
+    grey, factor = _working_copy(image)
     scene = _prepare(grey)
     best, quick = None, False
     if scene is not None:
@@ -167,11 +162,45 @@ def find_moon_how(image):
             best = _quick(grey, scene, lower=True)
         quick = best is not None
         if best is None:
-            best = _choose(_candidates(grey, scene), scene)
+            best = _choose(_candidates(grey, scene), scene)[0]
     if best is None:
         raise NoMoonError(_NO_MOON)
+    return _to_image(best, factor), quick
+
+
+def moon_candidates(image, limit=3):
+    """Up to ``limit`` disks that may be the Moon, most likely first: what
+    find_moon's full search would answer (when it answers), then the disks
+    it passed over, for a caller that can test each one (the registration
+    pipeline matches them against the render). Besides the runners-up these
+    are disks only doubted: one of a family of look-alikes (a Moon among
+    street lamps its own size), or taken for a glare, a gap in the sky or a
+    lamp. Never raises; an empty list when the image has no disk at all."""
+    if image is None or getattr(image, "ndim", 0) not in (2, 3) or image.size == 0 or min(image.shape[:2]) < 8:
+        return []
+    grey, factor = _working_copy(image)
+    scene = _prepare(grey)
+    if scene is None:
+        return []
+    best, others = _choose(_candidates(grey, scene), scene)
+    return [_to_image(c, factor) for c in ([best] if best is not None else []) + others][:limit]
+
+
+def _working_copy(image):
+    """(8-bit luminance at most MAX_WORK_PIXELS large, its scale)."""
+    grey = _brightness(image)
+    height, width = grey.shape
+    factor = min(1.0, (MAX_WORK_PIXELS / float(height * width)) ** 0.5)
+    if factor < 1.0:
+        size = (max(8, round(width * factor)), max(8, round(height * factor)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        factor = grey.shape[1] / float(width)
+    return grey, factor
+
+
+def _to_image(c, factor):
     # Pixel centres: (x + 0.5) / factor - 0.5 maps work to original pixels.
-    return Circle((best.x + 0.5) / factor - 0.5, (best.y + 0.5) / factor - 0.5, best.r / factor), quick
+    return Circle((c.x + 0.5) / factor - 0.5, (c.y + 0.5) / factor - 0.5, c.r / factor)
 
 
 def limb_is_sharp(image, circle):
@@ -837,9 +866,10 @@ def _contrast(c, scene):
 
 
 def _choose(candidates, scene):
-    """The Moon among the candidates, or None."""
+    """(The Moon among the candidates or None, the other disks most like it:
+    see moon_candidates)."""
     if not candidates:
-        return None
+        return None, []
     for c in candidates:
         c.score = c.step * c.bright**2 * c.coverage * c.support
         # Blobs of noise are round too; the Moon stands far above the noise.
@@ -849,7 +879,7 @@ def _choose(candidates, scene):
             or (c.coverage < _MIN_COVERAGE and c.r >= _LARGE * min(scene.smooth.shape))
         ):
             c.score = 0.0
-        c.rival_score = c.score
+        c.rival_score = c.disk_score = c.score
         doubt = _doubt(c, scene) if c.score else None
         if doubt is not None:
             # A planet or a lamp's glare is not the Moon; it still counts as a
@@ -892,6 +922,22 @@ def _choose(candidates, scene):
                 continue
             rivals.append(c)
         if len(rivals) < 2:
-            return best
+            return best, _runners_up(everything, best, excluded, scene)
         excluded.extend([best] + rivals)
-    return None
+    return None, _runners_up(everything, None, excluded, scene)
+
+
+def _runners_up(everything, best, excluded, scene):
+    """The disks passed over, one circle per object, ordered as objects are
+    ranked but on their scores before any doubt, the members of a family of
+    look-alikes last (a row of lamps is more often only lamps)."""
+    family = {id(c) for c in excluded}
+    order = sorted(
+        (c for c in everything if c is not best and c.disk_score >= _MIN_SCORE),
+        key=lambda c: (id(c) in family, -c.disk_score * _contrast(c, scene) ** _RANK_POWER),
+    )
+    kept = []
+    for c in order:
+        if not any(np.hypot(c.x - o.x, c.y - o.y) < max(o.r, c.r) for o in kept + ([best] if best else [])):
+            kept.append(c)
+    return kept

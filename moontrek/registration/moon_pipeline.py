@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
-from .moon import Circle, find_moon, find_moon_how, limb_is_sharp
+from .moon import Circle, find_moon, find_moon_how, limb_is_sharp, moon_candidates
 from .result import RegistrationResult
 
 __all__ = ["DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "WORK_RADIUS"]
@@ -107,6 +107,11 @@ CONFIRM_SIZE = 640
 BLOWN_OUT_MIN_SHARE = 0.1
 BLOWN_OUT_LEVEL = 250
 BLOWN_OUT_RADIUS = 48
+
+# Disks tried besides the one taken for the Moon when that one does not
+# register (or none stood out): see register_sides.
+OTHER_DISKS = 3
+OTHER_DISK_MIN_INLIERS = 10
 
 # Plausibility, in the normalised frame where the answer is near a rotation.
 SCALE_RANGE = (0.75, 1.33)
@@ -838,11 +843,59 @@ def _solve(user_features, model_features, algorithm, radius):
 
 def register_sides(user_side, model_side, algorithm):
     """Register two prepared sides (see :func:`prepare_side`); raise
-    NoMoonError naming the image without a disk."""
-    for side, field in ((user_side, "user-file"), (model_side, "model-file")):
-        if side.circle is None:
-            # Say which image: the person can then fix the right one.
-            raise NoMoonError(f"No Moon was found in the {field}.")
+    NoMoonError naming the image without a disk.
+
+    When the photo's disk does not register, or no disk in it stood out as
+    the Moon, the other disks that might be it are tried in turn (see
+    :func:`_other_disks`): a whole photo's Moon may have been passed over
+    for a lamp, or doubted for the street lamps of its own size beside it,
+    and the render tells which disk is the Moon where brightness and shape
+    cannot."""
+    if model_side.circle is None:
+        # Say which image: the person can then fix the right one.
+        field = "user-file" if user_side.circle is None else "model-file"
+        raise NoMoonError(f"No Moon was found in the {field}.")
+    failure = NoMoonError("No Moon was found in the user-file.")
+    if user_side.circle is not None:
+        try:
+            return _register_disk(user_side, model_side, algorithm)
+        except (NotEnoughKeypointsError, HomographyNotFoundError) as error:
+            failure = error
+    for circle in _other_disks(user_side.pyramid, user_side.circle):
+        try:
+            result = _register_disk(DiskSide(user_side.pyramid, circle), model_side, algorithm)
+        except (NotEnoughKeypointsError, HomographyNotFoundError):
+            continue
+        # A disk passed over needs matches to back it: ECC alone lines up
+        # any textured glow with the render well enough (a Sun's glare 0.35).
+        if result.inliers >= OTHER_DISK_MIN_INLIERS:
+            return result
+    raise failure
+
+
+def _other_disks(pyramid, tried):
+    """Up to OTHER_DISKS disks of the photo, other than ``tried``, that may
+    be the Moon (moon.moon_candidates on the pyramid level at most
+    moon.MAX_WORK_PIXELS large), in the photo's pixels."""
+    from .moon import MAX_WORK_PIXELS
+
+    image = pyramid.levels[0]
+    pixels = float(image.shape[0] * image.shape[1])
+    level, k = pyramid.level(min(1.0, (MAX_WORK_PIXELS / pixels) ** 0.5))
+    step = 2.0**k
+    found = []
+    for c in moon_candidates(level, OTHER_DISKS + 1):
+        c = Circle((c.x + 0.5) * step - 0.5, (c.y + 0.5) * step - 0.5, c.radius * step)
+        if tried is not None and (
+            np.hypot(c.x - tried.x, c.y - tried.y) <= 0.3 * tried.radius and abs(c.radius - tried.radius) <= 0.3 * tried.radius
+        ):
+            continue
+        found.append(c)
+    return found[:OTHER_DISKS]
+
+
+def _register_disk(user_side, model_side, algorithm):
+    """register_sides for two sides that have their disks."""
     user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
     user_circle, model_circle = user_side.circle, model_side.circle
     radius = working_radius(algorithm, user_circle.radius)
