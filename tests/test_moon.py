@@ -313,6 +313,19 @@ class TestDisksAgainstGlare:
         soft = moon._limb_sharpness(self._scene(glare), self._candidate(200, 200, 60, level + 20, level - 40, level))
         assert np.isfinite(sharp) and sharp > 0.5 > moon._MIN_SHARPNESS > soft
 
+    def test_a_disk_filling_its_frame_has_a_sharp_limb(self):
+        """A close crop (the disk cut at 0.9 r on every side, its corners
+        sky) leaves no 0.4 r of sky beyond the limb: limb_is_sharp reads the
+        step over the short band a crop keeps, and a glare filling the
+        frame alike still fails it."""
+        yy, xx = np.mgrid[0:216, 0:216]
+        d = np.hypot(xx - 107.5, yy - 107.5)
+        disk = cv2.GaussianBlur(np.where(d <= 120, 200.0, 8.0).astype(np.float32), (0, 0), 1.5)
+        glare = 8.0 + 240.0 * np.exp(-(d**2) / (2 * 90.0**2))
+        circle = Circle(107.5, 107.5, 120.0)
+        assert moon.limb_is_sharp(np.clip(disk, 0, 255).astype(np.uint8), circle)
+        assert not moon.limb_is_sharp(np.clip(glare, 0, 255).astype(np.uint8), circle)
+
     def test_a_patch_of_sky_does_not_outshine_the_sky_beside_it(self):
         """A round gap of sky between dark silhouettes is no brighter than
         the open sky just above it; the Moon is."""

@@ -22,8 +22,9 @@ from moontrek.registration.engine import DEFAULT_PIPELINE, PIPELINES
 from moontrek.registration.errors import HomographyNotFoundError, NotEnoughKeypointsError
 from moontrek.registration.geometry import map_points
 from moontrek.registration import moon_pipeline
+from moontrek.registration.moon import find_moon
 from moontrek.registration.moon_pipeline import WORK_RADIUS, register_moon
-from moontrek.synthetic import encode, make_pair, perturb_photo, render_moon
+from moontrek.synthetic import disk_error, encode, make_pair, perturb_photo, render_moon
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AVAILABLE = [name for name in ALGORITHM_NAMES if algorithm_table()[name].available]
@@ -371,8 +372,6 @@ def _moon_with(model, decoys, size=(1400, 1000)):
 
 def _disk_error(result, pair, circle):
     """Mean error over the Moon's disk, as a share of the fitted model's disk diameter."""
-    from moontrek.synthetic import disk_error
-
     return disk_error(result.homography, pair.expected, circle) / (2 * result.extras["circles"]["model"]["radius"])
 
 
@@ -434,3 +433,31 @@ class TestOtherDisks:
         pair = make_pair(model, angle=40.0, scale=0.35, user_size=(1400, 1000))
         monkeypatch.setattr(moon_pipeline, "_other_disks", lambda *args: pytest.fail("tried other disks"))
         register_images(pair.user, model, "ORB", pipeline="moon")
+
+
+class TestCloseCrops:
+    """A crop tighter than the disk (the client's own detector a little
+    short on the radius, or a crop clipped at a corner of the photo) shows
+    the limb only in pieces; the disk is still found and registered."""
+
+    @pytest.mark.parametrize("box", [(-0.9, -0.9, 0.9, 0.9), (-0.5, -0.5, 1.15, 1.15)], ids=["0.9 r all round", "corner"])
+    def test_close_crop_registers(self, box):
+        source = render_moon(900, seed=21)
+        pair = make_pair(source, angle=65.0, scale=1.0)
+        height, width = pair.user.shape[:2]
+        found = find_moon(pair.user)  # the whole disk, uncropped
+        x, y, r = found.x, found.y, found.radius
+        x0, y0 = int(round(x + box[0] * r)), int(round(y + box[1] * r))
+        x1, y1 = int(round(x + box[2] * r)), int(round(y + box[3] * r))
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+        crop = np.ascontiguousarray(pair.user[y0:y1, x0:x1])
+        model_h, model_w = source.shape[:2]
+        full_fit = fitted_size(model_w, model_h, width, height)
+        crop_fit = fitted_size(model_w, model_h, crop.shape[1], crop.shape[0])
+        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+        scale = np.diag([crop_fit[0] / full_fit[0], crop_fit[1] / full_fit[1], 1.0])
+        truth = scale @ pair.expected @ shift
+        result = register_images(crop, source, "ORB", pipeline="moon")
+        circle = (x - x0, y - y0, r)
+        error = disk_error(result.homography, truth, circle, frame=(crop.shape[1], crop.shape[0]))
+        assert error <= 0.01 * max(crop.shape[:2])

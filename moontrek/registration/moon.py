@@ -87,6 +87,7 @@ _GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at lea
 # phone Moons 0.17 and up (2% under 0.34), the blurred, haloed real ones 0.19.
 _MIN_SHARPNESS = 0.13
 _SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own width
+_SHORT_REACH = 0.12  # of the radius: the profile read when 0.4 r is not in the frame
 # What the Moon is: brighter than its sky. The frame's bright quarter outside
 # the disk (sky, or the tops of silhouettes), or that of the sky just around
 # it, stays this share of the range, from the darkest level to the lit limb,
@@ -230,7 +231,13 @@ def limb_is_sharp(image, circle):
         return False
     level = sky + 0.5 * (float(np.percentile(inner, 75)) - sky)
     c = _Candidate(cx, cy, r, 0, 0, 0, 0, level, 0, 0)
-    return bool(np.isfinite(sharpness := _limb_sharpness(scene, c)) and sharpness >= _MIN_SHARPNESS)
+    sharpness = _limb_sharpness(scene, c)
+    if not np.isfinite(sharpness):
+        # A disk filling its frame (a crop clipped at the photo's edge, a
+        # close crop) leaves no 0.4 r of sky beyond its limb: read the step
+        # over the band that a crop's padding (0.15 r) leaves.
+        sharpness = _limb_sharpness(scene, c, _SHORT_REACH)
+    return bool(np.isfinite(sharpness) and sharpness >= _MIN_SHARPNESS)
 
 
 def _brightness(image):
@@ -423,12 +430,14 @@ def _outshines(scene, c, sky_around):
     return len(ring) >= 12 and c.inside - float(ring.max()) >= need
 
 
-def _limb_sharpness(scene, c):
-    """How much of the fall across the lit limb, from 0.4 r inside to 0.4 r
-    outside, happens within _SHARP_BAND pixels of its steepest point near the
-    circle: near 1 for the Moon's limb (a step blurred by a few pixels; more
-    where a halo adds its own fall), a small share for an iso-level of a glare."""
-    reach = 0.4 * c.r + 3.0
+def _limb_sharpness(scene, c, reach=0.4):
+    """How much of the fall across the lit limb, from ``reach`` r inside to
+    ``reach`` r outside, happens within _SHARP_BAND pixels of its steepest
+    point near the circle: near 1 for the Moon's limb (a step blurred by a
+    few pixels; more where a halo adds its own fall), a small share for an
+    iso-level of a glare. Infinite when no lit direction has that much of
+    its profile in the frame."""
+    reach = reach * c.r + 3.0
     pitch = 0.5 if c.r < 40 else 1.0
     offsets = np.arange(-reach, reach + 0.5 * pitch, pitch)
     theta = np.linspace(-np.pi, np.pi, 72, endpoint=False)
