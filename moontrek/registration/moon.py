@@ -87,7 +87,11 @@ _GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at lea
 # phone Moons 0.17 and up (2% under 0.34), the blurred, haloed real ones 0.19.
 _MIN_SHARPNESS = 0.13
 _SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own width
-_SHORT_REACH = 0.12  # of the radius: the profile read when 0.4 r is not in the frame
+# When 0.4 r beyond the limb is not in the frame, the profile is read over
+# this share of the radius, against a higher floor. Measured there: close
+# and corner-clipped Moon crops 0.40-1.6, the Sun's glare filling a photo 0.22.
+_SHORT_REACH = 0.12
+_SHORT_MIN_SHARPNESS = 0.3
 # What the Moon is: brighter than its sky. The frame's bright quarter outside
 # the disk (sky, or the tops of silhouettes), or that of the sky just around
 # it, stays this share of the range, from the darkest level to the lit limb,
@@ -231,13 +235,14 @@ def limb_is_sharp(image, circle):
         return False
     level = sky + 0.5 * (float(np.percentile(inner, 75)) - sky)
     c = _Candidate(cx, cy, r, 0, 0, 0, 0, level, 0, 0)
-    sharpness = _limb_sharpness(scene, c)
+    sharpness, floor = _limb_sharpness(scene, c), _MIN_SHARPNESS
     if not np.isfinite(sharpness):
         # A disk filling its frame (a crop clipped at the photo's edge, a
         # close crop) leaves no 0.4 r of sky beyond its limb: read the step
-        # over the band that a crop's padding (0.15 r) leaves.
-        sharpness = _limb_sharpness(scene, c, _SHORT_REACH)
-    return bool(np.isfinite(sharpness) and sharpness >= _MIN_SHARPNESS)
+        # over the band that a crop's padding (0.15 r) leaves, where a glare
+        # falls less far and so must step more sharply.
+        sharpness, floor = _limb_sharpness(scene, c, _SHORT_REACH), _SHORT_MIN_SHARPNESS
+    return bool(np.isfinite(sharpness) and sharpness >= floor)
 
 
 def _brightness(image):
