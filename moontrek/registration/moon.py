@@ -154,7 +154,7 @@ def find_moon(image):
 def find_moon_how(image):
     """find_moon's circle, and whether the quick path accepted it (a bright
     disk alone on a darker sky, its profile steepest at the rim: no glare)."""
-    if image is None or getattr(image, "ndim", 0) not in (2, 3) or image.size == 0 or min(image.shape[:2]) < 8:
+    if not _usable(image):
         raise NoMoonError(_NO_MOON)
     grey, factor = _working_copy(image)
     scene = _prepare(grey)
@@ -181,7 +181,7 @@ def moon_candidates(image, limit=3):
     are disks only doubted: one of a family of look-alikes (a Moon among
     street lamps its own size), or taken for a glare, a gap in the sky or a
     lamp. Never raises; an empty list when the image has no disk at all."""
-    if image is None or getattr(image, "ndim", 0) not in (2, 3) or image.size == 0 or min(image.shape[:2]) < 8:
+    if not _usable(image):
         return []
     grey, factor = _working_copy(image)
     scene = _prepare(grey)
@@ -189,6 +189,11 @@ def moon_candidates(image, limit=3):
         return []
     best, others = _choose(_candidates(grey, scene), scene)
     return [_to_image(c, factor) for c in ([best] if best is not None else []) + others][:limit]
+
+
+def _usable(image):
+    """Whether ``image`` is an array of a picture at least 8 px each way."""
+    return image is not None and getattr(image, "ndim", 0) in (2, 3) and image.size > 0 and min(image.shape[:2]) >= 8
 
 
 def _working_copy(image):
@@ -913,7 +918,7 @@ def _choose(candidates, scene):
     # the weight would favour the loosest circle, out in the glow.)
     objects = []
     for c in candidates:
-        if not any(np.hypot(c.x - o.x, c.y - o.y) < max(o.r, c.r) for o in objects):
+        if not any(_same_object(c, o) for o in objects):
             c.rank = c.score * _contrast(c, scene) ** _RANK_POWER
             objects.append(c)
     candidates = sorted(objects, key=lambda c: -c.rank)
@@ -952,6 +957,11 @@ def _runners_up(everything, best, excluded, scene):
     )
     kept = []
     for c in order:
-        if not any(np.hypot(c.x - o.x, c.y - o.y) < max(o.r, c.r) for o in kept + ([best] if best else [])):
+        if not any(_same_object(c, o) for o in kept + ([best] if best else [])):
             kept.append(c)
     return kept
+
+
+def _same_object(a, b):
+    """Whether two circles are one object: one's centre inside the other."""
+    return np.hypot(a.x - b.x, a.y - b.y) < max(a.r, b.r)

@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
-from .moon import Circle, find_moon, find_moon_how, limb_is_sharp, moon_candidates
+from .moon import MAX_WORK_PIXELS, Circle, find_moon, find_moon_how, limb_is_sharp, moon_candidates
 from .result import RegistrationResult
 
 __all__ = ["DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "WORK_RADIUS"]
@@ -165,6 +165,14 @@ class _Pyramid:
         return self.levels[k], k
 
     @staticmethod
+    def to_original(circle, k):
+        """``circle`` found on level ``k``, in the original's pixels."""
+        if k == 0:
+            return circle
+        step = 2.0**k
+        return Circle((circle.x + 0.5) * step - 0.5, (circle.y + 0.5) * step - 0.5, circle.radius * step)
+
+    @staticmethod
     def to_level(k):
         """3x3 mapping original pixels to level ``k``'s."""
         s = 2.0**-k
@@ -240,19 +248,18 @@ def _find_moon_fast(image):
             return circle
     # Uploads are cropped around the disk; a Moon small in its frame (a
     # whole phone photo), or a glare, is looked at again at the detector's
-    # own scale, on the pyramid level just above it: the halvings are shared
-    # with the resampling, and shrinking a 12 Mpx photo in one step costs more.
-    from .moon import MAX_WORK_PIXELS  # here: the module's imports belong to the rest of it
+    # own scale.
+    level, k = _search_level(pyramid)
+    return _Pyramid.to_original(find_moon(level), k)
 
+
+def _search_level(pyramid):
+    """(level, k): the pyramid level just above find_moon's MAX_WORK_PIXELS
+    (the original when it is no larger): the halvings are shared with the
+    resampling, and shrinking a 12 Mpx photo in one step costs more."""
+    image = pyramid.levels[0]
     pixels = float(image.shape[0] * image.shape[1])
-    if pixels <= MAX_WORK_PIXELS:
-        return find_moon(image)
-    level, k = pyramid.level((MAX_WORK_PIXELS / pixels) ** 0.5)
-    circle = find_moon(level)
-    step = 2.0**k
-    return dataclasses.replace(
-        circle, x=(circle.x + 0.5) * step - 0.5, y=(circle.y + 0.5) * step - 0.5, radius=circle.radius * step
-    )
+    return pyramid.level(min(1.0, (MAX_WORK_PIXELS / pixels) ** 0.5))
 
 
 # The render's own disk: renders are drawn on a black sky, so the limb is
@@ -301,9 +308,7 @@ def _render_disk(pyramid):
     count = int((np.abs(np.hypot(points[:, 0] - x, points[:, 1] - y) - r) <= 1.5).sum())
     if count < RENDER_MIN_ARC * 2 * np.pi * r or r < 8 or r > max(height, width):
         return None
-    # Level k's pixel centres back to the original's.
-    step = 2.0**k
-    return Circle(x=(x + 0.5) * step - 0.5, y=(y + 0.5) * step - 0.5, radius=r * step)
+    return _Pyramid.to_original(Circle(x, y, r), k)
 
 
 def _ransac_circle(points, tolerance):
@@ -877,15 +882,10 @@ def _other_disks(pyramid, tried):
     """Up to OTHER_DISKS disks of the photo, other than ``tried``, that may
     be the Moon (moon.moon_candidates on the pyramid level at most
     moon.MAX_WORK_PIXELS large), in the photo's pixels."""
-    from .moon import MAX_WORK_PIXELS
-
-    image = pyramid.levels[0]
-    pixels = float(image.shape[0] * image.shape[1])
-    level, k = pyramid.level(min(1.0, (MAX_WORK_PIXELS / pixels) ** 0.5))
-    step = 2.0**k
+    level, k = _search_level(pyramid)
     found = []
     for c in moon_candidates(level, OTHER_DISKS + 1):
-        c = Circle((c.x + 0.5) * step - 0.5, (c.y + 0.5) * step - 0.5, c.radius * step)
+        c = _Pyramid.to_original(c, k)
         if tried is not None and (
             np.hypot(c.x - tried.x, c.y - tried.y) <= 0.3 * tried.radius and abs(c.radius - tried.radius) <= 0.3 * tried.radius
         ):
