@@ -382,3 +382,73 @@ class TestMoonCandidates:
         for x, r in ((100, 40), (300, 50), (500, 60), (700, 70)):
             cv2.circle(sky, (x, 300), r, 200 + r // 2, -1, cv2.LINE_AA)
         assert len(moon.moon_candidates(sky, limit=2)) <= 2
+
+
+class TestLampPosts:
+    """A street lamp's globe, blown out in its glare, is as round and as
+    bright as the Moon; the post under it tells them apart (moon._on_a_pole).
+    What else runs below a Moon must not pass for a post."""
+
+    @staticmethod
+    def _lamp(post, sky):
+        height, width = 1200, 1600
+        image = np.full((height, width), sky, np.float32) + np.linspace(0, 20, height, dtype=np.float32)[:, None]
+        if post:
+            cv2.line(image, (800, 500), (800, height), 5.0, 12)
+        yy, xx = np.mgrid[0:height, 0:width]
+        d = np.hypot(xx - 800.0, yy - 500.0)
+        image += 120.0 * np.exp(-((d / 120.0) ** 2))
+        image[d <= 40] = 255.0
+        image = cv2.GaussianBlur(image, (0, 0), 1.0)
+        return cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+    @staticmethod
+    def _moon_above(draw, seed=0):
+        image = np.full((1200, 1600, 3), 30, np.uint8)
+        disk = np.clip(render_moon(240, seed=seed) * 1.8, 0, 255).astype(np.uint8)
+        image[380:620, 680:920] = np.maximum(image[380:620, 680:920], disk)
+        draw(image, np.random.default_rng(seed))
+        return image
+
+    @staticmethod
+    def _on_a_pole(image, x=800.0, y=500.0, r=110.0):
+        grey, factor = moon._working_copy(image)
+        scene = moon._prepare(grey)
+        return moon._on_a_pole(scene, moon._Candidate(x * factor, y * factor, r * factor, 0, 0, 230.0, 0, 0, 0, 0))
+
+    @pytest.mark.parametrize("sky", [40.0, 60.0, 90.0])
+    def test_a_lamp_on_its_post_is_no_moon(self, sky):
+        with pytest.raises(NoMoonError):
+            find_moon(self._lamp(True, sky))
+        # The same globe with no post is taken for an over-exposed Moon:
+        # the post is what tells.
+        assert_within(find_moon(self._lamp(False, sky)), (800, 500, 40))
+
+    def test_a_branch_across_the_moon_is_no_post(self):
+        """It leans, and it goes on above the disk."""
+
+        def branch(image, rng):
+            cv2.line(image, (700, 0), (860, 1200), (5, 5, 5), 10)
+
+        image = self._moon_above(branch)
+        assert not self._on_a_pole(image)
+        assert_within(find_moon(image), (800, 500, 110))
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_the_moons_glitter_on_the_sea_is_no_post(self, seed):
+        """Rows of wave crests right under the Moon have dark troughs all
+        along them, one of which may line up under the disk's centre."""
+
+        def glitter(image, rng):
+            image[622:] = 15
+            for y in range(624, image.shape[0], 6):
+                half = 60 + (y - 622) * 0.3
+                x = 800 - half
+                while x < 800 + half:
+                    length = rng.uniform(6, 30)
+                    cv2.line(image, (int(x), y), (int(x + length), y + int(rng.integers(-1, 2))), (150, 155, 160), 2)
+                    x += length + rng.uniform(4, 20)
+
+        image = self._moon_above(glitter, seed)
+        assert not self._on_a_pole(image)
+        assert_within(find_moon(image), (800, 500, 110))
