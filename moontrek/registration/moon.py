@@ -496,29 +496,21 @@ def _on_a_pole(scene, c):
     the glare, and does not go on above the disk, as a branch or a wire in
     front of the Moon would. (Not a lighter band: the Moon's reflection on
     water is one.)"""
-    height, width = scene.smooth.shape
-    rows = c.y + c.r * np.concatenate([np.linspace(*_POST_BELOW), -np.linspace(*_POST_ABOVE)])
+    height = scene.smooth.shape[0]
+    r = c.r
+    rows = c.y + r * np.concatenate([np.linspace(*_POST_BELOW), -np.linspace(*_POST_ABOVE)])
     above = rows < c.y
     keep = (rows >= 0) & (rows < height - 1)
     rows, above = rows[keep], above[keep]
     if (~above).sum() < _POST_ROWS:
         return False
-    count = max(37, int(1.8 * c.r) + 1) | 1
-    offsets = np.linspace(-0.9, 0.9, count) * c.r
+    count = max(37, int(1.8 * r) + 1) | 1
+    offsets = np.linspace(-0.9, 0.9, count) * r
+    pitch = offsets[1] - offsets[0]
     profile = _sample(
         scene.smooth_f, np.tile(c.x + offsets, len(rows)), np.repeat(rows, count)
     ).reshape(len(rows), count)
     need = max(5.0, 4.0 * scene.noise, 0.03 * (c.inside - scene.sky))
-    step = (_POST_BELOW[1] - _POST_BELOW[0]) / (_POST_BELOW[2] - 1)
-    return _post_in(profile, offsets, above, need, c.r, step)
-
-
-def _post_in(profile, offsets, above, need, r, rows_step):
-    """_on_a_pole on the profiles across the rows below and ``above`` the
-    disk of radius ``r``, sampled at ``offsets`` from its centre; the rows
-    below are ``rows_step`` radii apart."""
-    count = len(offsets)
-    pitch = offsets[1] - offsets[0]
     # How far each point falls below the darker of two points either side
     # of it: a glare's smooth slope never does, a post does. Near points
     # for a thin post on a steep slope of glare, far ones for a thick one.
@@ -555,7 +547,7 @@ def _post_in(profile, offsets, above, need, r, rows_step):
     if poled.sum() < _POST_SHARE * seen.sum():
         return False
     # A post stands upright (give or take the phone's tilt); a branch leans.
-    tilt = np.polyfit(np.flatnonzero(poled), offsets[k:-k][at[poled]], 1)[0] / (rows_step * r)
+    tilt = np.polyfit(rows[below][poled], offsets[k:-k][at[poled]], 1)[0]
     if abs(tilt) > _POST_TILT:
         return False
     # Above the disk, as dark as the post below (the sky between two
