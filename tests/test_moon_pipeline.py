@@ -284,24 +284,80 @@ class TestOverExposed:
         assert flat[top].std() < 0.7 * plain[top].std()
         assert flat[disk & ~top].std() > 0.8 * plain[disk & ~top].std()
 
-    def test_failure_retries_against_a_flattened_render(self, model, monkeypatch):
+    def test_unshaded_flattening_keeps_the_maria_under_any_shading(self):
+        """A render lit from one side, against a near-full photo: by raw
+        level the bright side's mare is as light as the dim side's
+        highlands, and flattening 80% takes it and leaves those. Unshaded,
+        the render's shading is divided out first: both maria stay, and the
+        highlands go flat on both sides."""
+        size, radius, centre = 400, 150, 200
+        rng = np.random.default_rng(7)
+        texture = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 2.0)
+        albedo = 200.0 + 15.0 * texture / texture.std()
+        maria = [(centre - 80, centre - 20), (centre + 80, centre + 30)]
+        for x, y in maria:
+            cv2.circle(albedo, (x, y), 25, 120.0, -1)
+        xs = np.arange(size, dtype=np.float32)[None, :]
+        shading = np.clip(0.35 + 0.65 * (xs - (centre - radius)) / (2 * radius), 0.35, 1.0)
+        disk = cv2.circle(np.zeros((size, size), np.uint8), (centre, centre), radius, 255, -1)
+        grey = np.where(disk > 0, albedo * shading, 0).astype(np.float32)
+
+        yy, xx = np.mgrid[:size, :size]
+        bright_mare = np.hypot(xx - maria[1][0], yy - maria[1][1]) <= 20
+        raw = moon_pipeline._flatten_brightest(grey, disk, radius, 0.8)
+        assert np.mean(raw[bright_mare] < raw[disk > 0].max()) < 0.5
+
+        flat = moon_pipeline._flatten_brightest(grey, disk, radius, 0.8, unshaded=True)
+        level = flat[disk > 0].max()
+        near_maria = np.zeros((size, size), bool)
+        for x, y in maria:
+            distance = np.hypot(xx - x, yy - y)
+            assert np.mean(flat[distance <= 20] < level) > 0.95
+            near_maria |= distance <= 35
+        inner = np.hypot(xx - centre, yy - centre) <= 0.9 * radius
+        for side in (xx < centre - 50, xx > centre + 50):
+            highlands = inner & side & ~near_maria
+            assert np.mean(flat[highlands] == level) > 0.6
+
+    @pytest.mark.parametrize("failures", [1, 2])
+    def test_failure_retries_against_a_flattened_render(self, model, monkeypatch, failures):
         """Plain matching fails on a half blown-out photo: the second try
-        uses the render described with the photo's blown-out share."""
+        uses the render flattened by the photo's blown-out share at its own
+        shading, and if that fails too, the third unshaded; a third failure
+        is the answer."""
         user, circle = self._half_blown()
         user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
         model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
-        solve, shares = moon_pipeline._solve, []
+        solve, clips = moon_pipeline._solve, []
 
-        def failing_once(user_features, model_features, algorithm, radius):
-            shares.append(next(k[3] for k, v in model_side.features.items() if v is model_features))
-            if len(shares) == 1:
+        def failing(user_features, model_features, algorithm, radius, **options):
+            clips.append(next(k[3] for k, v in model_side.features.items() if v is model_features))
+            if len(clips) <= failures:
                 raise NotEnoughKeypointsError()
             return solve(model_features, model_features, algorithm, radius)
 
-        monkeypatch.setattr(moon_pipeline, "_solve", failing_once)
+        monkeypatch.setattr(moon_pipeline, "_solve", failing)
         result = moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
-        assert shares[0] == 0.0 and shares[1] == pytest.approx(0.5, abs=0.05)
+        assert clips[0] == (0.0, False)
+        assert clips[1][0] == pytest.approx(0.5, abs=0.05) and not clips[1][1]
+        assert len(clips) == failures + 1 and (failures == 1 or clips[2] == (clips[1][0], True))
         assert result.inliers > 0
+
+    def test_three_failures_refuse(self, model, monkeypatch):
+        user, circle = self._half_blown()
+        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
+        model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
+        calls = []
+
+        def failing(*args, **options):
+            calls.append(args)
+            raise NotEnoughKeypointsError()
+
+        monkeypatch.setattr(moon_pipeline, "_solve", failing)
+        monkeypatch.setattr(moon_pipeline, "_other_disks", lambda pyramid, tried: [])
+        with pytest.raises(NotEnoughKeypointsError):
+            moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
+        assert len(calls) == 3
 
     def test_no_retry_when_not_blown_out(self, model, monkeypatch):
         """A photo that is not over-exposed gets the first failure."""
@@ -311,7 +367,7 @@ class TestOverExposed:
         model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
         calls = []
 
-        def failing(*args):
+        def failing(*args, **options):
             calls.append(args)
             raise HomographyNotFoundError()
 
@@ -359,6 +415,50 @@ class TestGuidedMatching:
         # The gate alone would have let it through: the turn check refuses it.
         monkeypatch.setattr(moon_pipeline, "GUIDED_MAX_TURN_DEG", 20.0)
         assert self._guided(true_turn=turn, polar_turn=30.0) is not None
+
+
+
+class TestEccRestarts:
+    """Against a render flattened unshaded, an ECC answer must be reached
+    again from starts either side of the polar rotation."""
+
+    radius = 128
+    centre = np.array([138.0, 138.0])
+
+    def _disks(self, turn_deg):
+        rng = np.random.default_rng(3)
+        noise = cv2.GaussianBlur(rng.normal(0, 1, (276, 276)).astype(np.float32), (0, 0), 4.0)
+        model = np.clip(128 + 40 * noise / noise.std(), 0, 255).astype(np.uint8)
+        turn = cv2.getRotationMatrix2D(tuple(self.centre), -turn_deg, 1.0)
+        user = cv2.warpAffine(model, cv2.invertAffineTransform(turn), (276, 276), borderValue=128)
+        mask = cv2.circle(np.zeros((276, 276), np.uint8), (138, 138), int(0.93 * self.radius), 255, -1)
+        return user, mask, model, mask.copy()
+
+    def test_a_well_posed_answer_is_kept(self):
+        disks = self._disks(8.0)
+        found = moon_pipeline._ecc(*disks, 6.0, self.centre, self.radius)
+        assert found is not None
+        assert moon_pipeline._ecc_agrees(found, *disks, 6.0, self.centre, self.radius) is found
+
+    @pytest.mark.parametrize("failing_turn", [-moon_pipeline.ECC_RESTART_DEG, moon_pipeline.ECC_RESTART_DEG])
+    def test_an_answer_not_reached_again_is_refused(self, monkeypatch, failing_turn):
+        disks = self._disks(8.0)
+        found = moon_pipeline._ecc(*disks, 6.0, self.centre, self.radius)
+        ecc = moon_pipeline._ecc
+
+        def missing_once(*args):
+            return None if args[4] == pytest.approx(6.0 + failing_turn) else ecc(*args)
+
+        monkeypatch.setattr(moon_pipeline, "_ecc", missing_once)
+        assert moon_pipeline._ecc_agrees(found, *disks, 6.0, self.centre, self.radius) is None
+
+    def test_an_answer_reached_elsewhere_is_refused(self, monkeypatch):
+        disks = self._disks(8.0)
+        found = moon_pipeline._ecc(*disks, 6.0, self.centre, self.radius)
+        moved = found[0].copy()
+        moved[:2, 2] += 0.03 * self.radius
+        monkeypatch.setattr(moon_pipeline, "_ecc", lambda *args: (moved, found[1]))
+        assert moon_pipeline._ecc_agrees(found, *disks, 6.0, self.centre, self.radius) is None
 
 
 def _moon_with(model, decoys, size=(1400, 1000)):
