@@ -562,11 +562,6 @@ ECC_MAX_TURN_DEG = 10.0
 ECC_SIGMA = 1.5
 ECC_ITERATIONS = 60
 ECC_MIN_CORRELATION = 0.3
-# Against a render flattened unshaded (see _register_disk) only specks of
-# maria may be left to align: ECC must then reach the same answer from
-# starts this many degrees either side, within this share of the radius.
-ECC_RESTART_DEG = 2.0
-ECC_RESTART_AGREEMENT = 0.02
 
 
 def _polar_rotation(user_work, user_mask, model_work, model_mask, radius):
@@ -733,24 +728,6 @@ def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius)
     return warp, float(correlation)
 
 
-def _ecc_agrees(found, user_work, user_mask, model_work, model_mask, rotation, centre, radius):
-    """ECC's answer ``found`` (warp, correlation) when ECC started at
-    ``rotation`` plus and minus ECC_RESTART_DEG lands within
-    ECC_RESTART_AGREEMENT of the radius of it on a ring at 0.7 r, else
-    None. Measured on five phone sets (32 ECC answers, right ones within
-    1.6% of the radius from either start): the one wrong answer, on a disk
-    98% blown out against a render flattened unshaded, did not converge from
-    one start; one right ORB answer on the plain path also missed one."""
-    ring = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
-    points = centre + 0.7 * radius * np.column_stack([np.cos(ring), np.sin(ring)])
-    mapped = map_points(found[0], points)
-    for turn in (-ECC_RESTART_DEG, ECC_RESTART_DEG):
-        again = _ecc(user_work, user_mask, model_work, model_mask, rotation + turn, centre, radius)
-        if again is None or np.abs(map_points(again[0], points) - mapped).max() > ECC_RESTART_AGREEMENT * radius:
-            return None
-    return found
-
-
 def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius):
     """(src, dst, warp, inliers, estimator) from matching guided by the polar
     rotation, or None. Held to a stricter standard than plain matching (more
@@ -851,12 +828,11 @@ def _blown_out_share(side):
     return float(np.mean(grey[disk] >= BLOWN_OUT_LEVEL))
 
 
-def _solve(user_features, model_features, algorithm, radius, ecc_restarts=False):
+def _solve(user_features, model_features, algorithm, radius, ecc=True):
     """Match two described canvases and estimate the warp between them:
     (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation),
-    or NotEnoughKeypointsError / HomographyNotFoundError. With
-    ``ecc_restarts``, an ECC answer must be reached again from starts
-    ECC_RESTART_DEG either side of the polar rotation."""
+    or NotEnoughKeypointsError / HomographyNotFoundError; ``ecc=False``
+    leaves ECC out of the fallbacks."""
     user_work, user_mask, user_to_work, user_kp, user_desc = user_features
     model_work, model_mask, model_to_work, model_kp, model_desc = model_features
     size = user_work.shape[0]
@@ -889,9 +865,7 @@ def _solve(user_features, model_features, algorithm, radius, ecc_restarts=False)
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
-            found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius)
-            if found is not None and ecc_restarts:
-                found = _ecc_agrees(found, user_work, user_mask, model_work, model_mask, rotation, centre, radius)
+            found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius) if ecc else None
             if found is None:
                 raise failure
             warp, ecc_correlation = found
@@ -970,11 +944,14 @@ def _register_disk(user_side, model_side, algorithm):
         # Two readings of where the photo blew out: under the render's own
         # shading (the phases agree, as for the client's renders made for
         # the photo's moment), else under none (a near-full photo against a
-        # render with a phase).
+        # render with a phase). The second is a guess about the render: only
+        # point matches may back it, as ECC lines up the few specks of maria
+        # left anywhere near (2 of its 4 answers there on the phone sets
+        # were 2.5% and 3.6% of the diameter off).
         for unshaded in (False, True):
             model_features = describe(model_side, algorithm, radius, (round(share, 2), unshaded))
             try:
-                solved = _solve(user_features, model_features, algorithm, radius, ecc_restarts=unshaded)
+                solved = _solve(user_features, model_features, algorithm, radius, ecc=not unshaded)
                 break
             except (NotEnoughKeypointsError, HomographyNotFoundError):
                 if unshaded:
