@@ -107,6 +107,9 @@ CONFIRM_SIZE = 640
 BLOWN_OUT_MIN_SHARE = 0.1
 BLOWN_OUT_LEVEL = 250
 BLOWN_OUT_RADIUS = 48
+# The render's shading for the unshaded reading (see _flatten_brightest), of
+# the radius: wider than SHADING_SIGMA, which took the maria for shading
+# (0.08 refused two of four blown-out phone photos that 0.15-0.4 register).
 ALBEDO_SHADING_SIGMA = 0.25
 
 # Disks tried besides the one taken for the Moon when that one does not
