@@ -109,7 +109,8 @@ BLOWN_OUT_LEVEL = 250
 BLOWN_OUT_RADIUS = 48
 # The render's shading for the unshaded reading (see _flatten_brightest), of
 # the radius: wider than SHADING_SIGMA, which took the maria for shading
-# (0.08 refused two of four blown-out phone photos that 0.15-0.4 register).
+# (in this reading's first version, 0.08 lost two of four blown-out phone
+# photos that 0.15-0.4 matched).
 ALBEDO_SHADING_SIGMA = 0.25
 
 # Disks tried besides the one taken for the Moon when that one does not
