@@ -346,38 +346,35 @@ class TestOverExposed:
         assert eccs == [True, True, False][: failures + 1]
         assert result.inliers > 0
 
-    def test_three_failures_refuse(self, model, monkeypatch):
-        user, circle = self._half_blown()
-        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
+    @staticmethod
+    def _solves_until_refused(monkeypatch, user_side, model, error):
+        """The _solve calls register_sides makes when every one raises ``error``."""
         model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
         calls = []
 
         def failing(*args, **options):
             calls.append(args)
-            raise NotEnoughKeypointsError()
+            raise error()
 
         monkeypatch.setattr(moon_pipeline, "_solve", failing)
         monkeypatch.setattr(moon_pipeline, "_other_disks", lambda pyramid, tried: [])
-        with pytest.raises(NotEnoughKeypointsError):
+        with pytest.raises(error):
             moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
-        assert len(calls) == 3
+        return calls
+
+    def test_three_failures_refuse(self, model, monkeypatch):
+        """A blown-out photo is tried plain and against both flattened
+        readings of the render, then refused with the last failure."""
+        user, circle = self._half_blown()
+        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
+        assert len(self._solves_until_refused(monkeypatch, user_side, model, NotEnoughKeypointsError)) == 3
 
     def test_no_retry_when_not_blown_out(self, model, monkeypatch):
         """A photo that is not over-exposed gets the first failure."""
         user = np.full((400, 400, 3), 10, np.uint8)
         cv2.circle(user, (200, 200), 150, (90, 100, 110), -1)
         user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), moon_pipeline.Circle(199.5, 199.5, 150))
-        model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
-        calls = []
-
-        def failing(*args, **options):
-            calls.append(args)
-            raise HomographyNotFoundError()
-
-        monkeypatch.setattr(moon_pipeline, "_solve", failing)
-        with pytest.raises(HomographyNotFoundError):
-            moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
-        assert len(calls) == 1
+        assert len(self._solves_until_refused(monkeypatch, user_side, model, HomographyNotFoundError)) == 1
 
 
 class TestGuidedMatching:
