@@ -3,6 +3,7 @@ a few hundred generated scenes, and whole phone photos (2-12 Mpx), with and
 without a Moon.
 
     python benchmarks/bench_detect.py [--scenes N] [--photos N] [--seed S] [--cache DIR]
+    python benchmarks/bench_detect.py --only clipped [--clipped N] [--clipped-seed S]
 
 Each set is scored for find_moon (what POST /api/moon/detect runs) and for
 the moon pipeline's search (_find_moon_fast, on a pyramid).
@@ -28,6 +29,7 @@ from moontrek.registration.moon import find_moon  # noqa: E402
 from moontrek.registration.moon_pipeline import _find_moon_fast  # noqa: E402
 from moontrek.synthetic import (  # noqa: E402
     PHONE_NO_MOON_KINDS,
+    make_clipped_moon_photo,
     make_no_moon_photo,
     make_no_moon_scene,
     make_phone_photo,
@@ -163,10 +165,14 @@ def main():
     parser.add_argument("--photos", type=int, default=120, help="generated whole phone photos (default 120)")
     parser.add_argument("--fp-per-kind", type=int, default=8, help="Moon-less phone photos per kind (default 8)")
     parser.add_argument("--cache", type=Path, help="keep generated phone photos here (they take seconds to make)")
-    parser.add_argument("--only", choices=["real", "scenes", "phone", "timing"], action="append", help="run only these parts")
+    parser.add_argument("--clipped", type=int, default=60, help="gibbous Moons cut by the frame (default 60)")
+    parser.add_argument("--clipped-seed", type=int, default=0, help="first seed of those (default 0)")
+    parser.add_argument(
+        "--only", choices=["real", "scenes", "phone", "clipped", "timing"], action="append", help="run only these parts"
+    )
     parser.add_argument("--verbose", action="store_true", help="list every failure")
     args = parser.parse_args()
-    parts = set(args.only or ["real", "scenes", "phone", "timing"])
+    parts = set(args.only or ["real", "scenes", "phone", "clipped", "timing"])
 
     find_moon(make_sky_scene(seed=0)[0])  # warm up OpenCV's first-call costs
     print(HEADER)
@@ -192,6 +198,8 @@ def main():
         scenes(args)
     if "phone" in parts:
         phone_photos(args)
+    if "clipped" in parts:
+        clipped_moons(args)
     if "timing" in parts:
         timing()
 
@@ -315,6 +323,24 @@ def phone_photos(args):
         print(tallies["phone: no Moon"].row())
         for kind in PHONE_NO_MOON_KINDS:
             print(tallies[f"  {kind}"].row())
+
+
+def clipped_moons(args):
+    """Gibbous Moons cut by the frame among lamps, planets, stars and
+    silhouettes: the lit limb partly outside the frame, for both detectors."""
+    tallies = {name: Tally(f"clipped, {name}") for name in DETECTORS}
+    for seed in range(args.clipped_seed, args.clipped_seed + args.clipped):
+        image, truth, info = make_clipped_moon_photo(seed)
+        for name, detector in DETECTORS.items():
+            found, ms = run(image, detector)
+            tallies[name].add(found, truth, ms)
+            if args.verbose and (found is None or not within(found, truth)):
+                print(f"  {name} miss clipped {seed} {info['distractors']}: truth {tuple(round(v, 1) for v in truth)}, "
+                      f"found {found and found.as_dict()}")
+    print()
+    print(HEADER)
+    for name in DETECTORS:
+        print(tallies[name].row())
 
 
 def timing():

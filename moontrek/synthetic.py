@@ -424,7 +424,7 @@ def make_no_moon_scene(kind, size=(800, 600), *, seed=0, noise=4.0, jpeg=None):
 # what night skies hold beside it (a planet, stars, street lamps, horizon
 # silhouettes, halo, thin cloud), and Moon-less scenes that fool detectors.
 
-__all__ += ["make_phone_photo", "make_no_moon_photo", "PHONE_NO_MOON_KINDS", "PHONE_DISTRACTORS"]
+__all__ += ["make_phone_photo", "make_clipped_moon_photo", "make_no_moon_photo", "PHONE_NO_MOON_KINDS", "PHONE_DISTRACTORS"]
 
 #: Kinds of Moon-less phone photo make_no_moon_photo draws.
 PHONE_NO_MOON_KINDS = ("dot", "stars", "lamps", "lamp", "coins", "sun", "blank", "noise", "horizon")
@@ -819,6 +819,20 @@ def make_phone_photo(
         _add_cloud(image, rng, cloud, light)
     photo = _finish_fast(image, rng, noise, jpeg)
     return photo, (cx, cy, float(radius)), info
+
+
+def make_clipped_moon_photo(seed):
+    """A gibbous Moon (phase 10-50 degrees, exposure 0.7-1) across the frame's
+    edge of a 2.5 Mpx phone photo, among whatever distractors ``seed`` draws:
+    part of its lit limb outside the frame. The Moon is render_moon's, so the
+    photo is the same with or without ../shared. Returns what
+    make_phone_photo does."""
+    rng = np.random.default_rng(seed)
+    moon = render_moon(608, radius=300, seed=seed, craters=300)
+    return make_phone_photo(
+        seed, megapixels=2.5, moon=moon, circle=(303.5, 303.5, 300.0), clipped=True,
+        phase=float(rng.uniform(10, 50)), exposure=float(rng.uniform(0.7, 1.0)),
+    )
 
 
 def make_no_moon_photo(kind, seed=0, *, orientation=None, aspect=None, megapixels=None, noise=None, jpeg=None):

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from moontrek.registration.errors import NoMoonError
 from moontrek.registration.moon import find_moon
 from moontrek.registration.moon_pipeline import _find_moon_fast
-from moontrek.synthetic import PHONE_NO_MOON_KINDS, make_no_moon_photo, make_phone_photo, render_moon
+from moontrek.synthetic import (
+    PHONE_NO_MOON_KINDS,
+    make_clipped_moon_photo,
+    make_no_moon_photo,
+    make_phone_photo,
+    render_moon,
+)
 
 
 def assert_within(found, truth):
@@ -116,6 +122,33 @@ class TestPhonePhotos:
         image, truth, _ = make_phone_photo(seed, megapixels=2, clipped=True, fraction=0.2, phase=0.0)
         assert_within(find_moon(image), truth)
 
+    @pytest.mark.parametrize(
+        "seed",
+        [
+            # Its coverage counted over the rim inside the frame, the cut
+            # disk contains the bright highlands fitted inside it.
+            pytest.param(10, id="cut-disk-contains-its-highlands"),
+            # A bright crater inside the Moon was taken for a twin of lit
+            # windows or a planet, and shut the Moon out with them.
+            pytest.param(13, id="crater-no-twin-of-windows"),
+            pytest.param(23, id="crater-no-twin-of-lamps"),
+            pytest.param(59, id="both"),
+            # Levels of street lamps' glare, the Moon's size, were its twins.
+            pytest.param(25, id="glare-no-twin-1"),
+            pytest.param(46, id="glare-no-twin-2"),
+            pytest.param(49, id="glare-no-twin-3"),
+        ],
+    )
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_gibbous_moon_cut_by_the_frame_among_distractors(self, detector, seed):
+        """A gibbous Moon across the frame's edge, its lit limb partly cut
+        off, beside lamps, a planet, stars or lit windows: found, not refused
+        and not taken for a part of itself. (A generated Moon, so the photo
+        is the same with or without ../shared; all seven were missed before.)"""
+        image, truth, info = make_clipped_moon_photo(seed)
+        assert info["clipped"] and info["distractors"] and 10 <= info["phase"] <= 50
+        assert_within(detector(image), truth)
+
     @pytest.mark.parametrize("seed", [1004, 1034, 1114, 1117])
     @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
     def test_half_moon_beside_street_lamps(self, detector, seed):
@@ -159,6 +192,15 @@ class TestMoonlessPhotos:
         if (kind, seed) == ("dot", 1):
             pytest.xfail("known false Moon: this planet's glare is 1.34% of the short side, above the size floor")
         image, _ = make_no_moon_photo(kind, seed, megapixels=2)
+        assert_refused(image)
+
+    @pytest.mark.parametrize("seed", [202007, 210001])
+    def test_star_standing_out_among_glares_of_stars(self, seed):
+        """A star's sharp core stands out of its sky as the Moon does, and
+        the other stars' glare circles are no twins of it by contrast; but
+        it is far smaller than a phone photo's Moon, so they still are.
+        (Both were taken for a Moon without that size floor.)"""
+        image, _ = make_no_moon_photo("stars", seed)
         assert_refused(image)
 
     @pytest.mark.parametrize("seed", [0, 1])

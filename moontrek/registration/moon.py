@@ -46,6 +46,16 @@ _RIVAL_SHARE = 0.2  # a look-alike scores at least this share of the best
 # 0.08-0.17), with a contrast of 0.4-0.57 against its 0.86-0.96.
 _RANK_POWER = 2.0
 _CONTAINER_SHARE = 0.5  # a disk drops the features inside it from this share
+# A disk standing out of a dark sky (the ring around it falls this share of
+# the way to the sky, at least) has no twin in a circle whose ring falls less
+# than _TWIN_CONTRAST of that: a level of a lamp's glare. Measured on
+# generated phone photos: Moons (halo or not, cut by the frame) 0.81-0.99,
+# the glare circles taken for their twins 0.48-0.77 (see also _RANK_POWER).
+# Only a disk of a Moon's size: a phone photo's Moon spans 8% of the short
+# side or more, a star's core among the glares of other stars far less.
+_STANDS_OUT = 0.8
+_TWIN_CONTRAST = 0.8
+_TWIN_MIN_RADIUS = 0.035  # of the frame's shorter side
 # The quick path's acceptance (see _quick), stricter than the full search's.
 # Measured on 600 generated scenes, 240 disks of synthetic pairs and the
 # real photos: no accepted circle off by more than 10% of the radius, with
@@ -159,6 +169,7 @@ class _Candidate:
     disk_score: float = 0.0  # the score before the doubts, for moon_candidates' order
     rival_score: float = 0.0  # the score before the plausibility test, for the look-alike rule
     rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
+    in_frame: float = 1.0  # fraction of the circle's rim inside the frame
 
 
 def find_moon(image):
@@ -942,7 +953,9 @@ def _evaluate(x, y, r, limb, arc, smooth, level, sky, span, width, height):
     # there is of the sky.
     outside = float(np.median(ring)) if len(ring) > 8 else float(np.median(outer[known]))
     bright = (inside - sky) / span
-    return _Candidate(x, y, r, coverage, step, inside, outside, level, support, bright)
+    rim_x, rim_y = x + r * cos, y + r * sin
+    in_frame = float(np.mean((rim_x >= 0) & (rim_x <= width - 1) & (rim_y >= 0) & (rim_y <= height - 1)))
+    return _Candidate(x, y, r, coverage, step, inside, outside, level, support, bright, in_frame=in_frame)
 
 
 def _drop_surface_features(candidates):
@@ -951,12 +964,15 @@ def _drop_surface_features(candidates):
     circle inside a fair rival is dropped unless it sits at that rival's
     centre and is not much smaller (the disk inside its halo). A rival that
     is only an arc (coverage under 0.4, or no more than the inner circle's)
-    is no disk to contain anything."""
+    is no disk to contain anything; its coverage is counted over the part of
+    its rim inside the frame (half of it at least), as a Moon cut by the
+    frame's edge shows no more of its limb than that."""
     kept = []
     for a in candidates:
         feature = False
         for b in candidates:
-            if b is a or b.r <= a.r or b.score < _CONTAINER_SHARE * a.score or b.coverage < max(0.4, a.coverage + 0.05):
+            seen = b.coverage / max(b.in_frame, 0.5)
+            if b is a or b.r <= a.r or b.score < _CONTAINER_SHARE * a.score or seen < max(0.4, a.coverage + 0.05):
                 continue
             offset = np.hypot(a.x - b.x, a.y - b.y)
             if offset + a.r > 1.15 * b.r:
@@ -1000,6 +1016,9 @@ def _choose(candidates, scene):
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
     candidates = _drop_surface_features(candidates)
+    # Look-alikes are whole objects: a bright crater inside the Moon is no
+    # lamp's twin, and as one it would shut the Moon out with the lamps.
+    whole = list(candidates)
     # Each object (circles at several levels, concentric or overlapping) is
     # its best-scoring circle. Between objects the Moon stands out from what
     # is around it, a lamp sits in its own glare: a whole lamp outscores a
@@ -1024,8 +1043,13 @@ def _choose(candidates, scene):
         if any(np.hypot(best.x - o.x, best.y - o.y) < o.r + best.r or best.r < 1.67 * o.r for o in excluded):
             continue
         rivals = []
-        for c in everything:
+        stands_out = best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape) and _contrast(best, scene) >= _STANDS_OUT
+        for c in whole:
             if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
+                continue
+            # A level of a lamp's glare, with glare all round it, is no twin
+            # of a disk standing out of a dark sky.
+            if stands_out and _contrast(c, scene) < _TWIN_CONTRAST * _contrast(best, scene):
                 continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
