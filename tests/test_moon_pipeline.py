@@ -24,7 +24,7 @@ from moontrek.registration.geometry import map_points
 from moontrek.registration import moon_pipeline
 from moontrek.registration.moon import find_moon
 from moontrek.registration.moon_pipeline import WORK_RADIUS, register_moon
-from moontrek.synthetic import disk_error, encode, make_pair, perturb_photo, render_moon
+from moontrek.synthetic import disk_error, encode, make_pair, make_phone_photo, perturb_photo, render_moon
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AVAILABLE = [name for name in ALGORITHM_NAMES if algorithm_table()[name].available]
@@ -330,7 +330,7 @@ class TestOverExposed:
         model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
         solve, clips, eccs = moon_pipeline._solve, [], []
 
-        def failing(user_features, model_features, algorithm, radius, ecc=True):
+        def failing(user_features, model_features, algorithm, radius, ecc=True, max_scale=None):
             clips.append(next(k[3] for k, v in model_side.features.items() if v is model_features))
             eccs.append(ecc)
             if len(clips) <= failures:
@@ -518,3 +518,103 @@ class TestCloseCrops:
         circle = (x - x0, y - y0, r)
         error = disk_error(result.homography, truth, circle, frame=(crop.shape[1], crop.shape[0]))
         assert error <= 0.01 * max(crop.shape[:2])
+
+
+class TestLimbRefinement:
+    """The photo's circle is refitted to its lit limb (``_refine_limb``):
+    the search's circle, fitted at 160 px or 1 Mpx to a thresholded outline,
+    may follow a gibbous Moon's terminator, and the matching tolerates only
+    a few per cent of error in the disk."""
+
+    @staticmethod
+    def _gibbous(seed=3, **options):
+        moon = render_moon(608, radius=300, seed=seed, craters=300)
+        settings = dict(megapixels=3, moon=moon, circle=(303.5, 303.5, 300.0), fraction=0.15, phase=39.0, direction=0.0,
+                        exposure=1.9, distractors=(), halo=0.0, cloud=0.0, sky=(120, 110, 160), gradient=0.5)
+        settings.update(options)
+        image, truth, _ = make_phone_photo(seed, **settings)
+        return image, truth
+
+    @staticmethod
+    def _off(circle, truth):
+        x, y, r = truth
+        return np.hypot(circle.x - x, circle.y - y) / r, abs(circle.radius - r) / r
+
+    @pytest.mark.parametrize(
+        "options",
+        [({}, 0.01), ({"phase": 0.0}, 0.01), ({"phase": 120.0, "exposure": 1.0}, 0.01),
+         ({"clipped": True, "direction": 180.0}, 0.02)],
+        ids=["over-exposed gibbous", "full", "crescent", "cut by the frame, lit limb partly outside"],
+    )
+    @pytest.mark.parametrize("start", [(0.1, 0.0, -0.07), (-0.05, 0.08, 0.1)], ids=["shifted, small", "shifted, large"])
+    def test_a_circle_off_by_a_tenth_is_brought_onto_the_limb(self, options, start):
+        """From a circle 10% off in centre and radius, the limb's circle
+        within 1% (the terminator, an ellipse, and the frame's edge voted
+        out; 2% when only the limb's two ends are in the frame)."""
+        options, tolerance = options
+        image, truth = self._gibbous(**options)
+        x, y, r = truth
+        off = moon_pipeline.Circle(x + start[0] * r, y + start[1] * r, r * (1 + start[2]))
+        refined = moon_pipeline._refine_limb(moon_pipeline._Pyramid(image), off)
+        centre, radius = self._off(refined, truth)
+        assert centre <= tolerance and radius <= tolerance, (refined, truth)
+
+    def test_the_pipeline_circle_follows_the_limb_not_the_terminator(self):
+        """An over-exposed gibbous Moon on a bright twilight sky: the search
+        alone is several per cent off (the terminator's edge is as sharp as
+        the limb's once blown out); the side the pipeline prepares is on the
+        limb."""
+        image, truth = self._gibbous()
+        searched = moon_pipeline._find_moon_fast(image)
+        side = moon_pipeline.prepare_side(image, get_algorithm("ORB"))
+        assert max(self._off(side.circle, truth)) <= 0.01
+        assert max(self._off(searched, truth)) > 2 * max(self._off(side.circle, truth))
+
+    def test_no_limb_keeps_the_circle(self):
+        """A glow with no limb anywhere (a Gaussian blob): nothing to refit
+        (None), and the pipeline keeps the search's circle."""
+        yy, xx = np.mgrid[0:600, 0:800]
+        blob = 200.0 * np.exp(-((xx - 400.0) ** 2 + (yy - 300.0) ** 2) / (2 * 80.0**2))
+        image = cv2.cvtColor(blob.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        circle = moon_pipeline.Circle(400.0, 300.0, 120.0)
+        pyramid = moon_pipeline._Pyramid(image)
+        assert moon_pipeline._refine_limb(pyramid, circle) is None
+        side = moon_pipeline._on_limb(pyramid, circle)
+        assert side.circle is circle and not side.on_limb
+
+    @pytest.mark.parametrize(
+        "scale, inliers, max_scale, fits",
+        [
+            (1.133, 3, 0.05, False),  # an ECC answer 6.4% of the diameter off
+            (1.041, 3, 0.05, True),  # the largest right one measured
+            (0.94, 9, 0.05, False),
+            (1.133, 3, None, True),  # a circle not on its limb: any plausible scale
+            (1.133, 15, 0.05, True),  # enough matches speak for themselves
+        ],
+    )
+    def test_weak_answers_keep_the_disk_size(self, scale, inliers, max_scale, fits):
+        """With both circles on their limbs, an answer on weak evidence must
+        not scale the disk by more than LIMB_MAX_SCALE."""
+        a = np.radians(30.0)
+        warp = np.array([[scale * np.cos(a), -scale * np.sin(a), 5.0], [scale * np.sin(a), scale * np.cos(a), -3.0], [0, 0, 1]])
+        assert moon_pipeline._scale_fits(warp, inliers, max_scale) is fits
+
+    @pytest.mark.parametrize("on_limb, bound", [((True, True), moon_pipeline.LIMB_MAX_SCALE), ((True, False), None), ((False, True), None)])
+    def test_the_scale_bound_needs_both_circles_on_their_limbs(self, monkeypatch, on_limb, bound):
+        """_register_disk asks _solve for the tight scale only when the
+        photo's and the model's circles were both fitted to their limbs."""
+        model = render_moon(400, seed=3)
+        user = make_pair(model, angle=20.0, scale=1.0).user
+        seen = []
+
+        def refusing(*args, max_scale=None, **options):
+            seen.append(max_scale)
+            raise HomographyNotFoundError()
+
+        monkeypatch.setattr(moon_pipeline, "_solve", refusing)
+        monkeypatch.setattr(moon_pipeline, "_blown_out_share", lambda side: 0.0)
+        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), find_moon(user), on_limb=on_limb[0])
+        model_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(model), find_moon(model), on_limb=on_limb[1])
+        with pytest.raises(HomographyNotFoundError):
+            moon_pipeline._register_disk(user_side, model_side, get_algorithm("ORB"))
+        assert seen == [bound]

@@ -354,6 +354,108 @@ def _ransac_circle(points, tolerance):
     return float(x), float(y), radius, count
 
 
+# A photo's disk refined to its lit limb: the search fits its circle at
+# 160 px or 1 Mpx to a thresholded outline, which on a gibbous Moon runs
+# along the terminator too (a convex ellipse there, as bright-edged as the
+# limb once over-exposed), and a radius or centre a few per cent off is
+# more than the matching's consistency checks allow. Radial profiles at
+# about LIMB_FIT_RADIUS px; the steepest fall on each, where strong, is a
+# limb point; the circle through the most of them replaces the search's
+# when it is within LIMB_MAX_SHIFT of it and its points are a limb: at
+# least LIMB_MIN_ARC of the directions inside the frame (the lit limb is
+# half the circle at any phase, less when the frame cuts it), and spread
+# over LIMB_MIN_SPAN degrees or more.
+LIMB_FIT_RADIUS = 160
+LIMB_ANGLES = 180
+LIMB_REACH = (0.75, 1.25)  # of the radius, where the fall is looked for
+LIMB_STEP = 0.5  # px along a profile
+LIMB_STRONG = 0.5  # of the upper quartile of the falls, at least
+LIMB_SHARP = 2.5  # px either side of the steepest point
+LIMB_SHARP_SHARE = 0.5  # of the profile's whole fall, within LIMB_SHARP of it
+LIMB_TOLERANCE = 0.01  # of the radius (1 px at least)
+LIMB_MIN_ARC = 0.25
+LIMB_MIN_POINTS = 20
+LIMB_MIN_SPAN = 90.0
+LIMB_MAX_SHIFT = 0.3  # of the radius, centre and radius each
+# With both disks on their limbs, the canvases' disks have one size to about
+# a per cent, so an answer on weak evidence (ECC, or fewer than
+# HOMOGRAPHY_MIN_INLIERS inliers) that scales the disk by more than this is
+# a wrong one. Measured on seven phone sets: right answers of that kind
+# 0.986-1.041; wrong ones 1.052-1.133 (2.7-6.4% of the diameter off).
+LIMB_MAX_SCALE = 0.05
+
+
+def _refine_limb(pyramid, circle):
+    """``circle`` (the search's, in the photo's pixels) fitted to the
+    photo's lit limb; None when the limb does not settle it."""
+    level, k = pyramid.level(min(1.0, LIMB_FIT_RADIUS / float(circle.radius)))
+    s = 2.0**-k
+    cx, cy, r = (circle.x + 0.5) * s - 0.5, (circle.y + 0.5) * s - 0.5, circle.radius * s
+    # Only the disk's surroundings (the reach, and the blur's margin).
+    reach = LIMB_REACH[1] * r + 4
+    x0, y0 = max(0, int(cx - reach)), max(0, int(cy - reach))
+    x1, y1 = min(level.shape[1], int(np.ceil(cx + reach)) + 1), min(level.shape[0], int(np.ceil(cy + reach)) + 1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    crop = level[y0:y1, x0:x1]
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
+    cx, cy = cx - x0, cy - y0
+    height, width = grey.shape
+    theta = np.arange(LIMB_ANGLES) * (2 * np.pi / LIMB_ANGLES)
+    t = np.arange(LIMB_REACH[0] * r, LIMB_REACH[1] * r, LIMB_STEP)
+    if len(t) < 8:
+        return None
+    xs = (cx + t[None, :] * np.cos(theta)[:, None]).astype(np.float32)
+    ys = (cy + t[None, :] * np.sin(theta)[:, None]).astype(np.float32)
+    inside = (xs >= 0) & (ys >= 0) & (xs <= width - 1) & (ys <= height - 1)
+    profiles = cv2.remap(grey, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fall = profiles[:, :-1] - profiles[:, 1:]
+    j = np.argmax(fall, axis=1)
+    rows = np.arange(LIMB_ANGLES)
+    drop = fall[rows, j]
+    # Sub-sample: the vertex of the parabola through the fall's peak.
+    left = fall[rows, np.maximum(j - 1, 0)]
+    right = fall[rows, np.minimum(j + 1, fall.shape[1] - 1)]
+    curve = left - 2 * drop + right
+    offset = np.where(curve < 0, 0.5 * (left - right) / np.where(curve < 0, curve, -1.0), 0.0)
+    radial = t[j] + (np.clip(offset, -0.5, 0.5) + 0.5) * LIMB_STEP
+    # Directions whose profile leaves the frame show no limb of their own.
+    framed = inside.all(axis=1)
+    if framed.sum() < 0.25 * LIMB_ANGLES:
+        return None
+    # A limb is a step: its fall peaks inside the reach, and most of the
+    # profile's whole fall happens within LIMB_SHARP px of the peak (not so a
+    # glow's or a soft terminator's).
+    n = fall.shape[1]
+    half = int(round(LIMB_SHARP / LIMB_STEP))
+    near = profiles[rows, np.maximum(j - half, 0)] - profiles[rows, np.minimum(j + 1 + half, n)]
+    before = np.maximum.accumulate(profiles, axis=1)[rows, j]
+    after = np.minimum.accumulate(profiles[:, ::-1], axis=1)[:, ::-1][rows, np.minimum(j + 1, n)]
+    sharp = near >= LIMB_SHARP_SHARE * np.maximum(before - after, 1e-6)
+    peaked = (j > 0) & (j < n - 1)
+    strong = framed & peaked & sharp & (drop > 0) & (drop >= LIMB_STRONG * np.percentile(drop[framed], 75))
+    points = np.column_stack([cx + radial * np.cos(theta), cy + radial * np.sin(theta)])[strong]
+    tolerance = max(1.0, LIMB_TOLERANCE * r)
+    if len(points) < 10:
+        return None
+    fit = _ransac_circle(points.astype(np.float64), tolerance)
+    if fit is None:
+        return None
+    x, y, radius, count = fit
+    on = np.abs(np.hypot(points[:, 0] - x, points[:, 1] - y) - radius) <= tolerance
+    angles = np.sort(np.degrees(np.arctan2(points[on, 1] - y, points[on, 0] - x)))
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 360.0])) if len(angles) else np.array([360.0])
+    if (
+        count < max(LIMB_MIN_POINTS, LIMB_MIN_ARC * framed.sum())
+        or 360.0 - gaps.max() < LIMB_MIN_SPAN
+        or np.hypot(x - cx, y - cy) > LIMB_MAX_SHIFT * r
+        or abs(radius - r) > LIMB_MAX_SHIFT * r
+    ):
+        return None
+    return _Pyramid.to_original(Circle(x + x0, y + y0, radius), k)
+
+
 def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0, unshaded=False):
     """Resample ``circle``'s disk of a BGR ``image`` (or a :class:`_Pyramid`
     of one) to ``radius`` and normalise it photometrically; with
@@ -769,6 +871,9 @@ class DiskSide:
     pyramid: "_Pyramid"
     circle: Circle = None
     features: dict = dataclasses.field(default_factory=dict)
+    # True when the circle was fitted to the disk's lit limb (a render's, or
+    # a photo's by _refine_limb), to about a per cent.
+    on_limb: bool = False
 
     @property
     def shape(self):
@@ -782,11 +887,21 @@ def prepare_side(image, algorithm, *, render=False):
     the photo's disk, its canvas described already."""
     pyramid = image if isinstance(image, _Pyramid) else _Pyramid(image)
     circle = _render_disk(pyramid) if render else None
-    side = DiskSide(pyramid, circle if circle is not None else _find_moon_or_none(pyramid))
+    if circle is not None:
+        side = DiskSide(pyramid, circle, on_limb=True)
+    else:
+        side = _on_limb(pyramid, _find_moon_or_none(pyramid))
     radius = working_radius(algorithm)
     if radius is not None and side.circle is not None:
         describe(side, algorithm, radius)
     return side
+
+
+def _on_limb(pyramid, circle):
+    """A :class:`DiskSide` of ``circle`` found by a search, fitted to its
+    lit limb where that settles it."""
+    refined = _refine_limb(pyramid, circle) if circle is not None else None
+    return DiskSide(pyramid, refined, on_limb=True) if refined is not None else DiskSide(pyramid, circle)
 
 
 def working_radius(algorithm, user_radius=None):
@@ -832,11 +947,21 @@ def _blown_out_share(side):
     return float(np.mean(grey[disk] >= BLOWN_OUT_LEVEL))
 
 
-def _solve(user_features, model_features, algorithm, radius, ecc=True):
+def _scale_fits(warp, inliers, max_scale):
+    """Whether an answer on ``inliers`` point matches scales the disk by at
+    most ``max_scale`` (None: any plausible scale), when its evidence is weak
+    (see LIMB_MAX_SCALE)."""
+    if max_scale is None or inliers >= HOMOGRAPHY_MIN_INLIERS:
+        return True
+    return bool(abs(np.sqrt(abs(np.linalg.det(warp[:2, :2]))) - 1.0) <= max_scale)
+
+
+def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale=None):
     """Match two described canvases and estimate the warp between them:
     (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation),
     or NotEnoughKeypointsError / HomographyNotFoundError; ``ecc=False``
-    leaves ECC out of the fallbacks."""
+    leaves ECC out of the fallbacks; ``max_scale`` bounds the scale of
+    answers on weak evidence (see _scale_fits)."""
     user_work, user_mask, user_to_work, user_kp, user_desc = user_features
     model_work, model_mask, model_to_work, model_kp, model_desc = model_features
     size = user_work.shape[0]
@@ -856,7 +981,11 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True):
         if len(src) < MIN_MATCHES:
             raise NotEnoughKeypointsError()
         warp, inliers, estimator = _estimate(src, dst, centre, radius)
-        if inliers.sum() < MIN_INLIERS or not _plausible(warp, centre, radius):
+        if (
+            inliers.sum() < MIN_INLIERS
+            or not _plausible(warp, centre, radius)
+            or not _scale_fits(warp, inliers.sum(), max_scale)
+        ):
             raise HomographyNotFoundError()
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
         # Matching alone failed: the disks' rotation from polar correlation
@@ -865,12 +994,14 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True):
         if peak < POLAR_MIN_PEAK:
             raise failure
         found = _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius)
+        if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
+            found = None
         if found is not None:
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
             found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius) if ecc else None
-            if found is None:
+            if found is None or not _scale_fits(found[0], 0, max_scale):
                 raise failure
             warp, ecc_correlation = found
             # The plain matches that agree with ECC's answer are its inliers.
@@ -903,7 +1034,7 @@ def register_sides(user_side, model_side, algorithm):
             failure = error
     for circle in _other_disks(user_side.pyramid, user_side.circle):
         try:
-            result = _register_disk(DiskSide(user_side.pyramid, circle), model_side, algorithm)
+            result = _register_disk(_on_limb(user_side.pyramid, circle), model_side, algorithm)
         except (NotEnoughKeypointsError, HomographyNotFoundError):
             continue
         # A disk passed over needs matches to back it: ECC alone lines up
@@ -936,8 +1067,9 @@ def _register_disk(user_side, model_side, algorithm):
     radius = working_radius(algorithm, user_circle.radius)
     user_features = describe(user_side, algorithm, radius)
     model_features = describe(model_side, algorithm, radius)
+    max_scale = LIMB_MAX_SCALE if user_side.on_limb and model_side.on_limb else None
     try:
-        solved = _solve(user_features, model_features, algorithm, radius)
+        solved = _solve(user_features, model_features, algorithm, radius, max_scale=max_scale)
     except (NotEnoughKeypointsError, HomographyNotFoundError):
         # An over-exposed photo's highlands are flat white, where the render
         # still shows terrain that matches nothing: flatten the same share
@@ -955,7 +1087,7 @@ def _register_disk(user_side, model_side, algorithm):
         for unshaded in (False, True):
             model_features = describe(model_side, algorithm, radius, (round(share, 2), unshaded))
             try:
-                solved = _solve(user_features, model_features, algorithm, radius, ecc=not unshaded)
+                solved = _solve(user_features, model_features, algorithm, radius, ecc=not unshaded, max_scale=max_scale)
                 break
             except (NotEnoughKeypointsError, HomographyNotFoundError):
                 if unshaded:
