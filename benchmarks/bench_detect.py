@@ -5,8 +5,9 @@ without a Moon.
     python benchmarks/bench_detect.py [--scenes N] [--photos N] [--seed S] [--cache DIR]
     python benchmarks/bench_detect.py --only clipped [--clipped N] [--clipped-seed S]
 
-Each set is scored for find_moon (what POST /api/moon/detect runs) and for
-the moon pipeline's search (_find_moon_fast, on a pyramid).
+Each set is scored for find_moon, for what POST /api/moon/detect answers
+(find_moon's circle fitted to the lit limb, find_moon_on_limb) and for the
+moon pipeline's disk (_find_moon_fast on a pyramid, fitted alike).
 
 A detection is correct when its centre is within max(5 px, 0.3 r) of the
 truth and its radius within 30% (the rule of shared/data/detect/circles.json).
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from moontrek.registration.errors import NoMoonError  # noqa: E402
 from moontrek.registration.images import decode_image  # noqa: E402
 from moontrek.registration.moon import find_moon  # noqa: E402
-from moontrek.registration.moon_pipeline import _find_moon_fast  # noqa: E402
+from moontrek.registration.moon_pipeline import _find_moon_fast, _on_limb, _Pyramid, find_moon_on_limb  # noqa: E402
 from moontrek.synthetic import (  # noqa: E402
     PHONE_NO_MOON_KINDS,
     make_clipped_moon_photo,
@@ -114,7 +115,17 @@ def random_scene(seed):
     return image, truth, features
 
 
-DETECTORS = {"find_moon": find_moon, "pipeline": _find_moon_fast}
+def pipeline_disk(image):
+    """The photo's disk as the moon pipeline takes it: its search on a
+    pyramid, then fitted to the lit limb where that settles it."""
+    pyramid = _Pyramid(image)
+    side = _on_limb(pyramid, _find_moon_fast(pyramid))
+    return side.circle
+
+
+# find_moon is the detector; /api/moon/detect answers its circle fitted to
+# the lit limb (find_moon_on_limb), as the pipeline does with its own search.
+DETECTORS = {"find_moon": find_moon, "endpoint": find_moon_on_limb, "pipeline": pipeline_disk}
 
 
 def run(image, detector=find_moon):

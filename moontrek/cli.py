@@ -136,9 +136,9 @@ def _overlay(args):
 
 
 def _detect(args):
-    from .registration.moon import find_moon
+    from .registration.moon_pipeline import find_moon_on_limb
 
-    circle = find_moon(_decode(args.image_file, "image"))
+    circle = find_moon_on_limb(_decode(args.image_file, "image"))
     print(json.dumps({"circle": circle.as_dict()}))
     return 0
 

@@ -292,8 +292,8 @@ def prefixed_paths(prefix):
         tag,
         responses(success_response("The Moon's disk.", "MoonDetectionEnvelope", rate_limited=True), 422,
                   *UPLOAD_ERRORS),
-        description="The circle of the Moon in image-file, in that image's pixels; 422 when there is no Moon."
-        " Rate limited." + alias,
+        description="The circle of the Moon in image-file, in that image's pixels, fitted to its lit limb;"
+        " 422 when there is no Moon. Rate limited." + alias,
         body=upload_body(("image-file", "The photo or render.")),
     )
     return {

@@ -21,7 +21,7 @@ from .registration import (
     register_images,
 )
 from .registration.drawing import draw_view, encode_image
-from .registration.moon import find_moon
+from .registration.moon_pipeline import find_moon_on_limb
 
 __all__ = ["Registrar"]
 
@@ -164,7 +164,7 @@ class Registrar:
         """The Moon's disk in an uploaded photo (a Circle), or NoMoonError."""
         with self._slot(), self._counted("moon_detections", "found"):
             image = decode_image(image_bytes, field="image-file", max_pixels=self.max_image_pixels)
-            return find_moon(image)
+            return find_moon_on_limb(image)
 
     def surf_implementation(self):
         """Which code serves SURF here: ``opencv``, ``moontrek`` or ``disabled``."""

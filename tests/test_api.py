@@ -330,6 +330,28 @@ class TestMoonDetect:
         assert abs(circle["radius"] - 150) < 0.1 * 150
         assert "X-RateLimit-Limit" in result.headers
 
+    def test_circle_on_the_lit_limb(self, client):
+        """An over-exposed gibbous Moon on a bright twilight sky: the search
+        alone follows the terminator too (a few per cent off, which a client
+        cropping with 15% of padding can ill afford); the answer is fitted
+        to the lit limb, within 1% of the radius."""
+        from moontrek.registration.moon import find_moon
+        from moontrek.synthetic import make_phone_photo, render_moon
+
+        moon = render_moon(608, radius=300, seed=3, craters=300)
+        image, (x, y, r), _ = make_phone_photo(
+            3, megapixels=3, moon=moon, circle=(303.5, 303.5, 300.0), fraction=0.15, phase=39.0, direction=0.0,
+            exposure=1.9, distractors=(), halo=0.0, cloud=0.0, sky=(120, 110, 160), gradient=0.5,
+        )
+        searched = find_moon(image)
+        assert max(np.hypot(searched.x - x, searched.y - y), abs(searched.radius - r)) > 0.02 * r
+        body, headers = multipart({"image-file": encode(image)})
+        result = client.simulate_post("/api/moon/detect", body=body, headers=headers)
+        assert result.status_code == 200, result.text
+        circle = result.json["payload"]["circle"]
+        assert np.hypot(circle["x"] - x, circle["y"] - y) <= 0.01 * r
+        assert abs(circle["radius"] - r) <= 0.01 * r
+
     def test_no_moon(self, client):
         """An image without a Moon is a 422 envelope saying so."""
         body, headers = multipart({"image-file": encode(np.full((300, 300, 3), 40, np.uint8))})

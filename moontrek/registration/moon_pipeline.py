@@ -42,7 +42,10 @@ from .geometry import fitted_size, map_points
 from .moon import MAX_WORK_PIXELS, Circle, find_moon, find_moon_how, limb_is_sharp, moon_candidates
 from .result import RegistrationResult
 
-__all__ = ["DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "WORK_RADIUS"]
+__all__ = [
+    "DiskSide", "prepare_side", "register_moon", "register_disks", "register_sides", "normalise_disk", "find_moon_on_limb",
+    "WORK_RADIUS",
+]
 
 WORK_RADIUS = 200
 MIN_WORK_RADIUS = 128
@@ -398,7 +401,10 @@ def _refine_limb(pyramid, circle):
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
     crop = level[y0:y1, x0:x1]
-    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    if crop.ndim == 3:
+        codes = {3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
+        crop = cv2.cvtColor(crop, codes[crop.shape[2]]) if crop.shape[2] in codes else crop[..., 0]
+    grey = crop
     grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
     cx, cy = cx - x0, cy - y0
     height, width = grey.shape
@@ -895,6 +901,17 @@ def prepare_side(image, algorithm, *, render=False):
     if radius is not None and side.circle is not None:
         describe(side, algorithm, radius)
     return side
+
+
+def find_moon_on_limb(image):
+    """find_moon's circle for a BGR or grey ``image``, fitted to the Moon's
+    lit limb where that settles it (see _refine_limb): what POST
+    /api/moon/detect and ``moontrek detect`` answer. A client crops around
+    it with 15% of padding, which a circle on a gibbous Moon's terminator
+    (up to 15% of the radius off) can eat. Raises NoMoonError."""
+    circle = find_moon(image)
+    refined = _refine_limb(_Pyramid(image), circle)
+    return refined if refined is not None else circle
 
 
 def _on_limb(pyramid, circle):
