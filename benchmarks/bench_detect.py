@@ -338,7 +338,7 @@ def phone_photos(args):
 
 def clipped_moons(args):
     """Gibbous Moons cut by the frame among lamps, planets, stars and
-    silhouettes: the lit limb partly outside the frame, for both detectors."""
+    silhouettes: the lit limb partly outside the frame, for every detector."""
     tallies = {name: Tally(f"clipped, {name}") for name in DETECTORS}
     for seed in range(args.clipped_seed, args.clipped_seed + args.clipped):
         image, truth, info = make_clipped_moon_photo(seed)

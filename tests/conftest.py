@@ -9,7 +9,7 @@ import pytest
 
 from moontrek.app import create_app
 from moontrek.config import validate_config
-from moontrek.synthetic import encode, make_pair, render_moon
+from moontrek.synthetic import encode, make_pair, make_phone_photo, render_moon
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -20,6 +20,20 @@ def shared_data(*parts):
     if not path.exists():
         pytest.skip(f"{path} is absent: the real demo data (../shared/data) is not on this machine")
     return path
+
+
+def gibbous_photo(seed=3, **options):
+    """(BGR photo, true circle): a phone photo of an over-exposed gibbous
+    Moon on a bright twilight sky, the Moon generated (the same with or
+    without ../shared). Its terminator's edge is as sharp as the limb's, so
+    the detector's circle alone is a few per cent off. ``options`` go to
+    make_phone_photo."""
+    moon = render_moon(608, radius=300, seed=seed, craters=300)
+    settings = dict(megapixels=3, moon=moon, circle=(303.5, 303.5, 300.0), fraction=0.15, phase=39.0, direction=0.0,
+                    exposure=1.9, distractors=(), halo=0.0, cloud=0.0, sky=(120, 110, 160), gradient=0.5)
+    settings.update(options)
+    image, truth, _ = make_phone_photo(seed, **settings)
+    return image, truth
 
 
 def multipart(files, fields=None, boundary=None):

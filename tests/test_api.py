@@ -7,7 +7,7 @@ import pytest
 
 from moontrek.registration import ALGORITHM_NAMES, algorithm_table, corner_error
 from moontrek.synthetic import encode
-from tests.conftest import multipart
+from tests.conftest import gibbous_photo, multipart
 
 AVAILABLE = [name for name, entry in algorithm_table().items() if entry.available]
 
@@ -336,13 +336,8 @@ class TestMoonDetect:
         cropping with 15% of padding can ill afford); the answer is fitted
         to the lit limb, within 1% of the radius."""
         from moontrek.registration.moon import find_moon
-        from moontrek.synthetic import make_phone_photo, render_moon
 
-        moon = render_moon(608, radius=300, seed=3, craters=300)
-        image, (x, y, r), _ = make_phone_photo(
-            3, megapixels=3, moon=moon, circle=(303.5, 303.5, 300.0), fraction=0.15, phase=39.0, direction=0.0,
-            exposure=1.9, distractors=(), halo=0.0, cloud=0.0, sky=(120, 110, 160), gradient=0.5,
-        )
+        image, (x, y, r) = gibbous_photo()
         searched = find_moon(image)
         assert max(np.hypot(searched.x - x, searched.y - y), abs(searched.radius - r)) > 0.02 * r
         body, headers = multipart({"image-file": encode(image)})

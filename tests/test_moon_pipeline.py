@@ -24,7 +24,8 @@ from moontrek.registration.geometry import map_points
 from moontrek.registration import moon_pipeline
 from moontrek.registration.moon import find_moon
 from moontrek.registration.moon_pipeline import WORK_RADIUS, register_moon
-from moontrek.synthetic import disk_error, encode, make_pair, make_phone_photo, perturb_photo, render_moon
+from moontrek.synthetic import disk_error, encode, make_pair, perturb_photo, render_moon
+from tests.conftest import gibbous_photo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AVAILABLE = [name for name in ALGORITHM_NAMES if algorithm_table()[name].available]
@@ -527,15 +528,6 @@ class TestLimbRefinement:
     a few per cent of error in the disk."""
 
     @staticmethod
-    def _gibbous(seed=3, **options):
-        moon = render_moon(608, radius=300, seed=seed, craters=300)
-        settings = dict(megapixels=3, moon=moon, circle=(303.5, 303.5, 300.0), fraction=0.15, phase=39.0, direction=0.0,
-                        exposure=1.9, distractors=(), halo=0.0, cloud=0.0, sky=(120, 110, 160), gradient=0.5)
-        settings.update(options)
-        image, truth, _ = make_phone_photo(seed, **settings)
-        return image, truth
-
-    @staticmethod
     def _off(circle, truth):
         x, y, r = truth
         return np.hypot(circle.x - x, circle.y - y) / r, abs(circle.radius - r) / r
@@ -552,7 +544,7 @@ class TestLimbRefinement:
         within 1% (the terminator, an ellipse, and the frame's edge voted
         out; 2% when only the limb's two ends are in the frame)."""
         options, tolerance = options
-        image, truth = self._gibbous(**options)
+        image, truth = gibbous_photo(**options)
         x, y, r = truth
         off = moon_pipeline.Circle(x + start[0] * r, y + start[1] * r, r * (1 + start[2]))
         refined = moon_pipeline._refine_limb(moon_pipeline._Pyramid(image), off)
@@ -564,7 +556,7 @@ class TestLimbRefinement:
         alone is several per cent off (the terminator's edge is as sharp as
         the limb's once blown out); the side the pipeline prepares is on the
         limb."""
-        image, truth = self._gibbous()
+        image, truth = gibbous_photo()
         searched = moon_pipeline._find_moon_fast(image)
         side = moon_pipeline.prepare_side(image, get_algorithm("ORB"))
         assert max(self._off(side.circle, truth)) <= 0.01

@@ -1043,13 +1043,14 @@ def _choose(candidates, scene):
         if any(np.hypot(best.x - o.x, best.y - o.y) < o.r + best.r or best.r < 1.67 * o.r for o in excluded):
             continue
         rivals = []
-        stands_out = best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape) and _contrast(best, scene) >= _STANDS_OUT
+        best_contrast = _contrast(best, scene)
+        stands_out = best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape) and best_contrast >= _STANDS_OUT
         for c in whole:
             if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
                 continue
             # A level of a lamp's glare, with glare all round it, is no twin
             # of a disk standing out of a dark sky.
-            if stands_out and _contrast(c, scene) < _TWIN_CONTRAST * _contrast(best, scene):
+            if stands_out and _contrast(c, scene) < _TWIN_CONTRAST * best_contrast:
                 continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue

@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
-from .moon import MAX_WORK_PIXELS, Circle, find_moon, find_moon_how, limb_is_sharp, moon_candidates
+from .moon import MAX_WORK_PIXELS, Circle, _brightness, find_moon, find_moon_how, limb_is_sharp, moon_candidates
 from .result import RegistrationResult
 
 __all__ = [
@@ -402,11 +402,7 @@ def _refine_limb(pyramid, circle):
     x1, y1 = min(level.shape[1], int(np.ceil(cx + reach)) + 1), min(level.shape[0], int(np.ceil(cy + reach)) + 1)
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
-    crop = level[y0:y1, x0:x1]
-    if crop.ndim == 3:
-        codes = {3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
-        crop = cv2.cvtColor(crop, codes[crop.shape[2]]) if crop.shape[2] in codes else crop[..., 0]
-    grey = cv2.GaussianBlur(crop.astype(np.float32), (0, 0), 1.0)
+    grey = cv2.GaussianBlur(_brightness(level[y0:y1, x0:x1]).astype(np.float32), (0, 0), 1.0)
     cx, cy = cx - x0, cy - y0
     height, width = grey.shape
     theta = np.arange(LIMB_ANGLES) * (2 * np.pi / LIMB_ANGLES)
@@ -490,11 +486,9 @@ def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0, unshaded=F
         norm = None
     weight = disk.astype(np.float32) / 255.0
     sigma = max(2.0, SHADING_SIGMA * radius)
-    # Normalised convolution: local means over the disk only, so the black
-    # sky does not bleed a bright ring into the limb.
     if norm is None:
         norm = _smooth(weight, sigma) + 1e-6
-    low = _smooth(grey * weight, sigma) / norm
+    low = _disk_mean(grey, weight, sigma, norm)
     detail = (grey - low) * weight
     spread = np.sqrt(_smooth(detail * detail, 2 * sigma) / norm) + 1e-3
     detail = detail / spread
@@ -502,6 +496,15 @@ def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0, unshaded=F
         detail = cv2.GaussianBlur(detail, (0, 0), DETAIL_SIGMA)
     out = np.clip(128.0 + 40.0 * detail, 0, 255).astype(np.uint8)
     return out, mask & disk, transform
+
+
+def _disk_mean(values, weight, sigma, norm=None):
+    """Local means of ``values`` over the disk only (``weight``, 0 to 1), a
+    normalised convolution: the black sky does not bleed a bright ring into
+    the limb. ``norm`` is ``_smooth(weight, sigma) + 1e-6`` when known."""
+    if norm is None:
+        norm = _smooth(weight, sigma) + 1e-6
+    return _smooth(values * weight, sigma) / norm
 
 
 def _flatten_brightest(grey, disk, radius, share, unshaded=False):
@@ -519,9 +522,7 @@ def _flatten_brightest(grey, disk, radius, share, unshaded=False):
     inside = disk > 0
     if unshaded:
         level = np.float32(max(_median_level(grey[inside]), 1.0))
-        weight = disk.astype(np.float32) / 255.0
-        sigma = max(2.0, ALBEDO_SHADING_SIGMA * radius)
-        shading = _smooth(grey * weight, sigma) / (_smooth(weight, sigma) + 1e-6)
+        shading = _disk_mean(grey, disk.astype(np.float32) / 255.0, max(2.0, ALBEDO_SHADING_SIGMA * radius))
         # Kept in grey levels: the occluder test after this reads them.
         grey = grey * (level / np.maximum(shading, 1.0))
         level = np.float32(max(_median_level(grey[inside]), 1.0))
@@ -965,13 +966,18 @@ def _blown_out_share(side):
     return float(np.mean(grey[disk] >= BLOWN_OUT_LEVEL))
 
 
+def _disk_scale(warp):
+    """How much ``warp`` scales the disk: the root of its linear part's determinant."""
+    return float(np.sqrt(abs(np.linalg.det(warp[:2, :2]))))
+
+
 def _scale_fits(warp, inliers, max_scale):
     """Whether an answer on ``inliers`` point matches scales the disk by at
     most ``max_scale`` (None: any plausible scale), when its evidence is weak
     (see LIMB_MAX_SCALE)."""
     if max_scale is None or inliers >= HOMOGRAPHY_MIN_INLIERS:
         return True
-    return bool(abs(np.sqrt(abs(np.linalg.det(warp[:2, :2]))) - 1.0) <= max_scale)
+    return abs(_disk_scale(warp) - 1.0) <= max_scale
 
 
 def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale=None):
@@ -1153,7 +1159,7 @@ def _register_disk(user_side, model_side, algorithm):
             "guided": guided,
             "consistent_matches": int(len(src)),
             "rotation_deg": round(float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))) % 360.0, 3),
-            "disk_scale": round(float(np.sqrt(abs(np.linalg.det(linear)))), 4),
+            "disk_scale": round(_disk_scale(warp), 4),
             "working_radius_px": radius,
             **({"ecc_correlation": round(ecc_correlation, 4)} if ecc_correlation is not None else {}),
         },
