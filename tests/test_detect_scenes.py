@@ -159,6 +159,27 @@ class TestPhonePhotos:
         assert "lamps" in info["distractors"] and 30 < info["phase"] < 90
         assert_within(detector(image), truth)
 
+    @pytest.mark.parametrize(
+        "make, seed",
+        [
+            pytest.param(make_phone_photo, 5011, id="crescent-over-exposed"),
+            pytest.param(make_phone_photo, 5079, id="gibbous-over-exposed"),
+            pytest.param(make_phone_photo, 9037, id="gibbous-in-halo"),
+            pytest.param(make_clipped_moon_photo, 5, id="clipped-1"),
+            pytest.param(make_clipped_moon_photo, 118, id="clipped-2"),
+        ],
+    )
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_sharp_limb_standing_out_beside_lamp_glares(self, detector, make, seed):
+        """A Moon blown out in its halo, or a crescent, stands out of the sky
+        less than a clear Moon does (its ring falls 0.6-0.8 of the way to
+        the sky), but with a limb as sharp; the levels of street lamps'
+        glare beside it, the Moon's size, fall far less: no twins of it.
+        (All five were refused as one of a family of lamps.)"""
+        image, truth, info = make(seed)
+        assert "lamps" in info["distractors"]
+        assert_within(detector(image), truth)
+
     @pytest.mark.parametrize("seed", [5000, 5005])
     def test_thin_crescent(self, seed):
         """A crescent narrower than a tenth of its radius, one at the frame's
@@ -201,6 +222,13 @@ class TestMoonlessPhotos:
         it is far smaller than a phone photo's Moon, so they still are.
         (Both were taken for a Moon without that size floor.)"""
         image, _ = make_no_moon_photo("stars", seed)
+        assert_refused(image)
+
+    def test_post_under_most_of_the_lamps_circles(self):
+        """A street lamp whose best circle shows no post, while the circles
+        fitted to its globe and its glare at other levels, which outweigh
+        it, stand on one: the whole object is a lamp."""
+        image, _ = make_no_moon_photo("lamps", 1025)
         assert_refused(image)
 
     @pytest.mark.parametrize("seed", [0, 1])

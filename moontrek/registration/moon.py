@@ -56,6 +56,17 @@ _CONTAINER_SHARE = 0.5  # a disk drops the features inside it from this share
 _STANDS_OUT = 0.8
 _TWIN_CONTRAST = 0.8
 _TWIN_MIN_RADIUS = 0.035  # of the frame's shorter side
+# A disk with a sharp limb stands out from a little less: an over-exposed
+# Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
+# sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
+# tells it from the glares of stars, which fall as far but step 0.06-0.08
+# (Moons there: 0.11 and up, a tenth under 0.25); a blown-out lamp has as
+# sharp a limb, so only circles whose ring falls less than _SHARP_TWIN of its
+# own are no twins of it (the glare circles beside such Moons: 0.63-0.66 of
+# theirs; another lamp of the same street beside a lamp: 0.78).
+_STANDS_OUT_SHARP = 0.6
+_SHARP_STEP = 0.15
+_SHARP_TWIN = 0.7
 # The quick path's acceptance (see _quick), stricter than the full search's.
 # Measured on 600 generated scenes, 240 disks of synthetic pairs and the
 # real photos: no accepted circle off by more than 10% of the radius, with
@@ -170,6 +181,7 @@ class _Candidate:
     rival_score: float = 0.0  # the score before the plausibility test, for the look-alike rule
     rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
     in_frame: float = 1.0  # fraction of the circle's rim inside the frame
+    on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
 
 
 def find_moon(image):
@@ -1013,6 +1025,7 @@ def _choose(candidates, scene):
             c.score = 0.0
             if doubt in _NOT_A_DISK:
                 c.rival_score = 0.0
+            c.on_post = doubt == "lamp"
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
     candidates = _drop_surface_features(candidates)
@@ -1042,15 +1055,24 @@ def _choose(candidates, scene):
         # the Moon, if there at all, is the disk that stands out by size too.
         if any(np.hypot(best.x - o.x, best.y - o.y) < o.r + best.r or best.r < 1.67 * o.r for o in excluded):
             continue
+        # A post found under most of the object's circles (the globe's own
+        # outline, levels of its glare) makes the whole object a lamp.
+        if _mostly_on_post(best, everything):
+            continue
         rivals = []
         best_contrast = _contrast(best, scene)
-        stands_out = best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape) and best_contrast >= _STANDS_OUT
+        twin = None  # the contrast below which a circle is no twin of best
+        if best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape):
+            if best_contrast >= _STANDS_OUT:
+                twin = _TWIN_CONTRAST * best_contrast
+            elif best_contrast >= _STANDS_OUT_SHARP and best.step >= _SHARP_STEP:
+                twin = _SHARP_TWIN * best_contrast
         for c in whole:
             if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
                 continue
             # A level of a lamp's glare, with glare all round it, is no twin
             # of a disk standing out of a dark sky.
-            if stands_out and _contrast(c, scene) < _TWIN_CONTRAST * best_contrast:
+            if twin is not None and _contrast(c, scene) < twin:
                 continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
@@ -1059,6 +1081,19 @@ def _choose(candidates, scene):
             return best, _runners_up(everything, best, excluded, scene)
         excluded.extend([best] + rivals)
     return None, _runners_up(everything, None, excluded, scene)
+
+
+def _mostly_on_post(best, everything):
+    """Whether the circles of ``best``'s object (its size, 0.6-1.67x) found
+    standing on a post outweigh the others, by their scores before doubt:
+    one circle's post may be a trunk or a roof's edge under the Moon, most
+    of them is a lamp's (on the sets of "Moon detection", two Moons lose to
+    a post under any one of their circles; to a majority, none)."""
+    weight = {True: 0.0, False: 0.0}
+    for c in everything:
+        if c.disk_score >= _MIN_SCORE and _same_object(best, c) and 0.6 < c.r / best.r < 1.67:
+            weight[c.on_post] += c.disk_score
+    return weight[True] > weight[False]
 
 
 def _runners_up(everything, best, excluded, scene):
