@@ -180,6 +180,16 @@ class TestPhonePhotos:
         assert "lamps" in info["distractors"]
         assert_within(detector(image), truth)
 
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_crescent_contains_its_craters(self, detector):
+        """A crescent's lit limb is 0.42 of its circle, a crater's rim near
+        it nearly all of its own: the crescent, standing out of a dark sky
+        with a sharp limb, still contains the crater, which would otherwise
+        stand for the Moon and fall among the street lamps its size."""
+        image, truth, info = make_phone_photo(5053)
+        assert info["phase"] > 90 and "lamps" in info["distractors"]
+        assert_within(detector(image), truth)
+
     @pytest.mark.parametrize("seed", [5000, 5005])
     def test_thin_crescent(self, seed):
         """A crescent narrower than a tenth of its radius, one at the frame's

@@ -46,6 +46,7 @@ _RIVAL_SHARE = 0.2  # a look-alike scores at least this share of the best
 # 0.08-0.17), with a contrast of 0.4-0.57 against its 0.86-0.96.
 _RANK_POWER = 2.0
 _CONTAINER_SHARE = 0.5  # a disk drops the features inside it from this share
+_CRATER = 0.3  # a crater's radius over its Moon's, at most (see _drop_surface_features)
 # A disk standing out of a dark sky (the ring around it falls this share of
 # the way to the sky, at least) has no twin in a circle whose ring falls less
 # than _TWIN_CONTRAST of that: a level of a lamp's glare. Measured on
@@ -182,6 +183,7 @@ class _Candidate:
     rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
     in_frame: float = 1.0  # fraction of the circle's rim inside the frame
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
+    contrast: float = 0.0  # see _contrast
 
 
 def find_moon(image):
@@ -976,15 +978,24 @@ def _drop_surface_features(candidates):
     circle inside a fair rival is dropped unless it sits at that rival's
     centre and is not much smaller (the disk inside its halo). A rival that
     is only an arc (coverage under 0.4, or no more than the inner circle's)
-    is no disk to contain anything; its coverage is counted over the part of
-    its rim inside the frame (half of it at least), as a Moon cut by the
-    frame's edge shows no more of its limb than that."""
+    is no disk to contain anything, unless it is a plausible disk standing
+    out of the sky with a sharp limb (contrast 0.8, step 0.15) and the inner
+    circle is under _CRATER of its size: a crescent, whose lit limb is less
+    of its circle than a crater's rim is of its own (a circle round two
+    overlapping coins has as little limb, but contains coins, not craters);
+    its coverage is counted over the part of its rim inside the frame (half
+    of it at least), as a Moon cut by the frame's edge shows no more of its
+    limb than that."""
     kept = []
     for a in candidates:
         feature = False
         for b in candidates:
             seen = b.coverage / max(b.in_frame, 0.5)
-            if b is a or b.r <= a.r or b.score < _CONTAINER_SHARE * a.score or seen < max(0.4, a.coverage + 0.05):
+            if b is a or b.r <= a.r or b.score < _CONTAINER_SHARE * a.score or seen < 0.4:
+                continue
+            if seen < a.coverage + 0.05 and not (
+                a.r < _CRATER * b.r and b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT and b.step >= _SHARP_STEP
+            ):
                 continue
             offset = np.hypot(a.x - b.x, a.y - b.y)
             if offset + a.r > 1.15 * b.r:
@@ -1008,6 +1019,7 @@ def _choose(candidates, scene):
     if not candidates:
         return None, []
     for c in candidates:
+        c.contrast = _contrast(c, scene)
         c.score = c.step * c.bright**2 * c.coverage * c.support
         # Blobs of noise are round too; the Moon stands far above the noise.
         if (
