@@ -1053,7 +1053,7 @@ def _choose(candidates, scene):
     objects = []
     for c in candidates:
         if not any(_same_object(c, o) for o in objects):
-            c.rank = c.score * _contrast(c, scene) ** _RANK_POWER
+            c.rank = c.score * c.contrast**_RANK_POWER
             objects.append(c)
     candidates = sorted(objects, key=lambda c: -c.rank)
     # The Moon has no look-alikes: several disks of its size, each nearly as
@@ -1072,27 +1072,26 @@ def _choose(candidates, scene):
         if _mostly_on_post(best, everything):
             continue
         rivals = []
-        best_contrast = _contrast(best, scene)
         twin = None  # the contrast below which a circle is no twin of best
         if best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape):
-            if best_contrast >= _STANDS_OUT:
-                twin = _TWIN_CONTRAST * best_contrast
-            elif best_contrast >= _STANDS_OUT_SHARP and best.step >= _SHARP_STEP:
-                twin = _SHARP_TWIN * best_contrast
+            if best.contrast >= _STANDS_OUT:
+                twin = _TWIN_CONTRAST * best.contrast
+            elif best.contrast >= _STANDS_OUT_SHARP and best.step >= _SHARP_STEP:
+                twin = _SHARP_TWIN * best.contrast
         for c in whole:
             if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
                 continue
             # A level of a lamp's glare, with glare all round it, is no twin
             # of a disk standing out of a dark sky.
-            if twin is not None and _contrast(c, scene) < twin:
+            if twin is not None and c.contrast < twin:
                 continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
             rivals.append(c)
         if len(rivals) < 2:
-            return best, _runners_up(everything, best, excluded, scene)
+            return best, _runners_up(everything, best, excluded)
         excluded.extend([best] + rivals)
-    return None, _runners_up(everything, None, excluded, scene)
+    return None, _runners_up(everything, None, excluded)
 
 
 def _mostly_on_post(best, everything):
@@ -1108,14 +1107,14 @@ def _mostly_on_post(best, everything):
     return weight[True] > weight[False]
 
 
-def _runners_up(everything, best, excluded, scene):
+def _runners_up(everything, best, excluded):
     """The disks passed over, one circle per object, ordered as objects are
     ranked but on their scores before any doubt, the members of a family of
     look-alikes last (a row of lamps is more often only lamps)."""
     family = {id(c) for c in excluded}
     order = sorted(
         (c for c in everything if c is not best and c.disk_score >= _MIN_SCORE),
-        key=lambda c: (id(c) in family, -c.disk_score * _contrast(c, scene) ** _RANK_POWER),
+        key=lambda c: (id(c) in family, -c.disk_score * c.contrast**_RANK_POWER),
     )
     kept = []
     for c in order:
