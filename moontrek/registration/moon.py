@@ -1079,7 +1079,7 @@ def _choose(candidates, scene):
             elif best.contrast >= _STANDS_OUT_SHARP and best.step >= _SHARP_STEP:
                 twin = _SHARP_TWIN * best.contrast
         for c in whole:
-            if c is best or c.rival_score < _RIVAL_SHARE * best.score or not (0.6 < c.r / best.r < 1.67):
+            if c is best or c.rival_score < _RIVAL_SHARE * best.score or not _alike_in_size(c, best):
                 continue
             # A level of a lamp's glare, with glare all round it, is no twin
             # of a disk standing out of a dark sky.
@@ -1095,14 +1095,14 @@ def _choose(candidates, scene):
 
 
 def _mostly_on_post(best, everything):
-    """Whether the circles of ``best``'s object (its size, 0.6-1.67x) found
+    """Whether the circles of ``best``'s object (_alike_in_size) found
     standing on a post outweigh the others, by their scores before doubt:
     one circle's post may be a trunk or a roof's edge under the Moon, most
     of them is a lamp's (on the sets of "Moon detection", two Moons lose to
     a post under any one of their circles; to a majority, none)."""
     weight = {True: 0.0, False: 0.0}
     for c in everything:
-        if c.disk_score >= _MIN_SCORE and _same_object(best, c) and 0.6 < c.r / best.r < 1.67:
+        if c.disk_score >= _MIN_SCORE and _same_object(best, c) and _alike_in_size(c, best):
             weight[c.on_post] += c.disk_score
     return weight[True] > weight[False]
 
@@ -1121,6 +1121,12 @@ def _runners_up(everything, best, excluded):
         if not any(_same_object(c, o) for o in kept + ([best] if best else [])):
             kept.append(c)
     return kept
+
+
+def _alike_in_size(a, b):
+    """Whether ``a`` is ``b``'s size, 0.6-1.67x: a look-alike, or another
+    circle fitted to the same object."""
+    return 0.6 < a.r / b.r < 1.67
 
 
 def _same_object(a, b):
