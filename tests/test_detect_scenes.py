@@ -116,6 +116,33 @@ class TestPhonePhotos:
         assert truth[2] == pytest.approx(40.0, abs=0.5)
         assert_within(find_moon(image), truth)
 
+    @pytest.mark.parametrize(
+        "seed,aspect,radius,phase",
+        [
+            # A crescent beside a planet in its glare, whose glare circles
+            # were the crescent's look-alikes (its radius, 3.3% of the short
+            # side, was under the 3.5% a Moon had to have to be spared them).
+            (6, "4:3", 40, 126.9),
+            (10, "4:3", 40, 147.8),  # a thin crescent above a lamp's glow
+            (12, "4:3", 40, 112.5),  # cut by the frame's edge
+            (21, "16:9", 35, 139.1),
+            (25, "16:9", 35, 108.0),
+            # Crescents beside two street lamps their size, which counted as
+            # their look-alikes (whole disks: a crescent's twin is a crescent).
+            (118, "4:3", 40, 145.8),
+            (125, "16:9", 40, 141.1),
+            (136, "4:3", 35, 97.6),
+        ],
+    )
+    def test_small_crescent_standing_out_of_glares(self, seed, aspect, radius, phase):
+        """A crescent of 35-40 px radius in a 2 Mpx photo, among whatever its
+        seed draws, is found by find_moon and by the pipeline's search."""
+        short = {"4:3": 1224, "16:9": 1056}[aspect]
+        image, truth, _ = make_phone_photo(seed, megapixels=2, aspect=aspect, fraction=2 * radius / short, phase=phase)
+        assert truth[2] == pytest.approx(radius, abs=0.5)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
     @pytest.mark.parametrize("seed", [0, 1, 2])
     def test_disk_cut_by_the_frame_edge(self, seed):
         """A disk across the frame's edge (centre inside) is found whole."""

@@ -53,10 +53,19 @@ _CRATER = 0.3  # a crater's radius over its Moon's, at most (see _drop_surface_f
 # generated phone photos: Moons (halo or not, cut by the frame) 0.81-0.99,
 # the glare circles taken for their twins 0.48-0.77 (see also _RANK_POWER).
 # Only a disk of a Moon's size: a phone photo's Moon spans 8% of the short
-# side or more, a star's core among the glares of other stars far less.
+# side or more, a small crescent a radius of 40 px in a 2 Mpx photo (3.3%
+# of a 4:3 frame's short side), a star's core among the glares of other
+# stars far less. At 3.5% crescents of 35-40 px lost to their own glare
+# circles; at 2.5% a star and a lamp of the Moon-less sets stood out.
 _STANDS_OUT = 0.8
 _TWIN_CONTRAST = 0.8
-_TWIN_MIN_RADIUS = 0.035  # of the frame's shorter side
+_TWIN_MIN_RADIUS = 0.028  # of the frame's shorter side
+# A Moon at a phase (its limb under half its circle: a crescent) has no twin
+# in a whole disk (a lamp, a star's glare, a coin: 0.8 of its circle or
+# more): look-alikes look alike. Crescents beside two lamps their size were
+# refused with them.
+_PHASE_COVERAGE = 0.5
+_WHOLE_COVERAGE = 0.8
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -1084,6 +1093,9 @@ def _choose(candidates, scene):
             # A level of a lamp's glare, with glare all round it, is no twin
             # of a disk standing out of a dark sky.
             if twin is not None and c.contrast < twin:
+                continue
+            # A crescent's twin is another crescent, not a whole disk.
+            if best.coverage < _PHASE_COVERAGE and c.coverage >= _WHOLE_COVERAGE:
                 continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
