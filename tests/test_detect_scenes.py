@@ -261,6 +261,14 @@ class TestMoonlessPhotos:
         image, _ = make_no_moon_photo("stars", seed)
         assert_refused(image)
 
+    @pytest.mark.parametrize("kind,seed", [("horizon", 217003), ("horizon", 220022), ("lamps", 207001)])
+    def test_lit_window_is_no_moon(self, kind, seed):
+        """A lit window is as bright, as sharp-edged and as clear of the dark
+        around it as a small Moon, and a circle fits it; but its region fills
+        its enclosing rectangle (0.98-0.99, a disk pi/4)."""
+        image, _ = make_no_moon_photo(kind, seed)
+        assert_refused(image)
+
     def test_post_under_most_of_the_lamps_circles(self):
         """A street lamp whose best circle shows no post, while the circles
         fitted to its globe and its glare at other levels, which outweigh

@@ -66,6 +66,12 @@ _TWIN_MIN_RADIUS = 0.028  # of the frame's shorter side
 # refused with them.
 _PHASE_COVERAGE = 0.5
 _WHOLE_COVERAGE = 0.8
+# A region that fills its smallest enclosing rectangle (a lit window, a
+# sign) is no disk: a disk fills pi/4 of its square, and every region of
+# the Moon on the phone sets (565 circles) filled 0.84 of its rectangle at
+# most, the lit windows taken for Moons 0.98-0.99. Regions touching the
+# frame are not judged: a Moon cut by a crop's edges fills its crop.
+_MAX_RECT_FILL = 0.9
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -193,6 +199,7 @@ class _Candidate:
     in_frame: float = 1.0  # fraction of the circle's rim inside the frame
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
     contrast: float = 0.0  # see _contrast
+    rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
 
 
 def find_moon(image):
@@ -453,7 +460,8 @@ def _doubt(c, scene):
     """Why a candidate disk is not the Moon, or None: "small" (a point
     source, too small for its frame), "sun" (blown out in a daylight sky),
     "open" (the frame as bright beyond it), "glare" (a level of a glare
-    round a small core) or, for what is no disk at all and so no look-alike
+    round a small core), "lamp" (on its post), "window" (its region a
+    rectangle) or, for what is no disk at all and so no look-alike
     either, "dim" (no brighter than the sky around) or "soft" (a glare's
     level, with no limb)."""
     height, width = scene.smooth.shape
@@ -474,6 +482,8 @@ def _doubt(c, scene):
         return "glare"
     if _on_a_pole(scene, c):
         return "lamp"
+    if c.rect_fill > _MAX_RECT_FILL:
+        return "window"
     return None
 
 
@@ -855,6 +865,10 @@ def _fit_region(outline, region_mask, origin, edge, smooth, level, sky, span, wi
     """Candidate disks for one thresholded region."""
     limb, all_points = _limb_points(outline, width, height)
     max_radius = 0.75 * max(width, height)
+    rect_fill = 0.0
+    if _off_border(outline, width, height).all():
+        _, (box_w, box_h), _ = cv2.minAreaRect(outline)
+        rect_fill = float(np.count_nonzero(region_mask)) / max(1.0, (box_w + 1.0) * (box_h + 1.0))
     fits = []
     if len(limb) >= 8:
         fit = _ransac(limb, max_radius)
@@ -887,6 +901,7 @@ def _fit_region(outline, region_mask, origin, edge, smooth, level, sky, span, wi
             continue
         candidate = _evaluate(x, y, r, limb, arc, smooth, level, sky, span, width, height)
         if candidate is not None:
+            candidate.rect_fill = rect_fill
             out.append(candidate)
     return out
 
