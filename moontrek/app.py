@@ -54,15 +54,12 @@ def tune_malloc(arenas=2):
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # no libc.so.6, or one without mallopt
         return
     for parameter, value in ((M_ARENA_MAX, arenas), (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
                              (M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
-        try:
-            libc.mallopt(parameter, value)
-        except AttributeError:  # a C library without mallopt
-            return
+        mallopt(parameter, value)
 
 
 def create_app(config, *, metrics=None, rotate_logs=True):

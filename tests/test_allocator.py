@@ -20,14 +20,14 @@ PROBE = textwrap.dedent(
     """
     import json, resource, sys, threading
     import cv2
-    from moontrek.app import tune_malloc
+    from moontrek.app import M_ARENA_MAX, tune_malloc
     from moontrek.registration import register
 
     if sys.argv[1] == "server":
         tune_malloc()
     else:  # what moontrek did before: the arena cap alone
         import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
     cv2.setNumThreads(1)
     user, model = (open(path, "rb").read() for path in sys.argv[2:4])
     faults = []
