@@ -197,6 +197,22 @@ class TestShortcuts:
         assert len(pairs) > 20
         assert set(map(tuple, pairs.tolist())) == _bf_mutual_ratio(desc_a, desc_b, detector.defaultNorm())
 
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    def test_size_cap_equals_detect_filter_compute(self, model, algorithm):
+        """Keypoints over the size cap are left out as if dropped between
+        detect() and compute() (moontrek's SURF drops them inside, before
+        orienting them); without a cap nothing is dropped."""
+        detector = moon_pipeline._new_detector(algorithm_table()[algorithm])
+        grey = cv2.cvtColor(model, cv2.COLOR_BGR2GRAY)
+        everything = detector.detect(grey, None)
+        cap = sorted({k.size for k in everything})[-2]  # below the largest size
+        kept, desc = moon_pipeline._detect_and_compute(detector, grey, None, cap)
+        want, want_desc = detector.compute(grey, [k for k in everything if k.size <= cap])
+        assert 0 < len(kept) < len(everything)
+        assert [k.pt for k in kept] == [k.pt for k in want]
+        np.testing.assert_allclose(desc, want_desc, atol=1e-6)
+        assert len(moon_pipeline._detect_and_compute(detector, grey, None, None)[0]) == len(everything)
+
     @pytest.mark.parametrize("count", [1, 2, 5, 6, 1001])
     def test_median_level_is_the_median(self, count):
         """The histogram median of whole grey levels is np.median's."""

@@ -125,6 +125,24 @@ class TestInterface:
         np.testing.assert_array_equal(_as_array(kps), _as_array(k2))
         np.testing.assert_allclose(desc, d2, atol=1e-6)
 
+    def test_max_keypoint_size_drops_only_the_larger(self, cratered):
+        """setMaxKeypointSize (moontrek's own) leaves out the keypoints larger than
+        it and keeps every other keypoint and descriptor as they were; provided
+        keypoints are all described."""
+        every, every_desc = SURF().detectAndCompute(cratered)
+        sizes = np.array([k.size for k in every])
+        cap = float(np.percentile(sizes, 80))
+        surf = SURF()
+        surf.setMaxKeypointSize(cap)
+        assert surf.getMaxKeypointSize() == cap
+        kept, kept_desc = surf.detectAndCompute(cratered)
+        small = sizes <= cap
+        assert 0 < len(kept) == small.sum() < len(every)
+        np.testing.assert_array_equal(_as_array(kept), _as_array(every)[small])
+        np.testing.assert_array_equal(kept_desc, every_desc[small])
+        provided, _ = surf.compute(cratered, every)
+        assert len(provided) == len(every)
+
     def test_use_provided_keypoints(self, cratered):
         """useProvidedKeypoints describes the given keypoints instead of detecting."""
         surf = SURF()

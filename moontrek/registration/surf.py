@@ -975,6 +975,7 @@ class SURF:
         self.nOctaveLayers = int(nOctaveLayers)
         self.extended = bool(extended)
         self.upright = bool(upright)
+        self.maxKeypointSize = 0.0
 
     # OpenCV-style accessors, so code written for cv2's SURF keeps working.
     def getHessianThreshold(self):
@@ -1006,6 +1007,15 @@ class SURF:
 
     def setUpright(self, value):
         self.upright = bool(value)
+
+    # moontrek's own, not OpenCV's: detected keypoints larger than this
+    # (KeyPoint.size) are dropped before their orientation and descriptor
+    # are computed; 0 keeps every size. Keypoints passed in are all kept.
+    def getMaxKeypointSize(self):
+        return self.maxKeypointSize
+
+    def setMaxKeypointSize(self, value):
+        self.maxKeypointSize = float(value)
 
     def getDefaultName(self):
         return "Feature2D.SURF"
@@ -1058,6 +1068,8 @@ class SURF:
             kp = _fields_from_keypoints(provided)
         x, y, size = kp["x"], kp["y"], kp["size"]
         keep = size > 0
+        if self.maxKeypointSize and provided is None:
+            keep &= size <= self.maxKeypointSize
         s = size * _F32(1.2) / _F32(9)
         g = 2 * np.rint(_F32(2) * s)
         keep &= (g <= integral.shape[0]) & (g <= integral.shape[1])
