@@ -64,7 +64,8 @@ def start_server(args, folder):
         "    'default_rate_limits': [],\n"
         f"    'opencv_threads': {args.opencv_threads},\n"
         f"    'parallel_sides': {not args.no_parallel_sides},\n"
-        f"    'max_concurrent_registrations': {args.slots},\n"
+        + (f"    'surf_processes': {args.surf_processes},\n" if args.surf_processes is not None else "")
+        + f"    'max_concurrent_registrations': {args.slots},\n"
         f"    'registration_wait_seconds': {args.wait},\n"
         "}\n"
     )
@@ -200,6 +201,8 @@ def main(argv=None):
         "--no-parallel-sides", action="store_true",
         help="parallel_sides False: a lone request on one thread (the 8/1 scaling without intra-request parallelism)",
     )
+    parser.add_argument("--surf-processes", type=int, default=None,
+                        help="surf_processes of the started server (default: the server's own default)")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes of the started server (threads and slots are shared among them)")
     args = parser.parse_args(argv)
@@ -208,7 +211,8 @@ def main(argv=None):
     bodies = [multipart({"user-file": user, "model-file": model}) for _, user, model in pairs]
     print(f"load: {args.algorithm} on {source}; {os.cpu_count()} cores; waitress threads {args.threads}, "
           f"slots {args.slots}, opencv_threads {args.opencv_threads}, "
-          f"parallel_sides {not args.no_parallel_sides}, workers {args.workers}")
+          f"parallel_sides {not args.no_parallel_sides}, workers {args.workers}, "
+          f"surf_processes {'default' if args.surf_processes is None else args.surf_processes}")
     with tempfile.TemporaryDirectory() as folder:
         process = None
         if args.url_port:

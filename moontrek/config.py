@@ -46,6 +46,10 @@ KEYS = {
     "opencv_threads": (1, "Threads OpenCV may use inside one registration (0: OpenCV's default)."),
     "parallel_sides": (True, "A registration running alone prepares the photo and the model on two threads."),
     "workers": (1, "Processes `moontrek serve` runs, sharing one listening socket (Linux)."),
+    "surf_processes": (
+        (os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0,
+        "Worker processes our SURF runs on beside `moontrek serve`'s threads (0: in the request's thread).",
+    ),
     "metrics_enabled": (True, "Serve Prometheus metrics at GET /api/metrics."),
 }
 DEFAULTS = {name: default for name, (default, _) in KEYS.items()}
@@ -103,7 +107,7 @@ def validate_config(raw, source="config"):
         _check(source, key, isinstance(config[key], str) and config[key], "a non-empty string")
     for key, low in (("log_max_bytes", 1), ("log_backup_count", 0), ("max_upload_bytes", 1),
                      ("max_image_pixels", 1), ("threads", 1), ("max_concurrent_registrations", 1),
-                     ("opencv_threads", 0), ("workers", 1)):
+                     ("opencv_threads", 0), ("workers", 1), ("surf_processes", 0)):
         _check(source, key, _is_int(config[key]) and config[key] >= low, f"an integer >= {low}")
     _check(source, "port", _is_int(config["port"]) and 0 <= config["port"] <= 65535, "a port number 0-65535")
     for key in ("surf_enabled", "rate_limit_fail_open", "metrics_enabled", "parallel_sides"):

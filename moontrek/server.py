@@ -37,6 +37,7 @@ from waitress import wasyncore
 from .app import create_app
 from .logs import configure_logging
 from .metrics import MULTIPROC_ENV, Metrics
+from .registration import algorithm_table, surf_pool
 
 __all__ = ["serve", "serve_one", "make_server", "run_until_stopped", "worker_main", "worker_config", "share", "EnvelopeErrorTask"]
 
@@ -154,7 +155,14 @@ def serve_one(config, *, sockets=None, rotate_logs=True, label="moontrek"):
     )
     stop = threading.Event()
     _install_stop_handlers(stop)
-    run_until_stopped(server, stop)
+    # Only our SURF holds the GIL enough to need them; OpenCV's does not.
+    if config["surf_processes"] and algorithm_table(surf_enabled=config["surf_enabled"])["SURF"].implementation == "moontrek":
+        surf_pool.start(config["surf_processes"])
+        logger.info("our SURF runs on %d worker processes", config["surf_processes"])
+    try:
+        run_until_stopped(server, stop)
+    finally:
+        surf_pool.stop()
 
 
 def _busy(server):
@@ -212,6 +220,8 @@ def worker_config(config, index, count):
         # one of several busy ones, and a second thread per request would
         # then only oversubscribe the cores the other workers are using.
         config["parallel_sides"] = False
+        # Each worker has its own GIL already.
+        config["surf_processes"] = 0
     return config
 
 

@@ -60,6 +60,7 @@ class TestErrors:
             ('CONFIG = {"logging_level": "LOUD"}', ["logging_level"]),
             ('CONFIG = {"port": "80"}', ["port"]),
             ('CONFIG = {"threads": 0}', ["threads"]),
+            ('CONFIG = {"surf_processes": -1}', ["surf_processes", "integer >= 0"]),
             ('CONFIG = {"surf_enabled": "yes"}', ["surf_enabled"]),
             ('CONFIG = {"rate_limit_strategy": "leaky"}', ["rate_limit_strategy"]),
             ('CONFIG = {"rate_limit_storage_uri": "ftp://x"}', ["rate_limit_storage_uri"]),

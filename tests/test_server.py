@@ -243,3 +243,44 @@ class TestForwardedOverWaitress:
         log = Path(config["log_filepath"]).read_text()
         lines = [line for line in log.splitlines() if "GET /api/health" in line]
         assert lines[0].endswith(" 198.51.100.7") and lines[1].endswith(" 127.0.0.3")
+
+
+def _descendants(pid):
+    """Every process below ``pid`` (the fork server's workers are its grandchildren)."""
+    from pathlib import Path
+
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _running(pid):
+    from pathlib import Path
+
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the SURF workers run on Linux only")
+def test_surf_runs_on_worker_processes_that_stop_with_the_server(tmp_path, pair_files):
+    """With ``surf_processes`` the served SURF answers from worker processes,
+    and a SIGTERM ends them with the server, cleanly."""
+    from tests.servers import Serve
+
+    serve = Serve(tmp_path, {"surf_processes": 2, "default_rate_limits": []}).wait_healthy()
+    try:
+        serve.wait_for_log("our SURF runs on 2 worker processes")
+        body, headers = multipart(pair_files)
+        status, _, raw = request(serve.port, "POST", "/api/registrar/SURF", body, headers)
+        assert status == 200, raw
+        helpers = _descendants(serve.process.pid)
+        assert len(helpers) >= 3  # the fork server and its two workers (and a resource tracker)
+    finally:
+        assert serve.stop() == 0
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in helpers)
+    assert "Traceback" not in serve.console() and "moontrek stopped" in serve.log_text()

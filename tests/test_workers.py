@@ -75,6 +75,9 @@ class TestShares:
         ]
         assert server_module.worker_config(config, 0, 1)["parallel_sides"] is True
         assert config["parallel_sides"] is True  # the supervisor's own config is left alone
+        # Each worker process has its own GIL: no SURF processes beside them.
+        assert [c["surf_processes"] for c in several] == [0, 0]
+        assert server_module.worker_config(config, 0, 1)["surf_processes"] == config["surf_processes"]
 
     def test_one_process_where_unsupported(self, make_config, monkeypatch):
         """Where several processes are not supported, serve says so and runs one."""

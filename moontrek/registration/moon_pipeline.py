@@ -37,6 +37,7 @@ import threading
 import cv2
 import numpy as np
 
+from . import surf_pool
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
 from .moon import MAX_WORK_PIXELS, Circle, _brightness, find_moon, find_moon_how, limb_is_sharp, moon_candidates
@@ -966,7 +967,7 @@ def _detect_and_compute(detector, work, mask, max_size=None):
         # moontrek's SURF drops them before orienting them too. Set on
         # every call: the detector is shared by every canvas of the thread.
         detector.setMaxKeypointSize(max_size or 0.0)
-        return detector.detectAndCompute(work, mask)
+        return surf_pool.detect_and_compute(detector, work, mask)
     if max_size is None:
         return detector.detectAndCompute(work, mask)
     keypoints = [k for k in detector.detect(work, mask) if k.size <= max_size]
