@@ -16,6 +16,8 @@ CONFIG = {
     # appends to X-Forwarded-For are believed, and only those.
     "trusted_proxies": ["172.28.1.0/24"],
     # One process per replica: scale with replicas (docker compose --scale),
-    # or set workers (Linux) to use several cores in each.
+    # or set workers (Linux) to use several cores in each. Each replica also
+    # runs our SURF on "surf_processes" worker processes (default: the
+    # host's cores, about 60 MB each); with many replicas on one host, fewer.
     "workers": 1,
 }
