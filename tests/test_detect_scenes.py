@@ -176,6 +176,17 @@ class TestPhonePhotos:
         assert info["clipped"] and info["distractors"] and 10 <= info["phase"] <= 50
         assert_within(detector(image), truth)
 
+    @pytest.mark.parametrize("seed", [56, 71, 77, 106, 228])
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_moon_showing_its_surface_beside_a_blown_out_lamp(self, detector, seed):
+        """A gibbous Moon cut by the frame, exposed for the scene (not blown
+        out), beside a street lamp or a planet blown out in its glare: the
+        flat white globe ranked first (brightness counts squared), the
+        larger disk showing maria and craters is the Moon. (All five were
+        taken for the lamp.)"""
+        image, truth, _ = make_clipped_moon_photo(seed)
+        assert_within(detector(image), truth)
+
     @pytest.mark.parametrize("seed", [1004, 1034, 1114, 1117])
     @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
     def test_half_moon_beside_street_lamps(self, detector, seed):

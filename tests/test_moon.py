@@ -357,17 +357,29 @@ class TestMoonCandidates:
         centres = [(round(c.x, -1), round(c.y, -1)) for c in found]
         assert (600, 150) in centres and (200, 300) in centres
 
-    def test_a_family_of_look_alikes_comes_after_the_odd_one_out(self):
-        """Street lamps of one size make find_moon refuse; the disk unlike
-        them is listed before them."""
+    @staticmethod
+    def _moon_above_lamps(lamp_level):
         sky = np.full((600, 900, 3), 15, np.uint8)
         sky[60:300, 330:570] = np.maximum(sky[60:300, 330:570], render_moon(240, seed=3))
         for x in (100, 300, 500, 700):
-            cv2.circle(sky, (x, 480), 70, (240, 240, 240), -1, cv2.LINE_AA)
+            cv2.circle(sky, (x, 480), 70, (lamp_level,) * 3, -1, cv2.LINE_AA)
+        return sky
+
+    def test_a_family_of_look_alikes_comes_after_the_odd_one_out(self):
+        """Street lamps of one size make find_moon refuse; the disk unlike
+        them is listed before them."""
+        sky = self._moon_above_lamps(200)
         with pytest.raises(NoMoonError):
             find_moon(sky)
         first = moon.moon_candidates(sky)[0]
         assert abs(first.x - 450) < 15 and abs(first.y - 180) < 15
+
+    def test_blown_out_flat_lamps_are_no_twins_of_a_moon_showing_its_surface(self):
+        """Blown out (240) and flat, the same lamps outrank the Moon (dimmer,
+        brightness counts squared) but are not what it looks like: the
+        larger disk showing maria and craters is the Moon."""
+        found = find_moon(self._moon_above_lamps(240))
+        assert abs(found.x - 450) < 15 and abs(found.y - 180) < 15
 
     @pytest.mark.parametrize("shape", [(8, 8), (16, 2000), (2000, 16, 3), (300, 300, 4), (5, 5, 3)])
     def test_never_raises(self, shape):

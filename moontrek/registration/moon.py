@@ -72,6 +72,18 @@ _WHOLE_COVERAGE = 0.8
 # most, the lit windows taken for Moons 0.98-0.99. Regions touching the
 # frame are not judged: a Moon cut by a crop's edges fills its crop.
 _MAX_RECT_FILL = 0.9
+# A lamp's globe, blown out in its own glare, can outrank a Moon exposed
+# for the scene (a brightness squared in the score): a blown-out first
+# object (inside at 230 or more) that shows no surface gives way to a disk
+# 1.5 times its radius or more, clear of the sky around it (contrast 0.6)
+# and showing one (see _surface). Measured on the objects of the clipped
+# set: lamps' and planets' cores 0.000-0.008, their glare's levels up to
+# 0.036 (so 0.015 for "flat" is on the cores), the Moon's disks 0.04-0.055.
+_FLAT_BLOWN = 230.0
+_FLAT_SURFACE = 0.015
+_MOON_SURFACE = 0.03
+_SURFACE_LARGER = 1.5
+_SURFACE_CONTRAST = 0.6
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -200,6 +212,7 @@ class _Candidate:
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
+    shows_surface: bool = False  # put before a flat, blown-out disk (_surface_first)
 
 
 def find_moon(image):
@@ -1079,7 +1092,7 @@ def _choose(candidates, scene):
         if not any(_same_object(c, o) for o in objects):
             c.rank = c.score * c.contrast**_RANK_POWER
             objects.append(c)
-    candidates = sorted(objects, key=lambda c: -c.rank)
+    candidates = _surface_first(sorted(objects, key=lambda c: -c.rank), scene)
     # The Moon has no look-alikes: several disks of its size, each nearly as
     # convincing, are coins, lamps or bubbles, and none of them is the Moon;
     # the Moon may still be elsewhere in the frame, at another size.
@@ -1112,6 +1125,9 @@ def _choose(candidates, scene):
             # A crescent's twin is another crescent, not a whole disk.
             if best.coverage < _PHASE_COVERAGE and c.coverage >= _WHOLE_COVERAGE:
                 continue
+            # Nor is a flat white globe the twin of a disk showing a surface.
+            if best.shows_surface and _flat_blown(scene, c):
+                continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
             rivals.append(c)
@@ -1119,6 +1135,50 @@ def _choose(candidates, scene):
             return best, _runners_up(everything, best, excluded)
         excluded.extend([best] + rivals)
     return None, _runners_up(everything, None, excluded)
+
+
+def _surface_first(objects, scene):
+    """``objects`` (ranked), with a larger disk showing a surface put before
+    a featureless, blown-out one that ranks first: a lamp's globe or a
+    planet's glare is flat white, the Moon beside it (exposed for the
+    scene, so not blown out itself) shows its maria and craters."""
+    if len(objects) < 2:
+        return objects
+    first = objects[0]
+    if first.score < _MIN_SCORE or not _flat_blown(scene, first):
+        return objects
+    for c in objects[1:]:
+        if (
+            c.score >= _MIN_SCORE and c.r >= _SURFACE_LARGER * first.r and c.contrast >= _SURFACE_CONTRAST
+            and _surface(scene, c) >= _MOON_SURFACE
+        ):
+            c.shows_surface = True
+            return [c] + [o for o in objects if o is not c]
+    return objects
+
+
+def _flat_blown(scene, c):
+    """Whether a disk is blown out and shows no surface: a lamp's globe."""
+    return c.inside >= _FLAT_BLOWN and _surface(scene, c) < _FLAT_SURFACE
+
+
+def _surface(scene, c):
+    """How much detail the disk shows: the spread of its fine structure
+    (what a blur of an eighth of its radius removes) within 0.8 r, over
+    its brightness above the sky."""
+    height, width = scene.smooth.shape
+    x0, x1 = max(0, int(c.x - c.r)), min(width, int(c.x + c.r) + 1)
+    y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 1)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return 0.0
+    patch = scene.smooth_f[y0:y1, x0:x1]
+    detail = patch - cv2.GaussianBlur(patch, (0, 0), max(1.5, c.r / 8.0))
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    values = detail[np.hypot(xx - c.x, yy - c.y) <= 0.8 * c.r]
+    if values.size < 20:
+        return 0.0
+    spread = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    return spread / max(1.0, c.inside - scene.sky)
 
 
 def _mostly_on_post(best, everything):
