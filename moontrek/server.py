@@ -158,7 +158,8 @@ def serve_one(config, *, sockets=None, rotate_logs=True, label="moontrek"):
     # Only our SURF holds the GIL enough to need them; OpenCV's does not.
     if config["surf_processes"] and algorithm_table(surf_enabled=config["surf_enabled"])["SURF"].implementation == "moontrek":
         surf_pool.start(config["surf_processes"])
-        logger.info("our SURF runs on %d worker processes", config["surf_processes"])
+        if surf_pool.running():
+            logger.info("our SURF runs on %d worker processes", surf_pool.running())
     try:
         run_until_stopped(server, stop)
     finally:
