@@ -69,7 +69,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["SURF", "SURF_create"]
+__all__ = ["SURF", "SURF_create", "keypoints_from_columns"]
 
 _F32 = np.float32
 
@@ -1050,10 +1050,22 @@ class SURF:
             provided = [] if keypoints is None else keypoints
         return self._run(image, mask, provided, with_descriptors=True)
 
+    def detect_and_compute_columns(self, image, mask=None):
+        """moontrek's own: detectAndCompute's answer with the keypoints as
+        arrays (x, y, size, angle, response, octave, class_id), which pickle
+        (cv2.KeyPoint does not); :func:`keypoints_from_columns` makes them
+        KeyPoints again, exactly as detectAndCompute would have."""
+        return self._run_columns(image, mask, None, with_descriptors=True)
+
     def _empty_result(self):
-        return [], np.zeros((0, self.descriptorSize()), _F32)
+        columns = tuple(np.zeros(0, dtype) for dtype in (_F32,) * 5 + (np.int32,) * 2)
+        return columns, np.zeros((0, self.descriptorSize()), _F32)
 
     def _run(self, image, mask, provided, with_descriptors):
+        columns, desc = self._run_columns(image, mask, provided, with_descriptors)
+        return keypoints_from_columns(columns), desc
+
+    def _run_columns(self, image, mask, provided, with_descriptors):
         img = _as_gray_u8(image)
         mask = _check_mask(mask, img.shape)
         if img.size == 0:
@@ -1096,11 +1108,14 @@ class SURF:
                     patches = _windows_oriented(img, x[sl], y[sl], size[sl], angle[sl], win[sl])
                 desc[sl] = _descriptors_from_patches(patches, self.extended)
         out_angle = np.where(angle >= 360, _F32(0), angle)
-        fields = zip(x.tolist(), y.tolist(), size.tolist(), out_angle.tolist(),
-                     kp["response"][idx].tolist(), kp["octave"][idx].tolist(),
-                     kp["class_id"][idx].tolist())
-        keypoints = [cv2.KeyPoint(*f) for f in fields]
-        return keypoints, desc
+        columns = (x, y, size, out_angle, kp["response"][idx], kp["octave"][idx], kp["class_id"][idx])
+        return columns, desc
+
+
+def keypoints_from_columns(columns):
+    """cv2.KeyPoints from the arrays (x, y, size, angle, response, octave,
+    class_id) of :meth:`SURF.detect_and_compute_columns`."""
+    return [cv2.KeyPoint(*fields) for fields in zip(*(column.tolist() for column in columns))]
 
 
 def _fields_from_keypoints(keypoints):

@@ -29,9 +29,8 @@ from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import cv2
-import numpy as np
 
-from .surf import SURF
+from .surf import SURF, keypoints_from_columns
 
 __all__ = ["start", "stop", "running", "detect_and_compute"]
 
@@ -170,14 +169,14 @@ def detect_and_compute(surf, image, mask=None):
         _give_up(pool, error)
         return surf.detectAndCompute(image, mask)
     try:
-        rows, descriptors = future.result()
+        columns, descriptors = future.result()
     except BrokenProcessPool:
         _replace(pool)
         return surf.detectAndCompute(image, mask)
     except CancelledError:
         return surf.detectAndCompute(image, mask)
     _answered()
-    return _keypoints(rows), descriptors
+    return keypoints_from_columns(columns), descriptors
 
 
 def _answered():
@@ -196,15 +195,4 @@ def _describe(image, mask, settings):
     *parameters, largest = settings
     surf = SURF(*parameters)
     surf.setMaxKeypointSize(largest)
-    keypoints, descriptors = surf.detectAndCompute(image, mask)
-    # cv2.KeyPoint does not pickle; its fields are float32 and int, which
-    # float64 rows carry exactly.
-    rows = np.array(
-        [(k.pt[0], k.pt[1], k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints], np.float64
-    ).reshape(-1, 7)
-    return rows, descriptors
-
-
-def _keypoints(rows):
-    return [cv2.KeyPoint(x, y, size, angle, response, int(octave), int(class_id))
-            for x, y, size, angle, response, octave, class_id in rows.tolist()]
+    return surf.detect_and_compute_columns(image, mask)
