@@ -58,6 +58,8 @@ from moontrek.registration.errors import RegistrationError  # noqa: E402
 from moontrek.synthetic import make_pair, perturb_photo, render_moon  # noqa: E402
 from tests.conftest import multipart  # noqa: E402
 
+from load import server_cpu_seconds  # noqa: E402  (benchmarks/load.py, beside this script)
+
 SHARED = ROOT.parent / "shared" / "data" / "registrate"
 ALGORITHMS = ("SIFT", "ORB", "AKAZE", "BRISK", "SURF")
 SURF_OVER_SIFT = 1.3
@@ -209,27 +211,9 @@ def _timed(function, pid=None):
     process ``pid``, every thread of it and of the processes under it (our
     SURF's workers: see surf_pool)."""
     pid = pid or os.getpid()
-    started, started_cpu = time.perf_counter(), _cpu_of(pid)
+    started, started_cpu = time.perf_counter(), server_cpu_seconds(pid)
     value = function()
-    return time.perf_counter() - started, _cpu_of(pid) - started_cpu, value
-
-
-def _cpu_of(pid):
-    """Seconds every thread of ``pid`` and of its descendants has run, from
-    the scheduler's nanosecond counters (finer than /proc's clock ticks)."""
-    total = 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:  # gone meanwhile
-        return 0.0
-    for task in tasks:
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-            children = (task / "children").read_text().split()
-        except (OSError, ValueError, IndexError):
-            continue
-        total += sum(int(_cpu_of(int(child)) * 1e9) for child in children)
-    return total / 1e9
+    return time.perf_counter() - started, server_cpu_seconds(pid) - started_cpu, value
 
 
 KINDS = ("baseline", "in-process", "HTTP")
