@@ -5,6 +5,7 @@ import uuid
 from pathlib import Path
 
 import falcon.testing
+import numpy as np
 import pytest
 
 from moontrek.app import create_app
@@ -34,6 +35,12 @@ def gibbous_photo(seed=3, **options):
     settings.update(options)
     image, truth, _ = make_phone_photo(seed, **settings)
     return image, truth
+
+
+def keypoint_rows(keypoints):
+    """cv2.KeyPoints as an (n, 7) array: x, y, size, angle, response, octave, class_id."""
+    return np.array([[k.pt[0], k.pt[1], k.size, k.angle, k.response, k.octave, k.class_id]
+                     for k in keypoints], np.float64).reshape(-1, 7)
 
 
 def multipart(files, fields=None, boundary=None):

@@ -9,6 +9,7 @@ import pytest
 
 from moontrek.registration import surf as surf_mod
 from moontrek.registration.surf import SURF, SURF_create
+from tests.conftest import keypoint_rows
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "surf"
 
@@ -34,11 +35,6 @@ def cratered():
     return _cratered()
 
 
-def _as_array(kps):
-    return np.array([[k.pt[0], k.pt[1], k.size, k.angle, k.response, k.octave, k.class_id]
-                     for k in kps], np.float64).reshape(-1, 7)
-
-
 def _parity_cases():
     readme = SHARED / "README.json"
     if not readme.exists():
@@ -60,7 +56,7 @@ class TestOpenCVParity:
         img = cv2.imread(str(SHARED / meta["image"]), cv2.IMREAD_GRAYSCALE)
         surf = SURF(100, 4, 3, extended=meta["extended"], upright=meta["upright"])
         kps, desc = surf.detectAndCompute(img, None)
-        ours = _as_array(kps)
+        ours = keypoint_rows(kps)
         assert len(kps) == len(ref_kp)
         assert np.abs(ours[:, :2] - ref_kp[:, :2]).max() <= 1e-3
         for col in (2, 5, 6):  # size, octave, class_id
@@ -98,7 +94,7 @@ class TestInterface:
     def test_keypoint_field_conventions(self, cratered):
         """octave in 0..nOctaves-1, class_id in {-1,0,1}, angle in [0,360), sorted by response."""
         kps = SURF().detect(cratered)
-        a = _as_array(kps)
+        a = keypoint_rows(kps)
         assert set(np.unique(a[:, 5])) <= {0, 1, 2, 3}
         assert set(np.unique(a[:, 6])) <= {-1, 0, 1}
         assert (a[:, 3] >= 0).all() and (a[:, 3] < 360).all()
@@ -114,7 +110,7 @@ class TestInterface:
         """Two runs give identical keypoints and descriptors."""
         k1, d1 = SURF().detectAndCompute(cratered)
         k2, d2 = SURF().detectAndCompute(cratered)
-        np.testing.assert_array_equal(_as_array(k1), _as_array(k2))
+        np.testing.assert_array_equal(keypoint_rows(k1), keypoint_rows(k2))
         np.testing.assert_array_equal(d1, d2)
 
     def test_detect_then_compute_equals_detect_and_compute(self, cratered):
@@ -122,7 +118,7 @@ class TestInterface:
         surf = SURF()
         kps, desc = surf.detectAndCompute(cratered)
         k2, d2 = surf.compute(cratered, surf.detect(cratered))
-        np.testing.assert_array_equal(_as_array(kps), _as_array(k2))
+        np.testing.assert_array_equal(keypoint_rows(kps), keypoint_rows(k2))
         np.testing.assert_allclose(desc, d2, atol=1e-6)
 
     def test_max_keypoint_size_drops_only_the_larger(self, cratered):
@@ -138,7 +134,7 @@ class TestInterface:
         kept, kept_desc = surf.detectAndCompute(cratered)
         small = sizes <= cap
         assert 0 < len(kept) == small.sum() < len(every)
-        np.testing.assert_array_equal(_as_array(kept), _as_array(every)[small])
+        np.testing.assert_array_equal(keypoint_rows(kept), keypoint_rows(every)[small])
         np.testing.assert_array_equal(kept_desc, every_desc[small])
         provided, _ = surf.compute(cratered, every)
         assert len(provided) == len(every)
@@ -155,7 +151,7 @@ class TestInterface:
         bgr = cv2.cvtColor(cratered, cv2.COLOR_GRAY2BGR)
         k1, d1 = SURF().detectAndCompute(bgr)
         k2, d2 = SURF().detectAndCompute(cratered)
-        np.testing.assert_array_equal(_as_array(k1), _as_array(k2))
+        np.testing.assert_array_equal(keypoint_rows(k1), keypoint_rows(k2))
         np.testing.assert_array_equal(d1, d2)
 
 
@@ -212,7 +208,7 @@ class TestMask:
         """An all-ones mask gives the same keypoints as no mask."""
         a = SURF().detect(cratered, np.ones(cratered.shape, np.uint8))
         b = SURF().detect(cratered)
-        np.testing.assert_array_equal(_as_array(a), _as_array(b))
+        np.testing.assert_array_equal(keypoint_rows(a), keypoint_rows(b))
 
     def test_empty_mask_gives_nothing(self, cratered):
         """An all-zero mask gives no keypoints."""
@@ -340,23 +336,23 @@ class TestFastPaths:
             k2, d2 = SURF().detectAndCompute(cratered)
         finally:
             surf_mod._REMAP_EXACT = None
-        np.testing.assert_array_equal(_as_array(k1), _as_array(k2))
+        np.testing.assert_array_equal(keypoint_rows(k1), keypoint_rows(k2))
         dist = np.linalg.norm(d1 - d2, axis=1)
         assert np.mean(dist < 1e-2) >= 0.99
 
     def test_detection_does_not_depend_on_block_size(self, cratered, monkeypatch):
         """Row-blocked determinant maps and extremum search give identical keypoints."""
-        full = _as_array(SURF().detect(cratered))
+        full = keypoint_rows(SURF().detect(cratered))
         monkeypatch.setattr(surf_mod, "_DET_BLOCK", 700)  # a few rows per block
-        blocked = _as_array(SURF().detect(cratered))
+        blocked = keypoint_rows(SURF().detect(cratered))
         np.testing.assert_array_equal(full, blocked)
 
     def test_orientation_does_not_depend_on_chunking(self, cratered, monkeypatch):
         """Orientation in small chunks gives the same angles as in one chunk."""
         kps = SURF().detect(cratered)
         monkeypatch.setattr(surf_mod, "_ORI_CHUNK", 7)
-        small = _as_array(SURF().detect(cratered))
-        np.testing.assert_array_equal(_as_array(kps), small)
+        small = keypoint_rows(SURF().detect(cratered))
+        np.testing.assert_array_equal(keypoint_rows(kps), small)
 
     def test_orientation_window_sums_match_brute_force(self, cratered):
         """Coarse-bin window sums pick the sector found by summing each 60-degree window."""

@@ -15,6 +15,7 @@ import pytest
 from moontrek.registration import surf_pool
 from moontrek.registration.surf import SURF
 from moontrek.synthetic import render_moon
+from tests.conftest import keypoint_rows
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the SURF workers run on Linux only")
 
@@ -46,10 +47,6 @@ def warnings(monkeypatch, caplog):
     monkeypatch.setattr(parent, "propagate", True)
     with caplog.at_level(logging.WARNING, logger="moontrek.surf_pool"):
         yield caplog
-
-
-def _rows(keypoints):
-    return np.array([(k.pt[0], k.pt[1], k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints])
 
 
 def _refuse_in_this_process(monkeypatch):
@@ -84,7 +81,7 @@ def test_a_worker_gives_the_calling_threads_answer(pool, canvas, monkeypatch):
     _refuse_in_this_process(monkeypatch)
     got_kp, got_desc = surf_pool.detect_and_compute(surf, grey, mask)
     assert surf_pool.running() == 1
-    np.testing.assert_array_equal(_rows(got_kp), _rows(want_kp))
+    np.testing.assert_array_equal(keypoint_rows(got_kp), keypoint_rows(want_kp))
     np.testing.assert_array_equal(got_desc, want_desc)
     assert got_desc.dtype == np.float32 and got_desc.shape == (len(want_kp), 128)
 
@@ -99,7 +96,7 @@ def test_without_a_pool_the_calling_thread_describes(canvas, monkeypatch):
             surf_pool.start(processes)
         assert surf_pool.running() == 0
         got = surf_pool.detect_and_compute(surf, grey, mask)
-        np.testing.assert_array_equal(_rows(got[0]), _rows(want[0]))
+        np.testing.assert_array_equal(keypoint_rows(got[0]), keypoint_rows(want[0]))
     surf_pool.stop()
 
 
@@ -130,12 +127,12 @@ def test_a_killed_worker_is_replaced(pool, canvas, warnings):
         os.kill(pid, signal.SIGKILL)
     assert _gone(old)
     got_kp, got_desc = surf_pool.detect_and_compute(surf, grey, mask)
-    np.testing.assert_array_equal(_rows(got_kp), _rows(want_kp))
+    np.testing.assert_array_equal(keypoint_rows(got_kp), keypoint_rows(want_kp))
     np.testing.assert_array_equal(got_desc, want_desc)
     assert "died" in warnings.text
     got_kp, _ = surf_pool.detect_and_compute(surf, grey, mask)
     assert surf_pool.running() == 1 and set(_worker_pids()).isdisjoint(old)
-    np.testing.assert_array_equal(_rows(got_kp), _rows(want_kp))
+    np.testing.assert_array_equal(keypoint_rows(got_kp), keypoint_rows(want_kp))
 
 
 def test_workers_that_cannot_start_leave_surf_in_the_calling_thread(canvas, monkeypatch, warnings):
