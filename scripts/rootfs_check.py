@@ -586,10 +586,25 @@ def _children(pid):
         return []
 
 
+def _wait_for_namespaces(server, timeout=30.0):
+    """Wait until ``unshare`` has forked the container's PID 1: until then
+    its /proc/PID/ns/net may still be the host's (unshare(2) not yet
+    called), and a probe entering it would knock on the host's port for the
+    whole timeout (about one run in six did)."""
+    deadline = time.monotonic() + timeout
+    while not _children(server.pid):
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise CheckFailed(f"the container did not start (unshare exited {server.poll()})")
+        time.sleep(0.02)
+    if os.readlink(f"/proc/{server.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+        raise CheckFailed("the container shares the host's network namespace")
+
+
 def _exercise(plan, root, server, port, pair_dir, env, uid, gid, start_timeout, findings):
     """Probe the running server from inside its network namespace, run the
     HEALTHCHECK there, then stop it as docker stop does."""
     netns = f"--net=/proc/{server.pid}/ns/net"
+    _wait_for_namespaces(server)
     probe = subprocess.run(
         ["nsenter", netns, "--", sys.executable, str(Path(__file__).resolve()), "_probe",
          "--port", str(port), "--pair", str(pair_dir), "--timeout", str(start_timeout)],
