@@ -548,18 +548,24 @@ def _probe(port, pair_dir, timeout):
         body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{field}.png"\r\n'
                  "Content-Type: image/png\r\n\r\n").encode() + (pair_dir / f"{field}.png").read_bytes() + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
-    started = time.monotonic()
-    status, raw = request("POST", "/api/registrar/SIFT", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    answer = json.loads(raw)
-    result = {"health": health, "registration_status": status, "registration_ok": answer.get("ok"),
-              "registration_ms": round(1000 * (time.monotonic() - started))}
-    if status == 200 and answer.get("ok"):
-        expected = np.array(json.loads((pair_dir / "expected.json").read_text()))
-        width, height = json.loads((pair_dir / "size.json").read_text())
-        found = np.array(answer["payload"]["homography_matrix"], float)
-        result["corner_error_px"] = round(float(corner_error(found, expected, width, height)), 3)
-    else:
-        result["answer"] = answer
+    result = {"health": health}
+    # SIFT, and SURF: ours runs on worker processes forked from a fork
+    # server, which must work as the image's user and as PID 1.
+    for algorithm, prefix in (("SIFT", "registration"), ("SURF", "surf")):
+        started = time.monotonic()
+        status, raw = request("POST", f"/api/registrar/{algorithm}", body,
+                              {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        answer = json.loads(raw)
+        result.update({f"{prefix}_status": status, f"{prefix}_ok": answer.get("ok"),
+                       f"{prefix}_ms": round(1000 * (time.monotonic() - started))})
+        if status == 200 and answer.get("ok"):
+            expected = np.array(json.loads((pair_dir / "expected.json").read_text()))
+            width, height = json.loads((pair_dir / "size.json").read_text())
+            found = np.array(answer["payload"]["homography_matrix"], float)
+            error = round(float(corner_error(found, expected, width, height)), 3)
+            result["corner_error_px" if algorithm == "SIFT" else "surf_corner_error_px"] = error
+        else:
+            result["answer" if algorithm == "SIFT" else "surf_answer"] = answer
     print(json.dumps(result))
     return 0
 
@@ -683,6 +689,13 @@ def verify(plan, root, findings, strict_console=False):
         failures.append(f"registration answered {findings.get('registration_status')}: {findings.get('answer')}")
     elif findings.get("corner_error_px", 1e9) > 3.0:
         failures.append(f"registration corner error {findings['corner_error_px']} px (> 3 px)")
+    if findings.get("surf_status") != 200 or findings.get("surf_ok") is not True:
+        failures.append(f"SURF registration answered {findings.get('surf_status')}: {findings.get('surf_answer')}")
+    elif findings.get("surf_corner_error_px", 1e9) > 3.0:
+        failures.append(f"SURF registration corner error {findings['surf_corner_error_px']} px (> 3 px)")
+    console = findings.get("console", "")
+    if "our SURF runs on" not in console or "SURF worker processes cannot start" in console:
+        failures.append(f"SURF's worker processes did not start in the image; console:\n{console[-3000:]}")
     if uid == 0:
         failures.append(f"USER {plan.user} is root")
     if findings.get("server_uid") != uid:
@@ -816,7 +829,8 @@ def main(argv=None):
             print("rootfs-check: FAILED:\n  - " + "\n  - ".join(failures), file=sys.stderr)
             print("server console:\n" + findings.get("console", "")[-3000:], file=sys.stderr)
         else:
-            log(f"OK: health, registration ({findings['corner_error_px']} px corner error), HEALTHCHECK, "
+            log(f"OK: health, registration ({findings['corner_error_px']} px corner error; SURF on worker processes "
+                f"{findings['surf_corner_error_px']} px), HEALTHCHECK, "
                 f"log in /app/data, uid {findings['server_uid']}, stopped by SIGTERM in {findings['stop_seconds']} s; "
                 f"total {time.monotonic() - began:.0f} s")
             status = 0
