@@ -656,17 +656,51 @@ def _remap_is_exact():
 _REMAP_EXACT = None
 
 
-def _area_resize_stack(stack, k):
+def _area_resize_stack(stack, k, exact=False):
     """INTER_AREA resize of k stacked w x w windows ((k*w, w) uint8) to (k, 21, 21).
 
     Window boundaries fall on output row boundaries (k*w rows -> k*21 rows),
-    so one call gives exactly the per-window results.
+    so one call gives exactly the per-window results.  A side that is not a
+    multiple of 21 is averaged as A @ window @ A.T with A the (21, w) matrix
+    of area weights, in float32 as OpenCV's general area resize is (BLAS:
+    the whole of SURF then takes 0.8-0.9 of the time on dense 700 x 700
+    images). The sums' order differs from OpenCV's, so about one output in
+    ten thousand rounds the other way by one level: against OpenCV's SURF
+    97.4-99.0% of descriptors stay within 1e-3 (was 98.4-100%) and
+    99.7-100% within 1e-2 (was 100%). Multiples of 21 keep
+    OpenCV's own fast path, which rounds halves up in integers (at w = 42,
+    13% of outputs would differ).  ``exact`` keeps OpenCV's resize for every
+    side: upright descriptors, sampled without interpolation, match
+    OpenCV's to 1e-7, and one output rounded the other way would show.
     """
     side = _PATCH + 1
-    if stack.shape[1] == side:  # already 21 x 21: resizing would copy it
-        return stack.reshape(k, side, side)
-    out = cv2.resize(stack, (side, k * side), interpolation=cv2.INTER_AREA)
-    return out.reshape(k, side, side)
+    w = stack.shape[1]
+    if exact or w % side == 0:
+        if w == side:  # already 21 x 21: resizing would copy it
+            return stack.reshape(k, side, side)
+        out = cv2.resize(stack, (side, k * side), interpolation=cv2.INTER_AREA)
+        return out.reshape(k, side, side)
+    weights, weights_t = _area_weights(w)
+    windows = stack.reshape(k, w, w).astype(_F32)
+    # Rows first, then columns, as OpenCV sums them: fewer outputs round
+    # the other way than the other order (1.0e-4 against 1.3e-4).
+    out = np.matmul(weights, np.matmul(windows, weights_t))
+    return np.rint(out, out=out).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1024)
+def _area_weights(w):
+    """(21, w) float32 area weights and their transpose: output i averages
+    source pixels over [i w/21, (i+1) w/21), each by the part it covers."""
+    side = _PATCH + 1
+    edges = np.arange(side + 1, dtype=np.float64) * (w / side)
+    pixels = np.arange(w, dtype=np.float64)
+    cover = np.clip(np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels), 0, None)
+    weights = (cover * (side / w)).astype(_F32)
+    weights.setflags(write=False)
+    transposed = np.ascontiguousarray(weights.T)
+    transposed.setflags(write=False)
+    return weights, transposed
 
 
 def _window_groups(win, first, budget=None):
@@ -865,7 +899,7 @@ def _windows_upright(img, x, y, win):
         cols = np.clip(x0[g, None] + ar, 0, w_img - 1)
         rows = np.clip(y0[g, None] - ar, 0, h - 1) * w_img
         wnds = flat[rows[:, None, :] + cols[:, :, None]]
-        patches[g] = _area_resize_stack(wnds.reshape(-1, w), g.size)
+        patches[g] = _area_resize_stack(wnds.reshape(-1, w), g.size, exact=True)
     return patches
 
 
