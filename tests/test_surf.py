@@ -272,9 +272,10 @@ class TestFastPaths:
         """One INTER_AREA resize of stacked windows equals resizing each
         window alone; the weight-matrix resize for sides that are no multiple
         of 21 rounds at most one output in a hundred the other way, by one
-        level, and multiples of 21 are OpenCV's to the bit."""
+        level, and multiples of 21 are OpenCV's to the bit (400 and 700 take
+        the products in row and column blocks)."""
         rng = np.random.default_rng(0)
-        for w in (21, 22, 29, 42, 50, 63, 64, 97, 150, 211, 400):
+        for w in (21, 22, 29, 42, 50, 63, 64, 97, 150, 211, 400, 700):
             k = max(1, 6000 // w)
             stack = rng.integers(0, 256, (k, w, w), dtype=np.uint8)
             half = stack[: k // 2].reshape(-1, w)
