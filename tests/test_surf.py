@@ -291,6 +291,16 @@ class TestFastPaths:
             assert diff.max() <= 1, w
             assert np.mean(diff > 0) < 0.01, w
 
+    def test_blocked_matrix_products_equal_one_product(self, monkeypatch):
+        """Row and column blocks (kept small for OpenBLAS's one thread) give
+        the same products as one call."""
+        monkeypatch.setattr(surf_mod, "_GEMM_ONE_THREAD", 500)
+        rng = np.random.default_rng(3)
+        for left, right in (((4, 30, 30), (30, 21)), ((21, 30), (4, 30, 21)), ((3, 7, 40), (40, 50))):
+            a = rng.standard_normal(left).astype(np.float32)
+            b = rng.standard_normal(right).astype(np.float32)
+            np.testing.assert_allclose(surf_mod._matmul_one_thread(a, b), np.matmul(a, b), rtol=1e-5, atol=1e-5)
+
     def test_area_weights_average(self):
         """Each output's weights cover exactly its share of the window."""
         for w in (22, 29, 50, 97, 400):
