@@ -187,6 +187,17 @@ class TestPhonePhotos:
         image, truth, _ = make_clipped_moon_photo(seed)
         assert_within(detector(image), truth)
 
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_over_exposed_moon_before_a_glow_over_roofs(self, detector):
+        """A 12 Mpx photo of an over-exposed Moon (blown out, no surface to
+        speak of) above roofs lit by a lamp's glow: a circle fitted round
+        the glow and the roofs is larger and shows "a surface" (the roofs),
+        but its limb is round 0.18 of it; the Moons a flat white globe gives
+        way to have a limb round 0.62-0.78 of theirs. (The pipeline took the
+        glow for the Moon.)"""
+        image, truth, _ = make_phone_photo(5018)
+        assert_within(detector(image), truth)
+
     @pytest.mark.parametrize("seed", [1004, 1034, 1114, 1117])
     @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
     def test_half_moon_beside_street_lamps(self, detector, seed):
@@ -278,6 +289,16 @@ class TestMoonlessPhotos:
         around it as a small Moon, and a circle fits it; but its region fills
         its enclosing rectangle (0.98-0.99, a disk pi/4)."""
         image, _ = make_no_moon_photo(kind, seed)
+        assert_refused(image)
+
+    @pytest.mark.parametrize("seed", [210016, 210017])
+    def test_suns_glare_outline_larger_than_the_frame(self, seed):
+        """A circle fitted to the outline of the Sun's glare, larger than
+        the frame (radius 1.0-1.3 of its long side) and hugging its edges:
+        no 0.12 r beyond it is in the frame, so its step is read over
+        0.06 r, where a glare falls smoothly (0.05-0.06; a limb 0.3 and
+        up). Both were Moons before that second, shorter reading."""
+        image, _ = make_no_moon_photo("sun", seed)
         assert_refused(image)
 
     def test_post_under_most_of_the_lamps_circles(self):

@@ -84,6 +84,10 @@ _FLAT_SURFACE = 0.015
 _MOON_SURFACE = 0.03
 _SURFACE_LARGER = 1.5
 _SURFACE_CONTRAST = 0.6
+# ... and a limb round at least half of it: the Moons put first so (cut by
+# the frame) 0.62-0.78; a circle round roofs lit by a glow, put before an
+# over-exposed Moon, 0.18.
+_SURFACE_COVERAGE = 0.5
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -140,6 +144,7 @@ _SHARP_BAND = 2.5  # working pixels either side of the limb: the step's own widt
 # this share of the radius, against a higher floor. Measured there: close
 # and corner-clipped Moon crops 0.40-1.6, the Sun's glare filling a photo 0.22.
 _SHORT_REACH = 0.12
+_SHORT_REACHES = (_SHORT_REACH, 0.06)
 _SHORT_MIN_SHARPNESS = 0.3
 # What the Moon is: brighter than its sky. The frame's bright quarter outside
 # the disk (sky, or the tops of silhouettes), or that of the sky just around
@@ -312,13 +317,7 @@ def limb_is_sharp(image, circle):
         return False
     level = sky + 0.5 * (float(np.percentile(inner, 75)) - sky)
     c = _Candidate(cx, cy, r, 0, 0, 0, 0, level, 0, 0)
-    sharpness, floor = _limb_sharpness(scene, c), _MIN_SHARPNESS
-    if not np.isfinite(sharpness):
-        # A disk filling its frame (a crop clipped at the photo's edge, a
-        # close crop) leaves no 0.4 r of sky beyond its limb: read the step
-        # over the band that a crop's padding (0.15 r) leaves, where a glare
-        # falls less far and so must step more sharply.
-        sharpness, floor = _limb_sharpness(scene, c, _SHORT_REACH), _SHORT_MIN_SHARPNESS
+    sharpness, floor = _sharpness_and_floor(scene, c)
     return bool(np.isfinite(sharpness) and sharpness >= floor)
 
 
@@ -489,7 +488,8 @@ def _doubt(c, scene):
         return "open"
     if not _outshines(scene, c, sky_around):
         return "dim"
-    if _limb_sharpness(scene, c) < _MIN_SHARPNESS:
+    sharpness, floor = _sharpness_and_floor(scene, c)
+    if sharpness < floor:
         return "soft"
     if _is_glare(scene, c):
         return "glare"
@@ -517,6 +517,28 @@ def _outshines(scene, c, sky_around):
     ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
     ring = ring[np.isfinite(ring)]
     return len(ring) >= 12 and c.inside - float(ring.max()) >= need
+
+
+def _sharpness_and_floor(scene, c):
+    """The limb's sharpness (see _limb_sharpness) and the floor it must
+    reach. A disk filling its frame (a crop clipped at the photo's edge, a
+    close crop) or larger than it (a circle fitted to the outline of the
+    Sun's glare or of the lit sky above a skyline, radii up to 1.3 times
+    the frame's long side) leaves no 0.4 r of sky beyond its limb: the
+    step is then read over the band a crop's padding (0.15 r) leaves, where
+    a glare falls less far and so must step more sharply, or for a circle
+    hugging the frame's edges over half that (the Sun's glare filling a
+    photo, r 1.3 times its long side: 0.05-0.06 there, where a limb steps
+    from 0.3 up). Infinite (not judged) when not even that is in the
+    frame."""
+    sharpness = _limb_sharpness(scene, c)
+    if np.isfinite(sharpness):
+        return sharpness, _MIN_SHARPNESS
+    for reach in _SHORT_REACHES:
+        sharpness = _limb_sharpness(scene, c, reach)
+        if np.isfinite(sharpness):
+            break
+    return sharpness, _SHORT_MIN_SHARPNESS
 
 
 def _limb_sharpness(scene, c, reach=0.4):
@@ -1150,7 +1172,7 @@ def _surface_first(objects, scene):
     for c in objects[1:]:
         if (
             c.score >= _MIN_SCORE and c.r >= _SURFACE_LARGER * first.r and c.contrast >= _SURFACE_CONTRAST
-            and _surface(scene, c) >= _MOON_SURFACE
+            and c.coverage >= _SURFACE_COVERAGE and _surface(scene, c) >= _MOON_SURFACE
         ):
             c.shows_surface = True
             return [c] + [o for o in objects if o is not c]
