@@ -522,15 +522,12 @@ def _outshines(scene, c, sky_around):
 def _sharpness_and_floor(scene, c):
     """The limb's sharpness (see _limb_sharpness) and the floor it must
     reach. A disk filling its frame (a crop clipped at the photo's edge, a
-    close crop) or larger than it (a circle fitted to the outline of the
-    Sun's glare or of the lit sky above a skyline, radii up to 1.3 times
-    the frame's long side) leaves no 0.4 r of sky beyond its limb: the
-    step is then read over the band a crop's padding (0.15 r) leaves, where
-    a glare falls less far and so must step more sharply, or for a circle
-    hugging the frame's edges over half that (the Sun's glare filling a
-    photo, r 1.3 times its long side: 0.05-0.06 there, where a limb steps
-    from 0.3 up). Infinite (not judged) when not even that is in the
-    frame."""
+    close crop) leaves no 0.4 r of sky beyond its limb: the step is then
+    read over the band a crop's padding (0.15 r) leaves, where a glare falls
+    less far and so must step more sharply; a circle hugging the frame's
+    edges, over half that (the outline of the Sun's glare filling a photo,
+    r 1.0-1.3 times its long side, reads 0.05-0.06 there; a limb steps from
+    0.3 up). Infinite (not judged) when not even that is in the frame."""
     sharpness = _limb_sharpness(scene, c)
     if np.isfinite(sharpness):
         return sharpness, _MIN_SHARPNESS
