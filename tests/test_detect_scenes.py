@@ -293,8 +293,8 @@ class TestMoonlessPhotos:
 
     @pytest.mark.parametrize("seed", [210016, 210017])
     def test_suns_glare_outline_larger_than_the_frame(self, seed):
-        """A circle fitted to the outline of the Sun's glare, larger than
-        the frame (radius 1.0-1.3 of its long side) and hugging its edges:
+        """A circle fitted to the outline of the Sun's glare, its diameter
+        about the frame's long side, centred near an edge and hugging them:
         no 0.12 r beyond it is in the frame, so its step is read over
         0.06 r, where a glare falls smoothly (0.05-0.06; a limb 0.3 and
         up). Both were Moons before that second, shorter reading."""

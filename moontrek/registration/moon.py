@@ -526,7 +526,7 @@ def _sharpness_and_floor(scene, c):
     read over the band a crop's padding (0.15 r) leaves, where a glare falls
     less far and so must step more sharply; a circle hugging the frame's
     edges, over half that (the outline of the Sun's glare filling a photo,
-    r 1.0-1.3 times its long side, reads 0.05-0.06 there; a limb steps from
+    its diameter about the long side, reads 0.05-0.06 there; a limb steps from
     0.3 up). Infinite (not judged) when not even that is in the frame."""
     sharpness = _limb_sharpness(scene, c)
     if np.isfinite(sharpness):
