@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 __all__ = ["DockerfileError", "ImagePlan", "Instruction", "load_plan", "main", "parse_dockerfile"]
@@ -55,6 +56,24 @@ SUPPORTED = ("FROM", "ENV", "WORKDIR", "COPY", "RUN", "USER", "EXPOSE", "VOLUME"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOOL_PACKAGES = ("debootstrap", "util-linux", "iproute2", "procps", "tar")
 DOCKER_STOP_GRACE = 10.0  # seconds docker stop waits before SIGKILL
+
+
+class _Probed(typing.NamedTuple):
+    """A registration the probe posts, and the keys of its findings."""
+
+    algorithm: str
+    prefix: str  # of <prefix>_status, <prefix>_ok, <prefix>_ms
+    error_key: str
+    answer_key: str  # the answer, when it is not a success
+    label: str  # in failures
+
+
+# SIFT, and SURF: ours runs on worker processes forked from a fork server,
+# which must work as the image's user and as PID 1.
+_PROBED = (
+    _Probed("SIFT", "registration", "corner_error_px", "answer", "registration"),
+    _Probed("SURF", "surf", "surf_corner_error_px", "surf_answer", "SURF registration"),
+)
 
 
 class DockerfileError(Exception):
@@ -548,24 +567,21 @@ def _probe(port, pair_dir, timeout):
         body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{field}.png"\r\n'
                  "Content-Type: image/png\r\n\r\n").encode() + (pair_dir / f"{field}.png").read_bytes() + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
+    expected = np.array(json.loads((pair_dir / "expected.json").read_text()))
+    width, height = json.loads((pair_dir / "size.json").read_text())
     result = {"health": health}
-    # SIFT, and SURF: ours runs on worker processes forked from a fork
-    # server, which must work as the image's user and as PID 1.
-    for algorithm, prefix in (("SIFT", "registration"), ("SURF", "surf")):
+    for probed in _PROBED:
         started = time.monotonic()
-        status, raw = request("POST", f"/api/registrar/{algorithm}", body,
+        status, raw = request("POST", f"/api/registrar/{probed.algorithm}", body,
                               {"Content-Type": f"multipart/form-data; boundary={boundary}"})
         answer = json.loads(raw)
-        result.update({f"{prefix}_status": status, f"{prefix}_ok": answer.get("ok"),
-                       f"{prefix}_ms": round(1000 * (time.monotonic() - started))})
+        result.update({f"{probed.prefix}_status": status, f"{probed.prefix}_ok": answer.get("ok"),
+                       f"{probed.prefix}_ms": round(1000 * (time.monotonic() - started))})
         if status == 200 and answer.get("ok"):
-            expected = np.array(json.loads((pair_dir / "expected.json").read_text()))
-            width, height = json.loads((pair_dir / "size.json").read_text())
             found = np.array(answer["payload"]["homography_matrix"], float)
-            error = round(float(corner_error(found, expected, width, height)), 3)
-            result["corner_error_px" if algorithm == "SIFT" else "surf_corner_error_px"] = error
+            result[probed.error_key] = round(float(corner_error(found, expected, width, height)), 3)
         else:
-            result["answer" if algorithm == "SIFT" else "surf_answer"] = answer
+            result[probed.answer_key] = answer
     print(json.dumps(result))
     return 0
 
@@ -685,14 +701,12 @@ def verify(plan, root, findings, strict_console=False):
     uid, _, _ = _passwd(root, plan.user)
     if findings.get("health", {}).get("ok") is not True:
         failures.append(f"/api/health: {findings.get('health')}")
-    if findings.get("registration_status") != 200 or findings.get("registration_ok") is not True:
-        failures.append(f"registration answered {findings.get('registration_status')}: {findings.get('answer')}")
-    elif findings.get("corner_error_px", 1e9) > 3.0:
-        failures.append(f"registration corner error {findings['corner_error_px']} px (> 3 px)")
-    if findings.get("surf_status") != 200 or findings.get("surf_ok") is not True:
-        failures.append(f"SURF registration answered {findings.get('surf_status')}: {findings.get('surf_answer')}")
-    elif findings.get("surf_corner_error_px", 1e9) > 3.0:
-        failures.append(f"SURF registration corner error {findings['surf_corner_error_px']} px (> 3 px)")
+    for probed in _PROBED:
+        status = findings.get(f"{probed.prefix}_status")
+        if status != 200 or findings.get(f"{probed.prefix}_ok") is not True:
+            failures.append(f"{probed.label} answered {status}: {findings.get(probed.answer_key)}")
+        elif findings.get(probed.error_key, 1e9) > 3.0:
+            failures.append(f"{probed.label} corner error {findings[probed.error_key]} px (> 3 px)")
     console = findings.get("console", "")
     if "our SURF runs on" not in console or "SURF worker processes cannot start" in console:
         failures.append(f"SURF's worker processes did not start in the image; console:\n{console[-3000:]}")
@@ -708,16 +722,15 @@ def verify(plan, root, findings, strict_console=False):
         failures.append(f"the server exited with code {findings['exit_code']} after SIGTERM")
     log_path = root / "app" / "data" / "moontrek.log"
     if not log_path.is_file():
-        failures.append(f"no log at /app/data/moontrek.log (the data volume); console:\n{findings.get('console', '')[-3000:]}")
+        failures.append(f"no log at /app/data/moontrek.log (the data volume); console:\n{console[-3000:]}")
     else:
         text = log_path.read_text(errors="replace")
         findings["log_lines"] = len(text.splitlines())
-        for needle in ("GET /api/health 200", "POST /api/registrar/SIFT 200"):
+        for needle in ("GET /api/health 200", *(f"POST /api/registrar/{p.algorithm} 200" for p in _PROBED)):
             if needle not in text:
                 failures.append(f"/app/data/moontrek.log lacks {needle!r}")
         if log_path.stat().st_uid != uid:
             failures.append(f"/app/data/moontrek.log is owned by uid {log_path.stat().st_uid}, not {plan.user}")
-    console = findings.get("console", "")
     findings["console_tracebacks"] = console.count("Traceback (most recent call last)")
     if findings["console_tracebacks"] and strict_console:
         failures.append(f"the server's console has {findings['console_tracebacks']} traceback(s):\n{console[-3000:]}")
