@@ -145,9 +145,7 @@ def _exit_with(server):
         time.sleep(_WATCH_SECONDS)
         try:
             os.kill(server, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # pragma: no cover - the pid went to another user's process
+        except (ProcessLookupError, PermissionError):  # gone, or the pid went to another user's process
             os._exit(0)
 
 
