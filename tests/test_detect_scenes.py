@@ -164,6 +164,14 @@ class TestPhonePhotos:
             pytest.param(25, id="glare-no-twin-1"),
             pytest.param(46, id="glare-no-twin-2"),
             pytest.param(49, id="glare-no-twin-3"),
+            # A Moon showing its surface beside flat lamps' glare levels its
+            # size, which stood out of the sky as much as it did.
+            pytest.param(139, id="flat-glare-no-twin-1"),
+            pytest.param(229, id="flat-glare-no-twin-2"),
+            # A day Moon stands 0.66 out of its blue sky: still a disk
+            # containing the bright crater at its limb, not one of the
+            # lamps' look-alikes shutting it out.
+            pytest.param(205, id="day-moon-contains-its-crater"),
         ],
     )
     @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
@@ -171,7 +179,8 @@ class TestPhonePhotos:
         """A gibbous Moon across the frame's edge, its lit limb partly cut
         off, beside lamps, a planet, stars or lit windows: found, not refused
         and not taken for a part of itself. (A generated Moon, so the photo
-        is the same with or without ../shared; all seven were missed before.)"""
+        is the same with or without ../shared; every one was missed before
+        the rule its id names.)"""
         image, truth, info = make_clipped_moon_photo(seed)
         assert info["clipped"] and info["distractors"] and 10 <= info["phase"] <= 50
         assert_within(detector(image), truth)

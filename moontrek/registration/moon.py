@@ -217,7 +217,6 @@ class _Candidate:
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
-    shows_surface: bool = False  # put before a flat, blown-out disk (_surface_first)
 
 
 def find_moon(image):
@@ -1035,7 +1034,8 @@ def _drop_surface_features(candidates):
     centre and is not much smaller (the disk inside its halo). A rival that
     is only an arc (coverage under 0.4, or no more than the inner circle's)
     is no disk to contain anything, unless it is a plausible disk standing
-    out of the sky with a sharp limb (contrast 0.8, step 0.15) and the inner
+    out of the sky with a sharp limb (contrast 0.6, step 0.15: a day Moon
+    cut by the frame stands 0.66 out of its blue sky) and the inner
     circle is under _CRATER of its size: a crescent, whose lit limb is less
     of its circle than a crater's rim is of its own (a circle round two
     overlapping coins has as little limb, but contains coins, not craters);
@@ -1050,7 +1050,7 @@ def _drop_surface_features(candidates):
             if b is a or b.r <= a.r or b.score < _CONTAINER_SHARE * a.score or seen < 0.4:
                 continue
             if seen < a.coverage + 0.05 and not (
-                a.r < _CRATER * b.r and b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT and b.step >= _SHARP_STEP
+                a.r < _CRATER * b.r and b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             ):
                 continue
             offset = np.hypot(a.x - b.x, a.y - b.y)
@@ -1134,6 +1134,7 @@ def _choose(candidates, scene):
                 twin = _TWIN_CONTRAST * best.contrast
             elif best.contrast >= _STANDS_OUT_SHARP and best.step >= _SHARP_STEP:
                 twin = _SHARP_TWIN * best.contrast
+        textured = _surface(scene, best) >= _MOON_SURFACE
         for c in whole:
             if c is best or c.rival_score < _RIVAL_SHARE * best.score or not _alike_in_size(c, best):
                 continue
@@ -1141,11 +1142,12 @@ def _choose(candidates, scene):
             # of a disk standing out of a dark sky.
             if twin is not None and c.contrast < twin:
                 continue
+            # Nor is a flat disk (a lamp's globe or a level of its glare) the
+            # twin of one showing a surface.
+            if textured and _surface(scene, c) < _FLAT_SURFACE:
+                continue
             # A crescent's twin is another crescent, not a whole disk.
             if best.coverage < _PHASE_COVERAGE and c.coverage >= _WHOLE_COVERAGE:
-                continue
-            # Nor is a flat white globe the twin of a disk showing a surface.
-            if best.shows_surface and _flat_blown(scene, c):
                 continue
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
@@ -1171,7 +1173,6 @@ def _surface_first(objects, scene):
             c.score >= _MIN_SCORE and c.r >= _SURFACE_LARGER * first.r and c.contrast >= _SURFACE_CONTRAST
             and c.coverage >= _SURFACE_COVERAGE and _surface(scene, c) >= _MOON_SURFACE
         ):
-            c.shows_surface = True
             return [c] + [o for o in objects if o is not c]
     return objects
 
