@@ -140,6 +140,10 @@ _SUN_SIZE = 1.5  # the glare's core radius over the disk's, at least
 _MAX_BRIGHT_BEYOND = 0.3  # directions with the disk's brightness beyond it, at most (see _bright_beyond)
 _GLARE_CORE = 0.45  # the core's radius over the circle's, at most
 _GLARE_FALL = 0.3  # how far the rim falls from the core towards the sky, at least
+# A planet's bloom in a twilight sky is too wide to be such a core, but its
+# levels' circles, brighter ones inside darker ones, shrink from 21 to 8
+# working px across six levels (see _nested_in_glare).
+_GLARE_NESTED = 0.7
 # What a lamp's or the Sun's glare is not: a disk. Thresholded, a glare gives
 # circles too, but its light falls smoothly through them, while the Moon's
 # limb is a step a few pixels wide, whatever the halo beyond it (see
@@ -1077,6 +1081,24 @@ def _drop_surface_features(candidates):
     return kept or candidates
 
 
+def _nested_in_glare(c, candidates):
+    """Whether a whole circle is a level of a glare: a whole circle at a
+    brighter level round the same centre is far smaller (_GLARE_NESTED of
+    its radius or less), the light still rising well inside it. Across a
+    Moon's limb every level's circle is the limb's, give or take its blur."""
+    if c.coverage < _WHOLE_COVERAGE:
+        return False
+    for o in candidates:
+        if (
+            o.level > c.level
+            and o.coverage >= _WHOLE_COVERAGE
+            and 0.2 * c.r <= o.r <= _GLARE_NESTED * c.r
+            and np.hypot(o.x - c.x, o.y - c.y) <= 0.15 * c.r
+        ):
+            return True
+    return False
+
+
 def _contrast(c, scene):
     """How far the ring around a disk falls from its limb towards the sky, 0 to 1."""
     return float(np.clip((c.inside - c.outside) / max(c.inside - scene.sky, 1e-6), 0.0, 1.0))
@@ -1166,6 +1188,11 @@ def _choose(candidates, scene):
                 continue
             rivals.append(c)
         if len(rivals) < 2:
+            # Alone, a level of a glare is still no Moon: rather no
+            # answer than a planet (a Moon's halo circle, so chosen, would
+            # be no right answer either).
+            if _nested_in_glare(best, everything):
+                return None, _runners_up(everything, None, excluded)
             return best, _runners_up(everything, best, excluded)
         excluded.extend([best] + rivals)
     return None, _runners_up(everything, None, excluded)
