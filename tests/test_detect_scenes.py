@@ -300,6 +300,15 @@ class TestMoonlessPhotos:
         image, _ = make_no_moon_photo("dot", seed)
         assert_refused(image)
 
+    @pytest.mark.parametrize("seed", [213009, 213020])
+    def test_patch_of_sky_enclosed_by_silhouettes(self, seed):
+        """A patch of twilight sky between silhouettes is as bright as the
+        open sky, and the ring round it (the silhouettes, 24-32 grey
+        levels) far darker: that ring holds no sky, so it cannot stand for
+        the sky around a day Moon low over the horizon. Both were Moons."""
+        image, _ = make_no_moon_photo("horizon", seed)
+        assert_refused(image)
+
     @pytest.mark.parametrize("seed", [202007, 210001])
     def test_star_standing_out_among_glares_of_stars(self, seed):
         """A star's sharp core stands out of its sky as the Moon does, and

@@ -165,6 +165,10 @@ _SHORT_MIN_SHARPNESS = 0.3
 # frame's quarter: such patches 0.1-0.26, generated phone Moons 0.56 and up,
 # the real ones 0.58 and up (see _outshines).
 _MIN_OUTSHINE = 0.4
+# ... and the ring it is measured on brighter than the sky's floor by half
+# the way up to the open sky at least (the sky patches between silhouettes
+# taken for Moons: ring 24-32, sky floor 5-8, open sky 69-89).
+_RING_SKY = 0.5
 # What a disk large in its frame is: a limb round most of its lit side.
 # Measured on such circles: true ones (crops filling the frame, cut by its
 # edge) cover 0.41 of the circumference and up; circles fitted to the sky's
@@ -524,7 +528,9 @@ def _outshines(scene, c, sky_around):
     range: the sky of the whole frame (its bright quarter, sky_around) or
     all of the sky just around the disk (the brightest of a ring 1.3 to 1.6
     radii out), for a day Moon low in a sky brightening towards the horizon;
-    a patch of sky between silhouettes has the open sky right beside it."""
+    a patch of sky between silhouettes has the open sky right beside it.
+    That ring must hold some sky (_RING_SKY): a patch of sky enclosed by
+    silhouettes, as bright as the open sky, is ringed by them alone."""
     need = _MIN_OUTSHINE * (c.inside - scene.sky)
     if c.inside - sky_around >= need:
         return True
@@ -532,7 +538,9 @@ def _outshines(scene, c, sky_around):
     factor = np.repeat([1.3, 1.6], 48)
     ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
     ring = ring[np.isfinite(ring)]
-    return len(ring) >= 12 and c.inside - float(ring.max()) >= need
+    if len(ring) < 12 or float(ring.max()) < scene.sky + _RING_SKY * (sky_around - scene.sky):
+        return False
+    return c.inside - float(ring.max()) >= need
 
 
 def _sharpness_and_floor(scene, c):
