@@ -5,6 +5,9 @@ A detection is correct by the rule of shared/data/detect/circles.json: centre
 within max(5 px, 0.3 r) of the truth and radius within 30%.
 """
 
+import functools
+
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,9 +18,12 @@ from moontrek.registration.moon import find_moon
 from moontrek.registration.moon_pipeline import _find_moon_fast
 from moontrek.synthetic import (
     PHONE_NO_MOON_KINDS,
+    GlobeView,
     make_clipped_moon_photo,
+    make_lunar_maps,
     make_no_moon_photo,
     make_phone_photo,
+    render_globe,
     render_moon,
 )
 
@@ -382,6 +388,82 @@ class TestMoonlessPhotos:
         assert {"dot", "lamps", "coins", "sun", "blank", "noise"} <= set(PHONE_NO_MOON_KINDS)
         with pytest.raises(ValueError):
             make_no_moon_photo("volcano", 0, megapixels=2)
+
+
+@functools.lru_cache(maxsize=1)
+def _albedo_map():
+    return make_lunar_maps(0)[1]
+
+
+def _day_sky(rng, size):
+    """A blue daylight sky (BGR, float32), paler towards the horizon."""
+    width, height = size
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    return np.repeat(np.float32([215, 165, 100]) * (1 - ys) + np.float32([225, 200, 165]) * ys, width, axis=1)
+
+
+def _finish(image, rng):
+    image += rng.normal(0, 2.0, image.shape[:2])[..., None].astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_day_moon(seed, gain, size=(1200, 1600)):
+    """A gibbous day Moon as light added to a blue sky (the sky is in front
+    of it: its unlit part is the sky's colour), over black roofs; written
+    apart from moontrek.synthetic's own scenes, whose Moons are pasted.
+    Returns (BGR uint8 image, (x, y, radius))."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _day_sky(rng, size)
+    r = float(rng.uniform(0.04, 0.1) * width)
+    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.5 * height))
+    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
+    moon, _ = render_globe(_albedo_map(), size, view, sun=(40.0, rng.uniform(0, 360)), shading="lommel")
+    image += gain * moon
+    roofs = [(0, 1.0), (0, 0.8), (0.3, 0.72), (0.55, 0.8), (0.8, 0.7), (1.0, 0.78), (1.0, 1.0)]
+    cv2.fillPoly(image, [np.int32([(u * width, v * height) for u, v in roofs])], (18, 18, 18))
+    return _finish(image, rng), (x, y, r)
+
+
+def make_sun_in_day_sky(seed, size=(1200, 1600)):
+    """The Sun, blown out with a wide bloom, in the same blue sky."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _day_sky(rng, size)
+    r = float(rng.uniform(0.01, 0.04) * width)
+    x, y = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.05, 0.5) * height)
+    light = np.zeros_like(image)
+    cv2.circle(light, (round(x), round(y)), round(r), (255, 255, 255), -1, cv2.LINE_AA)
+    # The disk's light blurred far wider than the disk: a Gaussian round it.
+    spread = r * rng.uniform(2, 6)
+    yy, xx = np.ogrid[:height, :width]
+    bloom = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * spread**2)) * (255 * r * r / (2 * spread**2))
+    image += 2 * light + rng.uniform(1.5, 5) * bloom[..., None].astype(np.float32)
+    return _finish(image, rng)
+
+
+class TestDaylight:
+    """The day Moon against the Sun, in scenes made the other way round from
+    moontrek.synthetic's: the Moon's light added to the sky's."""
+
+    @pytest.mark.parametrize(
+        "seed, gain", [(seed, 80) for seed in range(8)] + [(seed, 100) for seed in (0, 1, 5, 6)]
+    )
+    def test_day_moon_over_roofs(self, seed, gain):
+        """Its lit limb clips (220-255) in a bright sky, but its maria and
+        terminator keep the disk's median down: not the Sun, blown out all
+        over. And it stands 80-90 grey levels above the sky it is seen
+        against, under 0.4 of its height above the black roofs: the sky
+        round it, not the roofs, is its floor. Every one was missed before."""
+        image, truth = make_day_moon(seed, gain)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
+    @pytest.mark.parametrize("seed", [seed for seed in range(12)])
+    def test_sun_in_a_day_sky(self, seed):
+        """The Sun's blown-out disk and the soft circles of its bloom
+        (through the disk, their median the sky's) stay the Sun's."""
+        assert_refused(make_sun_in_day_sky(seed))
 
 
 def _images():
