@@ -466,6 +466,40 @@ class TestDaylight:
         assert_refused(make_sun_in_day_sky(seed))
 
 
+def make_moon_beside_a_lamp(seed, phase=60.0, size=(1200, 1600)):
+    """A gibbous Moon (light added to a night sky) above a lamp's flat,
+    blown-out globe in its bloom, no post showing. Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    image = np.repeat(np.float32([30, 22, 18]) * (1 - ys) + np.float32([60, 70, 80]) * ys, width, axis=1)
+    r = float(rng.uniform(0.06, 0.1) * width)
+    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.4 * height))
+    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
+    moon, _ = render_globe(_albedo_map(), size, view, sun=(phase, rng.uniform(0, 360)), shading="lommel")
+    image += 230 * moon
+    lamp_r = 0.018 * width
+    lx, ly = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.55, 0.8) * height)
+    light = np.zeros_like(image)
+    cv2.circle(light, (round(lx), round(ly)), round(lamp_r), (255, 255, 255), -1, cv2.LINE_AA)
+    yy, xx = np.ogrid[:height, :width]
+    bloom = 60 * np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * (3 * lamp_r) ** 2))
+    image += 1.5 * light + bloom[..., None].astype(np.float32)
+    return _finish(image, rng), (x, y, r)
+
+
+class TestMoonBesideALampGlobe:
+    @pytest.mark.parametrize("seed", [0, 1, 7])
+    def test_gibbous_moon_goes_before_the_flat_globe(self, seed):
+        """The lamp's globe, whole, flat and sharp, ranks first; the Moon,
+        1.5 times its radius or more and showing its surface, goes before
+        it with a limb round 0.4 of its circle, as a gibbous Moon's is
+        (seed 7's was the lamp's answer when half was asked)."""
+        image, truth = make_moon_beside_a_lamp(seed)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
+
 def _images():
     """Images of any shape the limits allow (a 16 px strip, a 20000 px
     panorama, tiny sides), 1, 3 or 4 channels or none, of several depths,

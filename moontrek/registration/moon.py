@@ -84,10 +84,11 @@ _FLAT_SURFACE = 0.015
 _MOON_SURFACE = 0.03
 _SURFACE_LARGER = 1.5
 _SURFACE_CONTRAST = 0.6
-# ... and a limb round at least half of it: the Moons put first so (cut by
-# the frame) 0.62-0.78; a circle round roofs lit by a glow, put before an
-# over-exposed Moon, 0.18.
-_SURFACE_COVERAGE = 0.5
+# ... and a limb round at least 0.4 of it: the Moons put first so (cut by
+# the frame) 0.62-0.78, gibbous Moons beside a lamp's globe whose post
+# does not show 0.46-0.49; a circle round roofs lit by a glow, put before
+# an over-exposed Moon, 0.18.
+_SURFACE_COVERAGE = 0.4
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
