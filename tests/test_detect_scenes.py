@@ -500,6 +500,32 @@ class TestMoonBesideALampGlobe:
         assert_within(_find_moon_fast(image), truth)
 
 
+def make_headlights(seed, size=(1600, 1200)):
+    """A pair of headlights, flat blown-out disks alike in size side by
+    side in their bloom, on a dark night."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = np.full((height, width, 3), 12, np.float32) + rng.uniform(0, 10, 3).astype(np.float32)
+    r = float(rng.uniform(0.008, 0.02) * min(size))
+    x, y = float(rng.uniform(0.1, 0.6) * width), float(rng.uniform(0.3, 0.9) * height)
+    gap = float(rng.uniform(4, 8) * r)
+    light = np.zeros_like(image)
+    for dx in (0.0, gap):
+        cv2.circle(light, (round(x + dx), round(y)), round(r), (230, 245, 255), -1, cv2.LINE_AA)
+    yy, xx = np.ogrid[:height, :width]
+    bloom = sum(np.exp(-((xx - x - dx) ** 2 + (yy - y) ** 2) / (2 * (3 * r) ** 2)) for dx in (0.0, gap))
+    image += 1.2 * light + 50 * bloom[..., None].astype(np.float32)
+    return _finish(image, rng)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 6, 8, 9, 14])
+def test_pair_of_flat_disks_is_no_moon(seed):
+    """Two whole, flat disks alike in size (headlights, lamp globes): one
+    twin makes no family, but nothing tells which of two flat disks would be
+    the Moon. All six were taken for one before."""
+    assert_refused(make_headlights(seed))
+
+
 def _images():
     """Images of any shape the limits allow (a 16 px strip, a 20000 px
     panorama, tiny sides), 1, 3 or 4 channels or none, of several depths,

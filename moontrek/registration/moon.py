@@ -1225,7 +1225,16 @@ def _choose(candidates, scene):
             if any(np.hypot(c.x - o.x, c.y - o.y) < o.r + c.r for o in [best] + rivals):
                 continue
             rivals.append(c)
-        if len(rivals) < 2:
+        # One twin is no family (a Moon beside one lamp its size), unless
+        # both are whole and flat: a pair of headlights or of lamp globes,
+        # where no measure here tells which would be the Moon.
+        flat_pair = (
+            len(rivals) == 1
+            and best.coverage >= _WHOLE_COVERAGE
+            and _surface(scene, best) < _FLAT_SURFACE
+            and _surface(scene, rivals[0]) < _FLAT_SURFACE
+        )
+        if len(rivals) < 2 and not flat_pair:
             # Alone, a level of a glare is still no Moon: rather no
             # answer than a planet (a Moon's halo circle, so chosen, would
             # be no right answer either).
