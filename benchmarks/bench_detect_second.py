@@ -73,8 +73,8 @@ def sky(rng, w, h, kind):
 
 
 def bloom(img, light, sigma, gain):
-    """Add a blurred copy of ``light`` (float HxWx3) to img."""
-    k = int(sigma * 3) | 1
+    """Add a blurred copy of ``light`` (float HxWx3) to img (blurred at a
+    reduced scale when wide)."""
     small = 1
     while sigma / small > 12 and small < 16:
         small *= 2
@@ -96,8 +96,7 @@ def add_moon(img, rng, w, h, clipped=False):
         x = rng.uniform(r, w - r); y = rng.uniform(r, h * 0.7)
         if side == 0: x = inset
         elif side == 1: x = w - inset
-        elif side == 2: y = inset
-        else: y = h - inset
+        else: y = inset  # the top: the bottom has the silhouettes
     else:
         x = rng.uniform(1.2 * r, w - 1.2 * r); y = rng.uniform(1.2 * r, h * 0.75)
     view = GlobeView(rng.uniform(-6, 6), rng.uniform(-6, 6), rng.uniform(0, 360), 0, 0, r)
@@ -105,16 +104,15 @@ def add_moon(img, rng, w, h, clipped=False):
     cw = ch = 2 * pad
     v = view.moved(x=pad + (x - int(x)), y=pad + (y - int(y)))
     phase = float(rng.choice([rng.uniform(0, 30), rng.uniform(30, 90), rng.uniform(90, 140)]))
-    moon, cov = render_globe(MAPS[int(rng.integers(2))], (cw, ch), v, sun=(phase, rng.uniform(0, 360)), shading="lommel")
+    moon, _ = render_globe(MAPS[int(rng.integers(2))], (cw, ch), v, sun=(phase, rng.uniform(0, 360)), shading="lommel")
     gain = rng.uniform(180, 420)
     tint = np.array([rng.uniform(0.75, 1.0), rng.uniform(0.85, 1.0), 1.0]) if rng.random() < 0.4 else np.ones(3)
     light = moon * gain * tint[None, None, :].astype(np.float32)
     x0, y0 = int(x) - pad, int(y) - pad
-    full = np.zeros_like(img); cmask = np.zeros(img.shape[:2], np.float32)
+    full = np.zeros_like(img)
     sx0, sy0 = max(0, x0), max(0, y0); sx1, sy1 = min(w, x0 + cw), min(h, y0 + ch)
     full[sy0:sy1, sx0:sx1] = light[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
-    cmask[sy0:sy1, sx0:sx1] = cov[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
-    # The Moon hides what is behind it, but the sky's own glow is in front.
+    # The sky is in front of the Moon: its light adds to the sky's.
     img += full
     if rng.random() < 0.6:
         bloom(img, full, r * rng.uniform(0.3, 1.5), rng.uniform(0.2, 0.9))

@@ -395,11 +395,23 @@ def _albedo_map():
     return make_lunar_maps(0)[1]
 
 
-def _day_sky(rng, size):
-    """A blue daylight sky (BGR, float32), paler towards the horizon."""
+def _sky(size, top, bottom):
+    """A sky (BGR, float32) shading from ``top`` to ``bottom``."""
     width, height = size
     ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    return np.repeat(np.float32([215, 165, 100]) * (1 - ys) + np.float32([225, 200, 165]) * ys, width, axis=1)
+    return np.repeat(np.float32(top) * (1 - ys) + np.float32(bottom) * ys, width, axis=1)
+
+
+def _day_sky(size):
+    """A blue daylight sky, paler towards the horizon."""
+    return _sky(size, [215, 165, 100], [225, 200, 165])
+
+
+def _bloom(size, x, y, spread):
+    """A light's bloom: a Gaussian of ``spread`` round (x, y), 1 at its centre."""
+    width, height = size
+    yy, xx = np.ogrid[:height, :width]
+    return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * spread**2))
 
 
 def _finish(image, rng):
@@ -414,7 +426,7 @@ def make_day_moon(seed, gain, size=(1200, 1600)):
     Returns (BGR uint8 image, (x, y, radius))."""
     rng = np.random.default_rng(seed)
     width, height = size
-    image = _day_sky(rng, size)
+    image = _day_sky(size)
     r = float(rng.uniform(0.04, 0.1) * width)
     x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.5 * height))
     view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
@@ -429,15 +441,14 @@ def make_sun_in_day_sky(seed, size=(1200, 1600)):
     """The Sun, blown out with a wide bloom, in the same blue sky."""
     rng = np.random.default_rng(seed)
     width, height = size
-    image = _day_sky(rng, size)
+    image = _day_sky(size)
     r = float(rng.uniform(0.01, 0.04) * width)
     x, y = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.05, 0.5) * height)
     light = np.zeros_like(image)
     cv2.circle(light, (round(x), round(y)), round(r), (255, 255, 255), -1, cv2.LINE_AA)
     # The disk's light blurred far wider than the disk: a Gaussian round it.
     spread = r * rng.uniform(2, 6)
-    yy, xx = np.ogrid[:height, :width]
-    bloom = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * spread**2)) * (255 * r * r / (2 * spread**2))
+    bloom = _bloom(size, x, y, spread) * (255 * r * r / (2 * spread**2))
     image += 2 * light + rng.uniform(1.5, 5) * bloom[..., None].astype(np.float32)
     return _finish(image, rng)
 
@@ -471,8 +482,7 @@ def make_moon_beside_a_lamp(seed, phase=60.0, size=(1200, 1600)):
     blown-out globe in its bloom, no post showing. Returns (image, circle)."""
     rng = np.random.default_rng(seed)
     width, height = size
-    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    image = np.repeat(np.float32([30, 22, 18]) * (1 - ys) + np.float32([60, 70, 80]) * ys, width, axis=1)
+    image = _sky(size, [30, 22, 18], [60, 70, 80])
     r = float(rng.uniform(0.06, 0.1) * width)
     x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.4 * height))
     view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
@@ -482,8 +492,7 @@ def make_moon_beside_a_lamp(seed, phase=60.0, size=(1200, 1600)):
     lx, ly = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.55, 0.8) * height)
     light = np.zeros_like(image)
     cv2.circle(light, (round(lx), round(ly)), round(lamp_r), (255, 255, 255), -1, cv2.LINE_AA)
-    yy, xx = np.ogrid[:height, :width]
-    bloom = 60 * np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * (3 * lamp_r) ** 2))
+    bloom = 60 * _bloom(size, lx, ly, 3 * lamp_r)
     image += 1.5 * light + bloom[..., None].astype(np.float32)
     return _finish(image, rng), (x, y, r)
 
@@ -521,8 +530,7 @@ def make_headlights(seed, size=(1600, 1200)):
     light = np.zeros_like(image)
     for dx in (0.0, gap):
         cv2.circle(light, (round(x + dx), round(y)), round(r), (230, 245, 255), -1, cv2.LINE_AA)
-    yy, xx = np.ogrid[:height, :width]
-    bloom = sum(np.exp(-((xx - x - dx) ** 2 + (yy - y) ** 2) / (2 * (3 * r) ** 2)) for dx in (0.0, gap))
+    bloom = sum(_bloom(size, x + dx, y, 3 * r) for dx in (0.0, gap))
     image += 1.2 * light + 50 * bloom[..., None].astype(np.float32)
     return _finish(image, rng)
 
