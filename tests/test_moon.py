@@ -342,6 +342,19 @@ class TestDisksAgainstGlare:
         disk = self._candidate(300, 120, 40, 230, 90, 160)
         assert moon._outshines(scene, disk, moon._sky_around(scene, disk))
 
+    def test_samples_far_more_points_than_a_remap_row_takes(self):
+        """cv2.remap takes maps under 32767 on a side: a long profile of a
+        large circle goes in several rows, read exactly as in one."""
+        image = np.random.default_rng(0).uniform(0, 255, (300, 500)).astype(np.float32)
+        xs = np.linspace(-5, 505, 70001)
+        ys = np.linspace(-5, 305, 70001)
+        values = moon._sample(image, xs, ys)
+        inside = (xs >= 0) & (ys >= 0) & (xs <= 499) & (ys <= 299)
+        assert np.isnan(values[~inside]).all() and np.isfinite(values[inside]).all()
+        sample = np.flatnonzero(inside)[:: 997]
+        one_by_one = [moon._sample(image, xs[i : i + 1], ys[i : i + 1])[0] for i in sample]
+        assert np.allclose(values[sample], one_by_one)
+
 
 class TestMoonCandidates:
     """moon_candidates: find_moon's full-search answer first, then the disks

@@ -932,19 +932,26 @@ def _ransac(points, max_radius, batch=_RANSAC_TRIALS):
     return x, y, rad, mask
 
 
+_SAMPLE_ROW = 8192
+
+
 def _sample(image, xs, ys):
     """Bilinear samples of a float image at points; NaN outside the frame."""
     height, width = image.shape
     valid = (xs >= 0) & (ys >= 0) & (xs <= width - 1) & (ys <= height - 1)
     out = np.full(xs.shape, np.nan, np.float32)
-    if valid.any():
-        values = cv2.remap(
-            image,
-            xs[valid].astype(np.float32).reshape(1, -1),
-            ys[valid].astype(np.float32).reshape(1, -1),
-            cv2.INTER_LINEAR,
-        )
-        out[valid] = values.ravel()
+    count = int(valid.sum())
+    if count:
+        # remap's maps must stay under 32767 on a side: the points go in
+        # rows of _SAMPLE_ROW, the last one padded.
+        rows = -(-count // _SAMPLE_ROW)
+        width = _SAMPLE_ROW if rows > 1 else count
+        mx = np.zeros(rows * width, np.float32)
+        my = np.zeros(rows * width, np.float32)
+        mx[:count] = xs[valid]
+        my[:count] = ys[valid]
+        values = cv2.remap(image, mx.reshape(rows, width), my.reshape(rows, width), cv2.INTER_LINEAR)
+        out[valid] = values.ravel()[:count]
     return out
 
 
