@@ -470,6 +470,16 @@ class TestDaylight:
         assert_within(find_moon(image), truth)
         assert_within(_find_moon_fast(image), truth)
 
+    @pytest.mark.parametrize("seed", range(8))
+    def test_day_moon_blown_out_but_showing_its_surface(self, seed):
+        """Brighter still, the disk's median clips too (230-245 within 0.8
+        r), but its maria still show: 0.03-0.05 of its height above the sky
+        round it, where the Sun's disk (below) shows its noise (0.0001-0.03,
+        nearly all under 0.006). Every one was taken for the Sun before."""
+        image, truth = make_day_moon(seed, 140)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
     @pytest.mark.parametrize("seed", [seed for seed in range(12)])
     def test_sun_in_a_day_sky(self, seed):
         """The Sun's blown-out disk and the soft circles of its bloom
