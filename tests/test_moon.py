@@ -342,6 +342,32 @@ class TestDisksAgainstGlare:
         disk = self._candidate(300, 120, 40, 230, 90, 160)
         assert moon._outshines(scene, disk, moon._sky_around(scene, disk))
 
+    def test_a_crescent_is_lit_within_the_chord_of_its_arc_and_a_lamp_head_past_it(self):
+        """What is lit from the limb over a short arc: a crescent, or a disk
+        cut off straight by a roof, stays within the chord joining the
+        arc's ends; an ellipse one edge of the circle fits reaches past it,
+        and one the circle crosses is lit from two opposite arcs."""
+        yy, xx = np.mgrid[0:400, 0:400]
+        sky = np.full((400, 400), 12.0, np.float32)
+
+        def judged(image, inside=230.0):
+            image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)
+            return moon._side_of_a_light(self._scene(image), self._candidate(200, 200, 80, inside, 12, 120))
+
+        crescent = sky.copy()
+        crescent[(np.hypot(xx - 200, yy - 200) <= 80) & (np.hypot(xx - 200, yy - 150) > 80)] = 230
+        assert not judged(crescent)
+        behind_a_roof = sky.copy()
+        behind_a_roof[(np.hypot(xx - 200, yy - 200) <= 80) & (yy > 250)] = 230
+        assert not judged(behind_a_roof)
+        whole = sky.copy()
+        whole[np.hypot(xx - 200, yy - 200) <= 80] = 230
+        assert not judged(whole)
+        for centre, axes in (((200, 148), (60, 28)), ((200, 200), (88, 22))):
+            head = sky.copy()
+            cv2.ellipse(head, centre, axes, 0, 0, 360, 230, -1)
+            assert judged(head)
+
     def test_samples_far_more_points_than_a_remap_row_takes(self):
         """cv2.remap takes maps under 32767 on a side: a long profile of a
         large circle goes in several rows, read exactly as in one."""

@@ -199,6 +199,30 @@ _RING_SKY = 0.5
 # cut by the frame may show less of its limb than that.
 _MIN_COVERAGE = 0.34
 _LARGE = 0.3  # of the frame's shorter side, in radius
+# What a circle fitted along one side of a light is not: a disk (see
+# _side_of_a_light). Read in 72 directions from the limb inwards, lit
+# half way up from the ring round the circle to its limb, lit from the
+# limb when that starts within _SIDE_START r of it; arcs of lit limb up to
+# _SIDE_SPAN degrees are judged (a half Moon's is 180), their gaps of up
+# to _SIDE_GAP directions closed, and so are directions whose limb is
+# darker than the sky beyond by _SIDE_HIDDEN grey levels (or 0.3 of the
+# disk's height) or steps down across the circle (from 0.15 r inside to
+# _SIDE_BEYOND r) by _SIDE_STEP of that height. Measured: the lamp heads,
+# headlight pairs and Sun's glare circles taken for Moons on the second
+# generator's scenes reach 0.29-0.70 r in from the limb, 0.16-0.6 r past
+# the chord of their arc; crescents and disks cut off by silhouettes stay
+# within it. No Moon on any set was lost by find_moon (loose circles
+# round a few Moons, never the one chosen, read past it); the pipeline
+# lost one blown-out day Moon it had found through the circle of its halo,
+# which the disk fills only the top of.
+_SIDE_SPAN = 130.0
+_SIDE_START = 0.15
+_SIDE_PAST_CHORD = 0.15
+_SIDE_IN_FRAME = 0.98
+_SIDE_GAP = 4  # directions of 5 degrees
+_SIDE_HIDDEN = 10.0
+_SIDE_BEYOND = 1.08
+_SIDE_STEP = 0.15
 # A street lamp's globe is a disk in its own glare, as round and as bright
 # as a blown-out Moon; what the Moon never has is a post under it (see
 # _on_a_pole). Rows 1.1-3 r below the disk are searched for a dark band
@@ -512,8 +536,9 @@ def _doubt(c, scene):
     "open" (the frame as bright beyond it), "glare" (a level of a glare
     round a small core), "lamp" (on its post), "window" (its region a
     rectangle) or, for what is no disk at all and so no look-alike
-    either, "dim" (no brighter than the sky around) or "soft" (a glare's
-    level, with no limb)."""
+    either, "dim" (no brighter than the sky around), "soft" (a glare's
+    level, with no limb) or "side" (fitted along one side of a light that
+    reaches far into it)."""
     height, width = scene.smooth.shape
     if c.r < _MIN_FRAME_SHARE * min(width, height):
         return "small"
@@ -542,6 +567,8 @@ def _doubt(c, scene):
     sharpness, floor = _sharpness_and_floor(scene, c)
     if sharpness < floor:
         return "soft"
+    if _side_of_a_light(scene, c):
+        return "side"
     if _is_glare(scene, c):
         return "glare"
     if _on_a_pole(scene, c):
@@ -551,7 +578,7 @@ def _doubt(c, scene):
     return None
 
 
-_NOT_A_DISK = ("dim", "soft")
+_NOT_A_DISK = ("dim", "soft", "side")
 
 
 def _outshines(scene, c, sky_around):
@@ -690,6 +717,71 @@ def _on_a_pole(scene, c):
     reach = int(round(_POST_SLANT * r / pitch))
     over = ((gap > need) & (middle <= float(post.max()) + need))[above][:, max(0, j - reach) : j + reach + 1]
     return not (over.size and over.any(axis=1).sum() >= max(2, 0.5 * len(over)))
+
+
+def _side_of_a_light(scene, c):
+    """Whether the circle is fitted along one side of a light that reaches
+    far into it (a lamp's elliptic or oblong head, a pair of headlights,
+    the Sun's disk at the top of a circle in its glare), not round a disk.
+    What is lit from the limb inwards, over a short arc of it, is a
+    crescent (its terminator bulges towards the limb), or a disk cut off
+    by a roof or a cloud (a straight edge at most): either way within the
+    chord joining the ends of that arc. A light one edge of the circle fits
+    reaches past that chord, towards the centre and beyond. Not judged for
+    a circle the frame cuts (its lit arc ends at the frame's edge) or lit
+    over a longer arc (a half or gibbous Moon's terminator bulges inwards)."""
+    if c.in_frame < _SIDE_IN_FRAME:
+        return False
+    bins = 72
+    n = max(24, int(np.ceil(c.r)))
+    theta = (np.arange(bins) + 0.5) / bins * 2 * np.pi - np.pi
+    radii = c.r * np.linspace(1.0, 0.0, n + 1)
+    profile = _sample(
+        scene.smooth_f,
+        (c.x + radii[:, None] * np.cos(theta)).ravel(),
+        (c.y + radii[:, None] * np.sin(theta)).ravel(),
+    ).reshape(n + 1, bins)
+    with np.errstate(invalid="ignore"):
+        lit = profile > c.outside + 0.5 * (c.inside - c.outside)
+    first = np.argmax(lit, axis=0)
+    band = int(_SIDE_START * n) + 1
+    from_limb = lit.any(axis=0) & (first < band)
+    if from_limb.sum() < 3 or from_limb.all():
+        return False
+    # The arcs between directions whose limb shows the sky: neither darker
+    # than the sky beyond (a branch or a roof in front of the disk hides it)
+    # nor stepping down across the circle (a dim part of the disk: maria, a
+    # coin's relief; a glare inside it falls smoothly through it).
+    limb = np.nan_to_num(profile[:band], nan=np.inf).max(axis=0)
+    outer = _sample(scene.smooth_f, c.x + _SIDE_BEYOND * c.r * np.cos(theta), c.y + _SIDE_BEYOND * c.r * np.sin(theta))
+    margin = max(_SIDE_HIDDEN, 0.3 * (c.inside - c.outside))
+    with np.errstate(invalid="ignore"):
+        disk = (limb < c.outside - margin) | ~(limb - outer <= _SIDE_STEP * (c.inside - c.outside))
+    # How deep the light reaches from the limb, in radii, in each direction.
+    beyond = (np.arange(n + 1)[:, None] >= first) & ~lit
+    depth = np.where(beyond.any(axis=0), np.argmax(beyond, axis=0), n + 1) / n
+    # The lit arcs, a gap of a few directions (a branch across the limb)
+    # closed; a light crossing the circle lights two opposite ones.
+    closed = disk | from_limb
+    for before in range(1, _SIDE_GAP + 1):
+        for after in range(1, _SIDE_GAP + 2 - before):
+            closed |= np.roll(disk | from_limb, before) & np.roll(disk | from_limb, -after)
+    if closed.all():
+        return False
+    start = int(np.argmin(closed))  # an unlit direction: arcs start after it
+    order = np.roll(np.arange(bins), -start)
+    runs = np.split(order, np.flatnonzero(np.diff(closed[order].astype(np.int8)) != 0) + 1)
+    for run in runs:
+        if not closed[run[0]] or len(run) * 360.0 / bins > _SIDE_SPAN:
+            continue
+        middle = run[max(0, len(run) // 2 - len(run) // 6) : len(run) // 2 + len(run) // 6 + 1]
+        middle = middle[from_limb[middle]]
+        if from_limb[run].sum() < 3 or not len(middle):
+            continue
+        chord = 1.0 - np.cos(np.pi * len(run) / bins)
+        if float(np.median(depth[middle])) > chord + _SIDE_PAST_CHORD:
+            return True
+    return False
 
 
 def _bright_beyond(scene, c):
