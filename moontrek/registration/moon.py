@@ -136,16 +136,18 @@ _POINT_GLARE_SHARE = 0.02
 _DAYLIGHT_SKY = 160.0
 # Nor is a disk blown out all over the Sun when it shows a surface: its
 # fine structure (see _surface) spreads at least _SUN_FLAT of its height
-# above the sky round it (that height taken as _SUN_MIN_HEIGHT at least,
-# so that a disk barely above a white sky does not read its noise as a
-# surface). Measured on the blown-out (median 220 and up), sharp-rimmed
-# circles of daylight scenes: the Moons' 0.008-0.40 (median 0.07); the
-# Suns' disks (median 250 and up) under 0.03 but for one small circle
-# (0.043); circles of other things (a Sun's glare outline, lamps,
-# windows) read 0.03-0.2 as often as not. Those the doubts after this one
-# refuse: no Moon-less scene of any set was accepted for it.
+# above the sky round it, that height taken as _SUN_MIN_HEIGHT at least
+# (the circle round a Sun's rim, 38 grey levels above a white sky, read
+# the blur of that rim as 0.032 of 40; the day Moons stand 42-87 above
+# their skies, their surfaces spreading 1.5-17 grey levels). Measured on
+# the blown-out (median 220 and up), sharp-rimmed circles of daylight
+# scenes: the Moons' 0.008-0.40 (median 0.07); the Suns' disks (median
+# 250 and up) under 0.03 but for one small circle (0.043); circles of
+# other things (a Sun's glare outline, lamps, windows) read 0.03-0.2 as
+# often as not. Those the doubts after this one refuse: no Moon-less
+# scene of any set was accepted for it.
 _SUN_FLAT = 0.03
-_SUN_MIN_HEIGHT = 40.0
+_SUN_MIN_HEIGHT = 50.0
 _BLOWN_OUT = 220.0
 # What the Sun's lens ghosts are: pale disks in a bright sky beside a far
 # larger blown-out glare. At night a lamp's core is about a Moon's size.
