@@ -225,6 +225,7 @@ _SIDE_GAP = 4  # directions of 5 degrees
 _SIDE_HIDDEN = 10.0
 _SIDE_BEYOND = 1.08
 _SIDE_STEP = 0.15
+_SIDE_SAMPLES = 96  # along each radius, at most
 # A street lamp's globe is a disk in its own glare, as round and as bright
 # as a blown-out Moon; what the Moon never has is a post under it (see
 # _on_a_pole). Rows 1.1-3 r below the disk are searched for a dark band
@@ -735,7 +736,7 @@ def _side_of_a_light(scene, c):
     if c.in_frame < _SIDE_IN_FRAME:
         return False
     bins = 72
-    n = max(24, int(np.ceil(c.r)))
+    n = max(24, min(int(np.ceil(c.r)), _SIDE_SAMPLES))
     theta = (np.arange(bins) + 0.5) / bins * 2 * np.pi - np.pi
     radii = c.r * np.linspace(1.0, 0.0, n + 1)
     profile = _sample(
@@ -762,19 +763,16 @@ def _side_of_a_light(scene, c):
     # How deep the light reaches from the limb, in radii, in each direction.
     beyond = (np.arange(n + 1)[:, None] >= first) & ~lit
     depth = np.where(beyond.any(axis=0), np.argmax(beyond, axis=0), n + 1) / n
-    # The lit arcs, a gap of a few directions (a branch across the limb)
-    # closed; a light crossing the circle lights two opposite ones.
-    closed = disk | from_limb
-    for before in range(1, _SIDE_GAP + 1):
-        for after in range(1, _SIDE_GAP + 2 - before):
-            closed |= np.roll(disk | from_limb, before) & np.roll(disk | from_limb, -after)
-    if closed.all():
-        return False
-    start = int(np.argmin(closed))  # an unlit direction: arcs start after it
-    order = np.roll(np.arange(bins), -start)
-    runs = np.split(order, np.flatnonzero(np.diff(closed[order].astype(np.int8)) != 0) + 1)
-    for run in runs:
-        if not closed[run[0]] or len(run) * 360.0 / bins > _SIDE_SPAN:
+    # The lit arcs: directions lit from the limb or showing the disk, joined
+    # across gaps of up to _SIDE_GAP directions (a branch across the limb);
+    # a light crossing the circle lights two opposite ones.
+    shown = np.flatnonzero(disk | from_limb)
+    gaps = np.diff(np.append(shown, shown[0] + bins)) - 1
+    breaks = np.flatnonzero(gaps > _SIDE_GAP)
+    for k, end in enumerate(breaks):
+        start = shown[(breaks[k - 1] + 1) % len(shown)]
+        run = (start + np.arange((shown[end] - start) % bins + 1)) % bins
+        if len(run) * 360.0 / bins > _SIDE_SPAN:
             continue
         middle = run[max(0, len(run) // 2 - len(run) // 6) : len(run) // 2 + len(run) // 6 + 1]
         middle = middle[from_limb[middle]]
@@ -1050,16 +1048,19 @@ def _sample(image, xs, ys):
     valid = (xs >= 0) & (ys >= 0) & (xs <= width - 1) & (ys <= height - 1)
     out = np.full(xs.shape, np.nan, np.float32)
     count = int(valid.sum())
-    if count:
+    if 0 < count <= _SAMPLE_ROW:
+        mx = xs[valid].astype(np.float32).reshape(1, -1)
+        my = ys[valid].astype(np.float32).reshape(1, -1)
+        out[valid] = cv2.remap(image, mx, my, cv2.INTER_LINEAR).ravel()
+    elif count:
         # remap's maps must stay under 32767 on a side: the points go in
         # rows of _SAMPLE_ROW, the last one padded.
         rows = -(-count // _SAMPLE_ROW)
-        width = _SAMPLE_ROW if rows > 1 else count
-        mx = np.zeros(rows * width, np.float32)
-        my = np.zeros(rows * width, np.float32)
+        mx = np.zeros(rows * _SAMPLE_ROW, np.float32)
+        my = np.zeros(rows * _SAMPLE_ROW, np.float32)
         mx[:count] = xs[valid]
         my[:count] = ys[valid]
-        values = cv2.remap(image, mx.reshape(rows, width), my.reshape(rows, width), cv2.INTER_LINEAR)
+        values = cv2.remap(image, mx.reshape(rows, -1), my.reshape(rows, -1), cv2.INTER_LINEAR)
         out[valid] = values.ravel()[:count]
     return out
 
