@@ -19,6 +19,8 @@ from moontrek.registration.moon_pipeline import _find_moon_fast
 from moontrek.synthetic import (
     PHONE_NO_MOON_KINDS,
     GlobeView,
+    _model_render,
+    make_globe_phone_photo,
     make_clipped_moon_photo,
     make_lunar_maps,
     make_no_moon_photo,
@@ -580,6 +582,19 @@ def test_pair_of_flat_disks_is_no_moon(seed):
     the Moon. All six were taken for one before."""
     assert_refused(make_headlights(seed))
 
+
+
+def test_blown_out_moon_is_no_twin_of_a_glare_behind_roofs():
+    """A blown-out Moon, whole and flat, beside a lamp's glare behind roofs
+    its size, as flat: no pair of headlights, for the glare's outline is
+    no disk's limb (a step of 0.15 across it; the twins of a pair, 0.46 and
+    up). The Moon was refused as one of a pair before (bench_accuracy's
+    phone photo #51 of seed 31, rebuilt on generated maps)."""
+    maps = make_lunar_maps(0, (1440, 720))
+    model = _model_render(maps[1], np.random.default_rng([31, 1, 7]))
+    megapixels = float(np.exp(np.random.default_rng([31, 51, 3]).uniform(np.log(2.0), np.log(12.0))))
+    pair = make_globe_phone_photo(maps[0], model, [31, 51, 5], aspect="16:9", orientation="landscape", megapixels=megapixels)
+    assert_within(find_moon(pair.user), pair.user_circle)
 
 def _images():
     """Images of any shape the limits allow (a 16 px strip, a 20000 px

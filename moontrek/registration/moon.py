@@ -81,6 +81,11 @@ _MAX_RECT_FILL = 0.9
 # 0.036 (so 0.015 for "flat" is on the cores), the Moon's disks 0.04-0.055.
 _FLAT_BLOWN = 230.0
 _FLAT_SURFACE = 0.015
+# Two flat disks are a pair (headlights, lamp globes: see _choose) when
+# the twin is a disk too, its limb a sharp step (_evaluate's step): the
+# headlights' and lamp globes' 0.46-0.70; a blown-out Moon was refused as
+# one of a pair with a lamp's glare behind roofs, its outline at 0.15.
+_PAIR_STEP = 0.3
 _MOON_SURFACE = 0.03
 _SURFACE_LARGER = 1.5
 _SURFACE_CONTRAST = 0.6
@@ -1351,6 +1356,7 @@ def _choose(candidates, scene):
             and best.coverage >= _WHOLE_COVERAGE
             and _surface(scene, best) < _FLAT_SURFACE
             and _surface(scene, rivals[0]) < _FLAT_SURFACE
+            and rivals[0].step >= _PAIR_STEP
         )
         if len(rivals) < 2 and not flat_pair:
             # Alone, a level of a glare is still no Moon: rather no
