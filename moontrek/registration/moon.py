@@ -240,6 +240,11 @@ _SIDE_SAMPLES = 96  # along each radius, at most
 # each row; rows 1.1-2 r above must not show it within 0.35 r of its line.
 # Measured on three sets of generated phone photos: 6 of the 8 lamps taken
 # for the Moon are refused, no Moon lost (README, "Moon detection").
+# The band must be _POST_DEPTH of the disk's height above the sky darker
+# than the sky beside it (5 grey levels and 4 times the noise at least):
+# 0.03 asked 6.6 levels of a lamp at 233 over a sky at 12, more than its
+# post showed; at 0.02 two more lamps are refused and a Moon is found
+# whose nearest lamp's post runs on above it, no Moon lost on any set.
 _POST_BELOW = (1.1, 3.0, 20)
 _POST_ABOVE = (1.1, 2.0, 8)
 _POST_ROWS = 4
@@ -249,6 +254,7 @@ _POST_OFFSET = 0.5
 _POST_SLANT = 0.35
 _POST_OTHERS = 2  # other dents in a row beside the post, at most
 _POST_TILT = 0.07  # across over down: 4 degrees
+_POST_DEPTH = 0.02
 
 
 @dataclass(frozen=True)
@@ -679,7 +685,7 @@ def _on_a_pole(scene, c):
     profile = _sample(
         scene.smooth_f, np.tile(c.x + offsets, len(rows)), np.repeat(rows, count)
     ).reshape(len(rows), count)
-    need = max(5.0, 4.0 * scene.noise, 0.03 * (c.inside - scene.sky))
+    need = max(5.0, 4.0 * scene.noise, _POST_DEPTH * (c.inside - scene.sky))
     # How far each point falls below the darker of two points either side
     # of it: a glare's smooth slope never does, a post does. Near points
     # for a thin post on a steep slope of glare, far ones for a thick one.
