@@ -189,16 +189,15 @@ _SHORT_MIN_SHARPNESS = 0.3
 # below the limb; a patch of sky between tree crowns or roofs, a circle
 # fitted to its outline, is as bright as the sky above. Measured on the
 # frame's quarter: such patches 0.1-0.26, generated phone Moons 0.56 and up,
-# the real ones 0.58 and up (see _outshines).
+# the real ones 0.58 and up (see _outshines). The range's floor is the
+# sky's, unless all of the ring round the disk is brighter: a day Moon in a
+# blue sky over black roofs stands 82-92 grey levels above its sky, under
+# 0.4 of its height above the roofs, but far more of it above its sky.
 _MIN_OUTSHINE = 0.4
 # ... and the ring it is measured on brighter than the sky's floor by half
 # the way up to the open sky at least (the sky patches between silhouettes
 # taken for Moons: ring 24-32, sky floor 5-8, open sky 69-89).
 _RING_SKY = 0.5
-# The floor the disk's height is measured from is the sky's, unless all of
-# the ring round it is brighter: a day Moon in a blue sky over black roofs
-# stands 82-92 grey levels above its sky, under 0.4 of its height above the
-# roofs, but far more of its height above the sky it is seen against.
 # What a disk large in its frame is: a limb round most of its lit side.
 # Measured on such circles: true ones (crops filling the frame, cut by its
 # edge) cover 0.41 of the circumference and up; circles fitted to the sky's
@@ -293,7 +292,7 @@ class _Candidate:
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
-    surface: float = None  # _surface's reading, kept: the look-alike tests ask it of the same circles again
+    spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
 
 
 def find_moon(image):
@@ -746,7 +745,7 @@ def _side_of_a_light(scene, c):
     over a longer arc (a half or gibbous Moon's terminator bulges inwards)."""
     if c.in_frame < _SIDE_IN_FRAME:
         return False
-    bins = 72
+    bins = _ANGLE_BINS
     n = max(24, min(int(np.ceil(c.r)), _SIDE_SAMPLES))
     theta = (np.arange(bins) + 0.5) / bins * 2 * np.pi - np.pi
     radii = c.r * np.linspace(1.0, 0.0, n + 1)
@@ -1059,18 +1058,15 @@ def _sample(image, xs, ys):
     valid = (xs >= 0) & (ys >= 0) & (xs <= width - 1) & (ys <= height - 1)
     out = np.full(xs.shape, np.nan, np.float32)
     count = int(valid.sum())
-    if 0 < count <= _SAMPLE_ROW:
-        mx = xs[valid].astype(np.float32).reshape(1, -1)
-        my = ys[valid].astype(np.float32).reshape(1, -1)
-        out[valid] = cv2.remap(image, mx, my, cv2.INTER_LINEAR).ravel()
-    elif count:
-        # remap's maps must stay under 32767 on a side: the points go in
+    if count:
+        mx = xs[valid].astype(np.float32)
+        my = ys[valid].astype(np.float32)
+        # remap's maps must stay under 32767 on a side: many points go in
         # rows of _SAMPLE_ROW, the last one padded.
         rows = -(-count // _SAMPLE_ROW)
-        mx = np.zeros(rows * _SAMPLE_ROW, np.float32)
-        my = np.zeros(rows * _SAMPLE_ROW, np.float32)
-        mx[:count] = xs[valid]
-        my[:count] = ys[valid]
+        if rows > 1:
+            pad = (0, rows * _SAMPLE_ROW - count)
+            mx, my = np.pad(mx, pad), np.pad(my, pad)
         values = cv2.remap(image, mx.reshape(rows, -1), my.reshape(rows, -1), cv2.INTER_LINEAR)
         out[valid] = values.ravel()[:count]
     return out
@@ -1395,10 +1391,10 @@ def _surface_first(objects, scene):
 
 
 def _surface_over(scene, c, sky_around):
-    """_surface over the disk's height above the sky it is seen against
-    (sky_around) rather than above the frame's floor: dark roofs under a
-    day Moon take its surface down to a third of that."""
-    return _surface(scene, c) * max(1.0, c.inside - scene.sky) / max(_SUN_MIN_HEIGHT, c.inside - sky_around)
+    """The disk's detail (_spread) over its height above the sky it is seen
+    against (sky_around) rather than above the frame's floor (_surface):
+    dark roofs under a day Moon take its surface down to a third of that."""
+    return _spread(scene, c) / max(_SUN_MIN_HEIGHT, c.inside - sky_around)
 
 
 def _flat_blown(scene, c):
@@ -1411,12 +1407,18 @@ def _surface(scene, c):
     (what a blur of an eighth of its radius removes) within 0.8 r, where
     lit (half way up from the sky to its limb), over its brightness above
     the sky."""
-    if c.surface is None:
-        c.surface = _read_surface(scene, c)
-    return c.surface
+    return _spread(scene, c) / max(1.0, c.inside - scene.sky)
 
 
-def _read_surface(scene, c):
+def _spread(scene, c):
+    """The spread of the disk's fine structure where lit (see _surface), in
+    grey levels; kept on the candidate."""
+    if c.spread is None:
+        c.spread = _read_spread(scene, c)
+    return c.spread
+
+
+def _read_spread(scene, c):
     height, width = scene.smooth.shape
     x0, x1 = max(0, int(c.x - c.r)), min(width, int(c.x + c.r) + 1)
     y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 1)
@@ -1434,8 +1436,7 @@ def _read_surface(scene, c):
     values = detail[disk]
     if values.size < 20:
         return 0.0
-    spread = 1.4826 * float(np.median(np.abs(values - np.median(values))))
-    return spread / max(1.0, c.inside - scene.sky)
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
 def _mostly_on_post(best, everything):
