@@ -177,12 +177,13 @@ def _pct(value):
     return "failed" if not np.isfinite(value) else f"{100 * value:.2f}%"
 
 
-def lunar_maps():
-    """(map A, map B, where from): the shared textures, else generated ones."""
+def lunar_maps(generated_size=(1440, 720)):
+    """(map A, map B, where from): the shared textures, else generated ones
+    of ``generated_size``."""
     if (TEXTURES / "moon-2k.jpg").exists() and (TEXTURES / "ldam_10.png").exists():
         maps = [cv2.imread(str(TEXTURES / name), cv2.IMREAD_COLOR) for name in ("moon-2k.jpg", "ldam_10.png")]
         return maps, "moon-2k.jpg and ldam_10.png"
-    return list(make_lunar_maps(0, (1440, 720))), "maps generated in code (../shared textures absent)"
+    return list(make_lunar_maps(0, generated_size)), "maps generated in code (../shared textures absent)"
 
 
 def photo_render_items(count, seed, maps, e2e):

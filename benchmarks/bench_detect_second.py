@@ -30,16 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_detect import DETECTORS, HEADER, SHARED, Tally, run, within  # noqa: E402
+from bench_accuracy import lunar_maps  # noqa: E402
+from bench_detect import DETECTORS, HEADER, Tally, run, within  # noqa: E402
 
-from moontrek.synthetic import GlobeView, make_lunar_maps, render_globe  # noqa: E402
-
-
-def lunar_maps():
-    names = [SHARED / "textures" / "moon-2k.jpg", SHARED / "textures" / "ldam_10.png"]
-    if all(path.exists() for path in names):
-        return [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in names], "the lunar maps in ../shared"
-    return list(make_lunar_maps(0)), "generated maps (../shared textures absent: blander Moons)"
+from moontrek.synthetic import GlobeView, render_globe  # noqa: E402
 
 
 MAPS = None
@@ -284,7 +278,8 @@ def main():
     parser.add_argument("--cache", type=Path, help="keep the scenes here as .npz (they take a second each)")
     parser.add_argument("--verbose", action="store_true", help="list every failure")
     args = parser.parse_args()
-    MAPS, where = lunar_maps()
+    # The generated maps' own size (blander Moons than the shared ones).
+    MAPS, where = lunar_maps(generated_size=(720, 360))
     print(f"Moons from {where}; seeds {args.seed}-{args.seed + args.count - 1}.")
     tallies = {name: collections.OrderedDict() for name in DETECTORS}
     for i in range(args.seed, args.seed + args.count):
