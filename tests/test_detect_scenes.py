@@ -489,6 +489,32 @@ class TestDaylight:
         assert_refused(make_sun_in_day_sky(seed))
 
 
+def make_twilight_moon(seed, size=(1200, 1600)):
+    """A Moon (light added to the sky) high in a twilight sky, dark blue
+    above and far brighter towards the horizon. Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _sky(size, [95, 45, 40], [120, 185, 215])
+    r = float(rng.uniform(0.04, 0.1) * width)
+    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.35 * height))
+    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
+    moon, _ = render_globe(_albedo_map(), size, view, sun=(rng.uniform(0, 50), rng.uniform(0, 360)), shading="lommel")
+    image += rng.uniform(70, 90) * moon
+    return _finish(image, rng), (x, y, r)
+
+
+class TestTwilight:
+    @pytest.mark.parametrize("seed", range(12))
+    def test_moon_high_in_a_sky_brightening_to_the_horizon(self, seed):
+        """The horizon's sky is as bright as the Moon, so the Moon outshines
+        only the sky round it, whose ring lies barely above the dark sky's
+        floor but at 0.41-0.8 of the open sky's brightness: sky, not the
+        silhouettes round a patch of it. Ten of twelve were missed before."""
+        image, truth = make_twilight_moon(seed)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
+
 def make_moon_beside_a_lamp(seed, phase=60.0, size=(1200, 1600)):
     """A gibbous Moon (light added to a night sky) above a lamp's flat,
     blown-out globe in its bloom, no post showing. Returns (image, circle)."""

@@ -196,8 +196,13 @@ _SHORT_MIN_SHARPNESS = 0.3
 _MIN_OUTSHINE = 0.4
 # ... and the ring it is measured on brighter than the sky's floor by half
 # the way up to the open sky at least (the sky patches between silhouettes
-# taken for Moons: ring 24-32, sky floor 5-8, open sky 69-89).
+# taken for Moons: ring 24-32, sky floor 5-8, open sky 69-89), or half of
+# it (the median) at least this share of the open sky's brightness: a
+# twilight Moon high in the dark blue sky, the horizon far brighter, has
+# its ring at 0.41-0.8 of it but barely above the floor the dark sky sets;
+# the silhouettes round those patches, 0.04-0.26.
 _RING_SKY = 0.5
+_RING_OPEN_SKY = 0.4
 # What a disk large in its frame is: a limb round most of its lit side.
 # Measured on such circles: true ones (crops filling the frame, cut by its
 # edge) cover 0.41 of the circumference and up; circles fitted to the sky's
@@ -602,8 +607,9 @@ def _outshines(scene, c, sky_around):
     a patch of sky between silhouettes has the open sky right beside it.
     The range runs up from the frame's floor, or from the darkest of that
     ring when all of it is brighter (a day Moon over black roofs).
-    That ring must hold some sky (_RING_SKY): a patch of sky enclosed by
-    silhouettes, as bright as the open sky, is ringed by them alone."""
+    That ring must hold some sky (_RING_SKY, _RING_OPEN_SKY): a patch of
+    sky enclosed by silhouettes, as bright as the open sky, is ringed by
+    them alone."""
     theta = np.tile(np.linspace(-np.pi, np.pi, 48, endpoint=False), 2)
     factor = np.repeat([1.3, 1.6], 48)
     ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
@@ -612,7 +618,12 @@ def _outshines(scene, c, sky_around):
     need = _MIN_OUTSHINE * (c.inside - floor)
     if c.inside - sky_around >= need:
         return True
-    if len(ring) < 12 or float(ring.max()) < scene.sky + _RING_SKY * (sky_around - scene.sky):
+    if len(ring) < 12:
+        return False
+    if (
+        float(ring.max()) < scene.sky + _RING_SKY * (sky_around - scene.sky)
+        and float(np.median(ring)) < _RING_OPEN_SKY * sky_around
+    ):
         return False
     return c.inside - float(ring.max()) >= need
 
