@@ -636,6 +636,40 @@ def test_pair_of_flat_disks_is_no_moon(seed):
 
 
 
+
+def make_moon_over_headlights(seed, size=(1200, 1600)):
+    """A Moon high in a night sky, a pair of headlights low in the frame,
+    their cores just under a point's size (0.013 of the short side).
+    Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _sky(size, [14, 10, 8], [24, 22, 20])
+    r = float(rng.uniform(0.06, 0.1) * width)
+    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.4 * height))
+    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
+    moon, _ = render_globe(_albedo_map(), size, view, sun=(rng.uniform(0, 60), rng.uniform(0, 360)), shading="lommel")
+    image += rng.uniform(120, 170) * moon
+    lamp_r = float(rng.uniform(0.009, 0.013) * min(size))
+    lx, ly = float(rng.uniform(0.1, 0.6) * width), float(rng.uniform(0.8, 0.92) * height)
+    gap = float(rng.uniform(4, 8) * lamp_r)
+    light = np.zeros_like(image)
+    for dx in (0.0, gap):
+        cv2.circle(light, (round(lx + dx), round(ly)), round(lamp_r), (230, 245, 255), -1, cv2.LINE_AA)
+    bloom = sum(_bloom(size, lx + dx, ly, 3 * lamp_r) for dx in (0.0, gap))
+    image += 1.2 * light + 50 * bloom[..., None].astype(np.float32)
+    return _finish(image, rng), (x, y, r)
+
+
+@pytest.mark.parametrize("seed", [0, 10, 15])
+def test_moon_over_a_pair_of_headlights(seed):
+    """Each headlight's best circle runs through its glare's fall, just
+    large enough not to be a point, and reads that fall as surface; its
+    core, a circle round the same centre, is flat: the two are a pair, and
+    the Moon above them is the answer (the headlights' before)."""
+    image, truth = make_moon_over_headlights(seed)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
 def test_blown_out_moon_is_no_twin_of_a_glare_behind_roofs():
     """A blown-out Moon, whole and flat, beside a lamp's glare behind roofs
     its size, as flat: no pair of headlights, for the glare's outline is

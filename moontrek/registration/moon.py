@@ -86,6 +86,12 @@ _FLAT_SURFACE = 0.015
 # headlights' and lamp globes' 0.46-0.70; a blown-out Moon was refused as
 # one of a pair with a lamp's glare behind roofs, its outline at 0.15.
 _PAIR_STEP = 0.3
+# A twin of the pair is flat when it or a circle round the same centre at
+# least this share of its size is (see _flat_core): a headlight's circle
+# through its glare's fall, just large enough not to be a point (0.013 of
+# the short side), reads 0.04 of surface; its core's circle, 0.85 of its
+# size, 0.008-0.014.
+_CORE_SHARE = 0.7
 _MOON_SURFACE = 0.03
 _SURFACE_LARGER = 1.5
 _SURFACE_CONTRAST = 0.6
@@ -1367,8 +1373,8 @@ def _choose(candidates, scene):
         flat_pair = (
             len(rivals) == 1
             and best.coverage >= _WHOLE_COVERAGE
-            and _surface(scene, best) < _FLAT_SURFACE
-            and _surface(scene, rivals[0]) < _FLAT_SURFACE
+            and _flat_core(scene, best, everything)
+            and _flat_core(scene, rivals[0], everything)
             and rivals[0].step >= _PAIR_STEP
         )
         if len(rivals) < 2 and not flat_pair:
@@ -1380,6 +1386,23 @@ def _choose(candidates, scene):
             return best, _runners_up(everything, best, excluded)
         excluded.extend([best] + rivals)
     return None, _runners_up(everything, None, excluded)
+
+
+def _flat_core(scene, c, everything):
+    """Whether the disk is flat (_FLAT_SURFACE), or a level of a glare round
+    a flat core: a circle of the same object, about as large
+    (_CORE_SHARE of its radius and up) and round the same centre. A
+    headlight's glare fades over a few pixels past its blown-out core, and
+    the circle through that fall, just large enough not to be a point,
+    reads the fall as detail."""
+    if _surface(scene, c) < _FLAT_SURFACE:
+        return True
+    return any(
+        _CORE_SHARE * c.r <= o.r < c.r
+        and np.hypot(o.x - c.x, o.y - c.y) <= (1.0 - _CORE_SHARE) * c.r
+        and _surface(scene, o) < _FLAT_SURFACE
+        for o in everything
+    )
 
 
 def _surface_first(objects, scene):
