@@ -416,6 +416,22 @@ def _bloom(size, x, y, spread):
     return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * spread**2))
 
 
+def _moon_light(rng, size, smallest, lowest, phase):
+    """A Moon's light on a ``size`` canvas (float32, 0-1 of the map's scale),
+    rendered from the albedo map with Lommel-Seeliger shading: radius
+    ``smallest``-0.1 of the width, centre anywhere across and down to
+    ``lowest`` of the height, ``phase`` degrees (or drawn from that range).
+    Returns (light, (x, y, radius))."""
+    width, height = size
+    r = float(rng.uniform(smallest, 0.1) * width)
+    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, lowest * height))
+    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
+    if not np.isscalar(phase):
+        phase = rng.uniform(*phase)
+    moon, _ = render_globe(_albedo_map(), size, view, sun=(phase, rng.uniform(0, 360)), shading="lommel")
+    return moon, (x, y, r)
+
+
 def _finish(image, rng):
     image += rng.normal(0, 2.0, image.shape[:2])[..., None].astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -429,10 +445,7 @@ def make_day_moon(seed, gain, size=(1200, 1600)):
     rng = np.random.default_rng(seed)
     width, height = size
     image = _day_sky(size)
-    r = float(rng.uniform(0.04, 0.1) * width)
-    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.5 * height))
-    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
-    moon, _ = render_globe(_albedo_map(), size, view, sun=(40.0, rng.uniform(0, 360)), shading="lommel")
+    moon, (x, y, r) = _moon_light(rng, size, 0.04, 0.5, 40.0)
     image += gain * moon
     roofs = [(0, 1.0), (0, 0.8), (0.3, 0.72), (0.55, 0.8), (0.8, 0.7), (1.0, 0.78), (1.0, 1.0)]
     cv2.fillPoly(image, [np.int32([(u * width, v * height) for u, v in roofs])], (18, 18, 18))
@@ -493,12 +506,8 @@ def make_twilight_moon(seed, size=(1200, 1600)):
     """A Moon (light added to the sky) high in a twilight sky, dark blue
     above and far brighter towards the horizon. Returns (image, circle)."""
     rng = np.random.default_rng(seed)
-    width, height = size
     image = _sky(size, [95, 45, 40], [120, 185, 215])
-    r = float(rng.uniform(0.04, 0.1) * width)
-    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.35 * height))
-    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
-    moon, _ = render_globe(_albedo_map(), size, view, sun=(rng.uniform(0, 50), rng.uniform(0, 360)), shading="lommel")
+    moon, (x, y, r) = _moon_light(rng, size, 0.04, 0.35, (0, 50))
     image += rng.uniform(70, 90) * moon
     return _finish(image, rng), (x, y, r)
 
@@ -521,10 +530,7 @@ def make_moon_beside_a_lamp(seed, phase=60.0, size=(1200, 1600)):
     rng = np.random.default_rng(seed)
     width, height = size
     image = _sky(size, [30, 22, 18], [60, 70, 80])
-    r = float(rng.uniform(0.06, 0.1) * width)
-    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.4 * height))
-    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
-    moon, _ = render_globe(_albedo_map(), size, view, sun=(phase, rng.uniform(0, 360)), shading="lommel")
+    moon, (x, y, r) = _moon_light(rng, size, 0.06, 0.4, phase)
     image += 230 * moon
     lamp_r = 0.018 * width
     lx, ly = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.55, 0.8) * height)
@@ -644,10 +650,7 @@ def make_moon_over_headlights(seed, size=(1200, 1600)):
     rng = np.random.default_rng(seed)
     width, height = size
     image = _sky(size, [14, 10, 8], [24, 22, 20])
-    r = float(rng.uniform(0.06, 0.1) * width)
-    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.4 * height))
-    view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
-    moon, _ = render_globe(_albedo_map(), size, view, sun=(rng.uniform(0, 60), rng.uniform(0, 360)), shading="lommel")
+    moon, (x, y, r) = _moon_light(rng, size, 0.06, 0.4, (0, 60))
     image += rng.uniform(120, 170) * moon
     lamp_r = float(rng.uniform(0.009, 0.013) * min(size))
     lx, ly = float(rng.uniform(0.1, 0.6) * width), float(rng.uniform(0.8, 0.92) * height)
