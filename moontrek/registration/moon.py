@@ -1373,9 +1373,9 @@ def _choose(candidates, scene):
         flat_pair = (
             len(rivals) == 1
             and best.coverage >= _WHOLE_COVERAGE
+            and rivals[0].step >= _PAIR_STEP
             and _flat_core(scene, best, everything)
             and _flat_core(scene, rivals[0], everything)
-            and rivals[0].step >= _PAIR_STEP
         )
         if len(rivals) < 2 and not flat_pair:
             # Alone, a level of a glare is still no Moon: rather no
