@@ -157,6 +157,17 @@ class TestPhonePhotos:
         image, truth, _ = make_phone_photo(seed, megapixels=2, clipped=True, fraction=0.2, phase=0.0)
         assert_within(find_moon(image), truth)
 
+    @pytest.mark.parametrize("seed, phase", [(18, 86.0), (61, 120.0)], ids=["half-moon", "crescent"])
+    @pytest.mark.parametrize("detector", [find_moon, _find_moon_fast], ids=["find_moon", "pipeline"])
+    def test_phase_cut_by_the_frame_edge_contains_its_lit_part(self, detector, seed, phase):
+        """A half Moon or a crescent across the frame's top edge shows a
+        quarter of its rim in the frame as limb: still the disk that
+        contains the smaller circles fitted into its lit part (both were
+        answered with one of those before)."""
+        image, truth, info = make_phone_photo(seed, megapixels=2, clipped=True, phase=phase)
+        assert info["clipped"]
+        assert_within(detector(image), truth)
+
     @pytest.mark.parametrize(
         "seed",
         [
