@@ -635,13 +635,19 @@ def make_headlights(seed, size=(1600, 1200)):
     image = np.full((height, width, 3), 12, np.float32) + rng.uniform(0, 10, 3).astype(np.float32)
     r = float(rng.uniform(0.008, 0.02) * min(size))
     x, y = float(rng.uniform(0.1, 0.6) * width), float(rng.uniform(0.3, 0.9) * height)
-    gap = float(rng.uniform(4, 8) * r)
+    _add_headlights(image, x, y, r, float(rng.uniform(4, 8) * r))
+    return _finish(image, rng)
+
+
+def _add_headlights(image, x, y, r, gap):
+    """Two flat blown-out disks of radius ``r``, ``gap`` apart side by
+    side from (x, y), each in its bloom, added to ``image`` (float32)."""
+    height, width = image.shape[:2]
     light = np.zeros_like(image)
     for dx in (0.0, gap):
         cv2.circle(light, (round(x + dx), round(y)), round(r), (230, 245, 255), -1, cv2.LINE_AA)
-    bloom = sum(_bloom(size, x + dx, y, 3 * r) for dx in (0.0, gap))
+    bloom = sum(_bloom((width, height), x + dx, y, 3 * r) for dx in (0.0, gap))
     image += 1.2 * light + 50 * bloom[..., None].astype(np.float32)
-    return _finish(image, rng)
 
 
 @pytest.mark.parametrize("seed", [1, 3, 6, 8, 9, 14])
@@ -650,8 +656,6 @@ def test_pair_of_flat_disks_is_no_moon(seed):
     twin makes no family, but nothing tells which of two flat disks would be
     the Moon. All six were taken for one before."""
     assert_refused(make_headlights(seed))
-
-
 
 
 def make_moon_over_headlights(seed, size=(1200, 1600)):
@@ -665,12 +669,7 @@ def make_moon_over_headlights(seed, size=(1200, 1600)):
     image += rng.uniform(120, 170) * moon
     lamp_r = float(rng.uniform(0.009, 0.013) * min(size))
     lx, ly = float(rng.uniform(0.1, 0.6) * width), float(rng.uniform(0.8, 0.92) * height)
-    gap = float(rng.uniform(4, 8) * lamp_r)
-    light = np.zeros_like(image)
-    for dx in (0.0, gap):
-        cv2.circle(light, (round(lx + dx), round(ly)), round(lamp_r), (230, 245, 255), -1, cv2.LINE_AA)
-    bloom = sum(_bloom(size, lx + dx, ly, 3 * lamp_r) for dx in (0.0, gap))
-    image += 1.2 * light + 50 * bloom[..., None].astype(np.float32)
+    _add_headlights(image, lx, ly, lamp_r, float(rng.uniform(4, 8) * lamp_r))
     return _finish(image, rng), (x, y, r)
 
 
@@ -683,6 +682,7 @@ def test_moon_over_a_pair_of_headlights(seed):
     image, truth = make_moon_over_headlights(seed)
     assert_within(find_moon(image), truth)
     assert_within(_find_moon_fast(image), truth)
+
 
 def test_blown_out_moon_is_no_twin_of_a_glare_behind_roofs():
     """A blown-out Moon, whole and flat, beside a lamp's glare behind roofs
