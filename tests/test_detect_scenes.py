@@ -696,6 +696,64 @@ def test_blown_out_moon_is_no_twin_of_a_glare_behind_roofs():
     pair = make_globe_phone_photo(maps[0], model, [31, 51, 5], aspect="16:9", orientation="landscape", megapixels=megapixels)
     assert_within(find_moon(pair.user), pair.user_circle)
 
+
+def make_moon_behind_a_bare_tree(seed, size=(1600, 1200)):
+    """A full Moon behind a bare tree: its trunk rises from the treeline
+    into the disk, upright within a degree or so, and forks there into
+    twigs in front of the disk. Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _sky(size, [34, 30, 28], [70, 80, 96])
+    moon, (x, y, r) = _moon_light(rng, size, 0.06, 0.55, (0.0, 25.0))
+    image += rng.uniform(230, 300) * moon
+    top = y + rng.uniform(0.2, 0.5) * r
+    x0 = x + rng.uniform(-0.3, 0.3) * r
+    thick = max(3, round(rng.uniform(0.05, 0.1) * r))
+    bottom = x0 + rng.uniform(-0.02, 0.02) * (height - top)
+    dark = (6, 6, 6)
+    cv2.line(image, (round(bottom), height), (round(x0), round(top)), dark, thick, cv2.LINE_AA)
+    for _ in range(int(rng.integers(2, 4))):
+        sx, sy = x0, top + rng.uniform(0, 0.4) * r
+        angle = -np.pi / 2 + rng.uniform(-1.0, 1.0)
+        for depth in range(3):
+            length = rng.uniform(0.3, 0.6) * r
+            ex, ey = sx + length * np.cos(angle), sy + length * np.sin(angle)
+            twig = max(1, round(thick * 0.6 ** (depth + 1)))
+            cv2.line(image, (round(sx), round(sy)), (round(ex), round(ey)), dark, twig, cv2.LINE_AA)
+            sx, sy, angle = ex, ey, angle + rng.uniform(-0.6, 0.6)
+    base = int(height * rng.uniform(0.85, 0.92))
+    for cx in np.arange(-50, width + 50, rng.uniform(60, 120)):
+        axes = (int(rng.uniform(50, 110)), int(rng.uniform(40, 90)))
+        cv2.ellipse(image, (int(cx), base + int(rng.uniform(-30, 30))), axes, 0, 0, 360, dark, -1)
+    image[base + 40 :] = 6
+    return _finish(image, rng), (x, y, r)
+
+
+@pytest.mark.parametrize("seed", [0, 2, 6, 8, 13])
+def test_moon_behind_a_bare_tree_is_no_lamp_on_its_post(seed):
+    """A trunk under the disk is a lamp's post to _on_a_pole; its twigs,
+    crossing the disk off the trunk's line, are what no lamp shows (a
+    post holds its globe from below). Every one of 20 seeds was refused as
+    a lamp before; 2, 6 and 8 fork in the disk's upper half only."""
+    image, truth = make_moon_behind_a_bare_tree(seed)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+def test_full_moon_behind_branches_over_trees():
+    """bench_accuracy's phone photo #35 of seed 91 (a 3894 x 2190 landscape
+    photo, a full Moon of radius 268 behind a bare tree whose trunk rises
+    from the treeline below it), rebuilt on generated maps: refused as a
+    lamp on its post before, so ORB and BRISK answered "No Moon"."""
+    maps = make_lunar_maps(0, (1440, 720))
+    model = _model_render(maps[1], np.random.default_rng([91, 1, 7]))
+    megapixels = float(np.exp(np.random.default_rng([91, 35, 3]).uniform(np.log(2.0), np.log(12.0))))
+    pair = make_globe_phone_photo(maps[0], model, [91, 35, 5], aspect="16:9", orientation="landscape", megapixels=megapixels)
+    assert pair.user.shape[:2] == (2190, 3894)
+    assert_within(find_moon(pair.user), pair.user_circle)
+    assert_within(_find_moon_fast(pair.user), pair.user_circle)
+
+
 def _images():
     """Images of any shape the limits allow (a 16 px strip, a 20000 px
     panorama, tiny sides), 1, 3 or 4 channels or none, of several depths,

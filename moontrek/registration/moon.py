@@ -272,6 +272,11 @@ _POST_SLANT = 0.35
 _POST_OTHERS = 2  # other dents in a row beside the post, at most
 _POST_TILT = 0.07  # across over down: 4 degrees
 _POST_DEPTH = 0.02
+# A Moon behind a bare tree has the trunk under it for a post; its twigs
+# crossing the disk are what no lamp shows (_post_crosses_disk): 3 rows of
+# 13 with a band half the disk's height deep, off the trunk's line.
+_POST_THROUGH = 3
+_POST_THROUGH_DEPTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -692,8 +697,8 @@ def _on_a_pole(scene, c):
     """Whether the disk is a lamp on its post: a narrow band darker than the
     sky on both sides of it runs straight down from under the disk, through
     the glare, and does not go on above the disk, as a branch or a wire in
-    front of the Moon would. (Not a lighter band: the Moon's reflection on
-    water is one.)"""
+    front of the Moon would, nor fork across it, as a tree's twigs do.
+    (Not a lighter band: the Moon's reflection on water is one.)"""
     height = scene.smooth.shape[0]
     r = c.r
     rows = c.y + r * np.concatenate([np.linspace(*_POST_BELOW), -np.linspace(*_POST_ABOVE)])
@@ -745,7 +750,8 @@ def _on_a_pole(scene, c):
     if poled.sum() < _POST_SHARE * seen.sum():
         return False
     # A post stands upright (give or take the phone's tilt); a branch leans.
-    tilt = np.polyfit(rows[below][poled], offsets[k:-k][at[poled]], 1)[0]
+    line = np.polyfit(rows[below][poled], offsets[k:-k][at[poled]], 1)
+    tilt = line[0]
     if abs(tilt) > _POST_TILT:
         return False
     # Above the disk, as dark as the post below (the sky between two
@@ -753,7 +759,49 @@ def _on_a_pole(scene, c):
     # its line.
     reach = int(round(_POST_SLANT * r / pitch))
     over = ((gap > need) & (middle <= float(post.max()) + need))[above][:, max(0, j - reach) : j + reach + 1]
-    return not (over.size and over.any(axis=1).sum() >= max(2, 0.5 * len(over)))
+    if over.size and over.any(axis=1).sum() >= max(2, 0.5 * len(over)):
+        return False
+    return not _post_crosses_disk(scene, c, line, lean * pitch)
+
+
+def _post_crosses_disk(scene, c, line, lean):
+    """Whether narrow dark bands cross the disk off the post's line
+    (``line``: its offset from the centre by row, as np.polyfit fits it;
+    ``lean``: how far off still counts as on it) in _POST_THROUGH of the
+    rows from 0.8 r above its centre to 0.8 r below, spread across it, as
+    the twigs of a tree in front of the Moon fork from its trunk: a lamp's
+    post holds its globe from below and never shows in front of its light.
+    On the line, or all in one upright band, it may be another lamp's post
+    in front of this one's glare. A band must fall half the disk's height
+    above the sky below the disk either side of it (the Moon's maria fall
+    a fifth; blurred twigs, lighter than the trunk, that far)."""
+    if _POST_THROUGH <= 0:
+        return False
+    r = c.r
+    rows = c.y + r * np.linspace(-0.8, 0.8, 13)
+    rows = rows[(rows >= 0) & (rows < scene.smooth.shape[0] - 1)]
+    if len(rows) < 7:
+        return False
+    count = max(25, int(1.2 * r) + 1) | 1
+    offsets = np.linspace(-0.6, 0.6, count) * r
+
+    def sample(shift):
+        xs = np.tile(c.x + offsets + shift, len(rows))
+        return _sample(scene.smooth_f, xs, np.repeat(rows, count)).reshape(len(rows), count)
+
+    flank = 0.15 * r
+    band = sample(0.0)
+    sides = np.minimum(sample(-flank), sample(flank))
+    with np.errstate(invalid="ignore"):
+        dark = sides - band > _POST_THROUGH_DEPTH * (c.inside - scene.sky)
+    width = max(lean, 0.1 * r)
+    dark &= np.abs(offsets[None, :] - np.polyval(line, rows)[:, None]) > width
+    if dark.any(axis=1).sum() < _POST_THROUGH:
+        return False
+    # All in one upright band: another post (or a pole) in front of the
+    # glare, not branches forking across the disk.
+    across = offsets[dark.any(axis=0)]
+    return bool(across.max() - across.min() > 2 * width)
 
 
 def _side_of_a_light(scene, c):
