@@ -503,6 +503,31 @@ class TestOtherDisks:
             register_images(pair.user, model, "ORB", pipeline="moon")
         assert calls, "the Moon beside the lamp was tried as another disk"
 
+    @pytest.mark.parametrize("correlation, accepted", [(0.59, True), (0.35, False)])
+    def test_another_disk_backed_by_ecc_alone(self, model, monkeypatch, correlation, accepted):
+        """...or by ECC lining it up with the render at OTHER_DISK_MIN_ECC:
+        a blown-out Moon cut by the frame, passed over for a lamp's glare
+        its size, did at 0.59 on 2 point matches (bench_accuracy seed 123,
+        phone photo #34, refused before); a Sun's textured glare at 0.35."""
+        pair, moon = _moon_with(model, self.BRIGHTER_LAMP)
+        original = moon_pipeline._register_disk
+
+        def by_ecc(user_side, model_side, algorithm):
+            result = original(user_side, model_side, algorithm)
+            result.inliers = 2
+            result.extras.update(estimator="ecc", ecc_correlation=correlation)
+            return result
+
+        monkeypatch.setattr(moon_pipeline, "_register_disk", by_ecc)
+        if not accepted:
+            with pytest.raises((NotEnoughKeypointsError, HomographyNotFoundError)):
+                register_images(pair.user, model, "ORB", pipeline="moon")
+            return
+        result = register_images(pair.user, model, "ORB", pipeline="moon")
+        found = result.extras["circles"]["user"]
+        assert np.hypot(found["x"] - moon[0], found["y"] - moon[1]) < 0.1 * moon[2]
+        assert result.extras["ecc_correlation"] == correlation
+
     def test_no_other_disk_is_tried_when_the_first_registers(self, model, monkeypatch):
         pair = make_pair(model, angle=40.0, scale=0.35, user_size=(1400, 1000))
         monkeypatch.setattr(moon_pipeline, "_other_disks", lambda *args: pytest.fail("tried other disks"))

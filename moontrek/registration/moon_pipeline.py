@@ -128,6 +128,10 @@ ALBEDO_SHADING_SIGMA = 0.25
 # register (or none stood out): see register_sides.
 OTHER_DISKS = 3
 OTHER_DISK_MIN_INLIERS = 10
+# ...or by ECC lining it up with the render at this correlation: a Sun's
+# textured glare reached 0.35; a blown-out Moon cut by the frame, passed
+# over for a lamp's glare its size, 0.59 on 2 point matches.
+OTHER_DISK_MIN_ECC = 0.5
 
 # Plausibility, in the normalised frame where the answer is near a rotation.
 SCALE_RANGE = (0.75, 1.33)
@@ -1086,9 +1090,9 @@ def register_sides(user_side, model_side, algorithm):
             result = _register_disk(_on_limb(user_side.pyramid, circle), model_side, algorithm)
         except (NotEnoughKeypointsError, HomographyNotFoundError):
             continue
-        # A disk passed over needs matches to back it: ECC alone lines up
-        # any textured glow with the render well enough (a Sun's glare 0.35).
-        if result.inliers >= OTHER_DISK_MIN_INLIERS:
+        # A disk passed over needs matches to back it, or ECC's close fit:
+        # ECC lines up any textured glow with the render (a Sun's glare 0.35).
+        if result.inliers >= OTHER_DISK_MIN_INLIERS or result.extras.get("ecc_correlation", 0.0) >= OTHER_DISK_MIN_ECC:
             return result
     raise failure
 
