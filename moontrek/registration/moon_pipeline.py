@@ -93,7 +93,7 @@ MAX_FEATURES = 1000
 # a higher threshold (no faster at 128).
 ALGORITHM_SETTINGS = {
     "ORB": {"radius": 128, "detector": {"setMaxFeatures": 400, "setNLevels": 3}},
-    "BRISK": {"radius": 128},
+    "BRISK": {"radius": 128, "retry_detector": {"setThreshold": 20}},
     "SIFT": {"radius": 128},
     "AKAZE": {"radius": 128},
     "SURF": {"radius": 128, "max_keypoint_size": 0.55},
@@ -105,6 +105,11 @@ ALGORITHM_SETTINGS = {
 # disk) took a tenth to a fifth of its time on the 276 px canvases.
 # Without them every set kept every success and its median error (seeds 0
 # and 1; README, "Speed against the original server").
+# "retry_detector": settings for a second description of both disks when
+# everything else failed. BRISK at a FAST threshold of 20 everywhere was
+# as accurate but took 1.5-2x the time; as a retry it registers a blurred,
+# over-exposed gibbous Moon (7 matches at 30) and changes nothing else
+# measured (README, "Pipelines").
 # Long side of the copy the disk is looked for in.
 FIND_SIZE = 160
 FIND_MIN_FRACTION = 0.15
@@ -949,17 +954,27 @@ def working_radius(algorithm, user_radius=None):
     return int(round(min(largest, max(MIN_WORK_RADIUS, user_radius))))
 
 
-def describe(side, algorithm, radius, clip=(0.0, False)):
+def describe(side, algorithm, radius, clip=(0.0, False), retry=False):
     """(canvas, mask, source-to-canvas transform, keypoints, descriptors) of
     ``side``'s disk at ``radius`` (``clip``: normalise_disk's ``clip_share``
-    and ``unshaded``), computed once."""
-    key = (algorithm.name, algorithm.implementation, radius, clip)
+    and ``unshaded``; ``retry``: with the detector's "retry_detector"
+    settings), computed once."""
+    key = (algorithm.name, algorithm.implementation, radius, clip, retry)
     if key not in side.features:
+        settings = ALGORITHM_SETTINGS.get(algorithm.name, {})
         work, mask, to_work = normalise_disk(side.pyramid, side.circle, radius, *clip)
-        largest = ALGORITHM_SETTINGS.get(algorithm.name, {}).get("max_keypoint_size")
-        keypoints, descriptors = _detect_and_compute(
-            _detector(algorithm), work, mask, None if largest is None else largest * radius
-        )
+        largest = settings.get("max_keypoint_size")
+        detector = _detector(algorithm)
+        # The thread's own detector, set for this call and set back.
+        changes = settings.get("retry_detector", {}) if retry else {}
+        saved = {setter: getattr(detector, "get" + setter[3:])() for setter in changes}
+        try:
+            for setter, value in changes.items():
+                getattr(detector, setter)(value)
+            keypoints, descriptors = _detect_and_compute(detector, work, mask, None if largest is None else largest * radius)
+        finally:
+            for setter, value in saved.items():
+                getattr(detector, setter)(value)
         side.features[key] = (work, mask, to_work, keypoints, descriptors)
     return side.features[key]
 
@@ -1113,16 +1128,14 @@ def _other_disks(pyramid, tried):
     return found[:OTHER_DISKS]
 
 
-def _register_disk(user_side, model_side, algorithm):
-    """register_sides for two sides that have their disks."""
-    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
-    user_circle, model_circle = user_side.circle, model_side.circle
-    radius = working_radius(algorithm, user_circle.radius)
-    user_features = describe(user_side, algorithm, radius)
-    model_features = describe(model_side, algorithm, radius)
-    max_scale = LIMB_MAX_SCALE if user_side.on_limb and model_side.on_limb else None
+def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=False):
+    """(_solve's answer, user features, model features) for two sides,
+    described with the detector's ``retry`` setting when asked; raise
+    NotEnoughKeypointsError or HomographyNotFoundError."""
+    user_features = describe(user_side, algorithm, radius, retry=retry)
+    model_features = describe(model_side, algorithm, radius, retry=retry)
     try:
-        solved = _solve(user_features, model_features, algorithm, radius, max_scale=max_scale)
+        return _solve(user_features, model_features, algorithm, radius, max_scale=max_scale), user_features, model_features
     except (NotEnoughKeypointsError, HomographyNotFoundError):
         # An over-exposed photo's highlands are flat white, where the render
         # still shows terrain that matches nothing: flatten the same share
@@ -1138,13 +1151,30 @@ def _register_disk(user_side, model_side, algorithm):
         # left anywhere near (2 of its 4 answers there on the phone sets
         # were 2.5% and 3.6% of the diameter off).
         for unshaded in (False, True):
-            model_features = describe(model_side, algorithm, radius, (round(share, 2), unshaded))
+            model_features = describe(model_side, algorithm, radius, (round(share, 2), unshaded), retry=retry)
             try:
                 solved = _solve(user_features, model_features, algorithm, radius, ecc=not unshaded, max_scale=max_scale)
-                break
+                return solved, user_features, model_features
             except (NotEnoughKeypointsError, HomographyNotFoundError):
                 if unshaded:
                     raise
+
+
+def _register_disk(user_side, model_side, algorithm):
+    """register_sides for two sides that have their disks."""
+    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
+    user_circle, model_circle = user_side.circle, model_side.circle
+    radius = working_radius(algorithm, user_circle.radius)
+    max_scale = LIMB_MAX_SCALE if user_side.on_limb and model_side.on_limb else None
+    try:
+        solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale)
+    except (NotEnoughKeypointsError, HomographyNotFoundError):
+        # A detector with a setting for more keypoints (see
+        # ALGORITHM_SETTINGS) tries once more with it: only where it failed,
+        # for what the setting costs everywhere.
+        if not ALGORITHM_SETTINGS.get(algorithm.name, {}).get("retry_detector"):
+            raise
+        solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale, True)
     src, dst, warp, inliers, estimator, matched, guided, ecc_correlation = solved
     _, _, user_to_work, user_kp, _ = user_features
     _, _, model_to_work, model_kp, _ = model_features
