@@ -684,16 +684,36 @@ def test_moon_over_a_pair_of_headlights(seed):
     assert_within(_find_moon_fast(image), truth)
 
 
+@functools.lru_cache(maxsize=1)
+def _generated_maps():
+    return make_lunar_maps(0, (1440, 720))
+
+
+def _bench_phone_photo(seed, index):
+    """bench_accuracy.py's phone photo ``index`` of ``seed`` (its
+    phone_items: map direction, aspect, orientation and size drawn as
+    there), rebuilt on generated maps; a GlobePair."""
+    maps = _generated_maps()
+    d = index % 2
+    model = _model_render(maps[d], np.random.default_rng([seed, d, 7]))
+    megapixels = float(np.exp(np.random.default_rng([seed, index, 3]).uniform(np.log(2.0), np.log(12.0))))
+    return make_globe_phone_photo(
+        maps[1 - d],
+        model,
+        [seed, index, 5],
+        aspect=("4:3", "16:9")[(index // 2) % 2],
+        orientation=("landscape", "portrait")[(index // 4) % 2],
+        megapixels=megapixels,
+    )
+
+
 def test_blown_out_moon_is_no_twin_of_a_glare_behind_roofs():
     """A blown-out Moon, whole and flat, beside a lamp's glare behind roofs
     its size, as flat: no pair of headlights, for the glare's outline is
     no disk's limb (a step of 0.15 across it; the twins of a pair, 0.46 and
     up). The Moon was refused as one of a pair before (bench_accuracy's
     phone photo #51 of seed 31, rebuilt on generated maps)."""
-    maps = make_lunar_maps(0, (1440, 720))
-    model = _model_render(maps[1], np.random.default_rng([31, 1, 7]))
-    megapixels = float(np.exp(np.random.default_rng([31, 51, 3]).uniform(np.log(2.0), np.log(12.0))))
-    pair = make_globe_phone_photo(maps[0], model, [31, 51, 5], aspect="16:9", orientation="landscape", megapixels=megapixels)
+    pair = _bench_phone_photo(31, 51)
     assert_within(find_moon(pair.user), pair.user_circle)
 
 
@@ -745,10 +765,7 @@ def test_full_moon_behind_branches_over_trees():
     photo, a full Moon of radius 268 behind a bare tree whose trunk rises
     from the treeline below it), rebuilt on generated maps: refused as a
     lamp on its post before, so ORB and BRISK answered "No Moon"."""
-    maps = make_lunar_maps(0, (1440, 720))
-    model = _model_render(maps[1], np.random.default_rng([91, 1, 7]))
-    megapixels = float(np.exp(np.random.default_rng([91, 35, 3]).uniform(np.log(2.0), np.log(12.0))))
-    pair = make_globe_phone_photo(maps[0], model, [91, 35, 5], aspect="16:9", orientation="landscape", megapixels=megapixels)
+    pair = _bench_phone_photo(91, 35)
     assert pair.user.shape[:2] == (2190, 3894)
     assert_within(find_moon(pair.user), pair.user_circle)
     assert_within(_find_moon_fast(pair.user), pair.user_circle)
