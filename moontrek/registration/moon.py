@@ -775,8 +775,6 @@ def _post_crosses_disk(scene, c, line, lean):
     in front of this one's glare. A band must fall half the disk's height
     above the sky below the disk either side of it (the Moon's maria fall
     a fifth; blurred twigs, lighter than the trunk, that far)."""
-    if _POST_THROUGH <= 0:
-        return False
     r = c.r
     rows = c.y + r * np.linspace(-0.8, 0.8, 13)
     rows = rows[(rows >= 0) & (rows < scene.smooth.shape[0] - 1)]
