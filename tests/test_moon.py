@@ -485,6 +485,22 @@ class TestLampPosts:
         assert not self._on_a_pole(image)
         assert_within(find_moon(image), (800, 500, 110))
 
+    def test_the_moons_calm_reflection_is_no_post(self):
+        """A band lighter than the sky under the disk is a lit post only when
+        narrow: the Moon's reflection on calm water is as wide as the Moon."""
+
+        def reflection(image, rng):
+            # Right under the limb: a 40 px column (0.36 r) there is a post.
+            image[612:] = 15
+            column = np.zeros(image.shape[:2], np.float32)
+            column[612:, 700:900] = 110.0
+            column = cv2.GaussianBlur(column, (0, 0), 4.0)
+            image[:] = np.clip(image + column[..., None], 0, 255).astype(np.uint8)
+
+        image = self._moon_above(reflection)
+        assert not self._on_a_pole(image)
+        assert_within(find_moon(image), (800, 500, 110))
+
     @pytest.mark.parametrize("seed", [0, 1, 2])
     def test_the_moons_glitter_on_the_sea_is_no_post(self, seed):
         """Rows of wave crests right under the Moon have dark troughs all

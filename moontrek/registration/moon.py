@@ -277,6 +277,12 @@ _POST_DEPTH = 0.02
 # 13 with a band half the disk's height deep, off the trunk's line.
 _POST_THROUGH = 3
 _POST_THROUGH_DEPTH = 0.5
+# Nor is a disk a lamp when its post runs dark across the disk's upper half
+# (in 3 of the 6 rows above its centre): the Moon is behind the post, its
+# lamp higher up. A post lit by its globe, lighter than the night sky, is a
+# post too (the levels turned over), if it shows alone in each of the first
+# _POST_ROWS rows under the disk. See _on_a_pole.
+_POST_IN_FRONT = 3
 
 
 @dataclass(frozen=True)
@@ -695,10 +701,13 @@ def _limb_sharpness(scene, c, reach=0.4):
 
 def _on_a_pole(scene, c):
     """Whether the disk is a lamp on its post: a narrow band darker than the
-    sky on both sides of it runs straight down from under the disk, through
-    the glare, and does not go on above the disk, as a branch or a wire in
-    front of the Moon would, nor fork across it, as a tree's twigs do.
-    (Not a lighter band: the Moon's reflection on water is one.)"""
+    sky on both sides of it (or lighter, lit by the globe) runs straight
+    down from under the disk, through the glare, and does not go on above
+    the disk, as a branch or a wire in front of the Moon would, nor fork
+    across it, as a tree's twigs do, nor cross its upper half, as a lamp's
+    post in front of the Moon does (a lamp's own post holds its globe from
+    below). A lighter band must be narrow (the Moon's reflection on water
+    is as wide as the Moon)."""
     height = scene.smooth.shape[0]
     r = c.r
     rows = c.y + r * np.concatenate([np.linspace(*_POST_BELOW), -np.linspace(*_POST_ABOVE)])
@@ -709,10 +718,41 @@ def _on_a_pole(scene, c):
         return False
     count = max(37, int(1.8 * r) + 1) | 1
     offsets = np.linspace(-0.9, 0.9, count) * r
-    pitch = offsets[1] - offsets[0]
     profile = _sample(
         scene.smooth_f, np.tile(c.x + offsets, len(rows)), np.repeat(rows, count)
     ).reshape(len(rows), count)
+    found = _post_under(scene, c, rows, above, offsets, profile)
+    if found is None:
+        # A post lit by its globe, lighter than a night sky: the same band
+        # with the levels turned over. A narrow one only (the flanks are
+        # 0.3 r out at most): the Moon's reflection on water is as wide as
+        # the Moon.
+        found = _post_under(scene, c, rows, above, offsets, -profile, light=True)
+    if found is None:
+        return False
+    line, lean = found
+    bands = _bands_across_disk(scene, c)
+    if bands is None:
+        return True
+    if _post_crosses_disk(bands, c, line, lean):
+        return False
+    # The post in front of the disk's upper half: the Moon behind a lamp's
+    # post, the lamp higher up (its glare may hide the post above the disk).
+    return not _post_in_front(bands, c, line, lean)
+
+
+def _post_under(scene, c, rows, above, offsets, profile, light=False):
+    """The post under the disk in ``profile`` (rows across it, below and
+    above the disk; a band darker than what is either side of it): its
+    line (offset from the centre by row, as np.polyfit fits it), how far
+    off it still counts as on it. None when no post stands there, or it
+    goes on above the disk.
+    A ``light`` one (the levels turned over) must stand alone in the first
+    _POST_ROWS rows under the disk, and show in each: sky showing between
+    silhouettes (branches, roofs) is lighter than they are too."""
+    r = c.r
+    count = len(offsets)
+    pitch = offsets[1] - offsets[0]
     need = max(5.0, 4.0 * scene.noise, _POST_DEPTH * (c.inside - scene.sky))
     # How far each point falls below the darker of two points either side
     # of it: a glare's smooth slope never does, a post does. Near points
@@ -742,44 +782,41 @@ def _on_a_pole(scene, c):
     dents = np.count_nonzero(np.diff(deep.astype(np.int8), axis=1) == 1, axis=1) + deep[:, 0]
     poled = (gap[below, at] > need) & (dents <= _POST_OTHERS)
     if poled.sum() < _POST_ROWS or not poled[:3].any():
-        return False
+        return None
+    if light and (not poled[:_POST_ROWS].all() or dents[:_POST_ROWS].any()):
+        return None
     post = middle[below, at][poled]
     # Rows where the sky beside it is no brighter than the post (the post
     # in front of a roof or a hill) cannot show it.
     seen = poled | (flanks[below, at] - float(np.median(post)) > need)
     if poled.sum() < _POST_SHARE * seen.sum():
-        return False
+        return None
     # A post stands upright (give or take the phone's tilt); a branch leans.
     line = np.polyfit(rows[below][poled], offsets[k:-k][at[poled]], 1)
     tilt = line[0]
     if abs(tilt) > _POST_TILT:
-        return False
+        return None
     # Above the disk, as dark as the post below (the sky between two
     # lamps' glares is darker than either, but not that dark), and near
     # its line.
     reach = int(round(_POST_SLANT * r / pitch))
     over = ((gap > need) & (middle <= float(post.max()) + need))[above][:, max(0, j - reach) : j + reach + 1]
     if over.size and over.any(axis=1).sum() >= max(2, 0.5 * len(over)):
-        return False
-    return not _post_crosses_disk(scene, c, line, lean * pitch)
+        return None
+    return line, lean * pitch
 
 
-def _post_crosses_disk(scene, c, line, lean):
-    """Whether narrow dark bands cross the disk off the post's line
-    (``line``: its offset from the centre by row, as np.polyfit fits it;
-    ``lean``: how far off still counts as on it) in _POST_THROUGH of the
-    rows from 0.8 r above its centre to 0.8 r below, spread across it, as
-    the twigs of a tree in front of the Moon fork from its trunk: a lamp's
-    post holds its globe from below and never shows in front of its light.
-    On the line, or all in one upright band, it may be another lamp's post
-    in front of this one's glare. A band must fall half the disk's height
-    above the sky below the disk either side of it (the Moon's maria fall
-    a fifth; blurred twigs, lighter than the trunk, that far)."""
+def _bands_across_disk(scene, c):
+    """Where narrow dark bands cross the disk: rows from 0.8 r above its
+    centre to 0.8 r below, offsets across 0.6 r either side, and whether
+    each point falls half the disk's height above the sky (the Moon's maria
+    fall a fifth; a post or a twig in front of it, far more) below the
+    points 0.15 r either side of it. None when too little is in the frame."""
     r = c.r
     rows = c.y + r * np.linspace(-0.8, 0.8, 13)
     rows = rows[(rows >= 0) & (rows < scene.smooth.shape[0] - 1)]
     if len(rows) < 7:
-        return False
+        return None
     count = max(25, int(1.2 * r) + 1) | 1
     offsets = np.linspace(-0.6, 0.6, count) * r
 
@@ -792,14 +829,37 @@ def _post_crosses_disk(scene, c, line, lean):
     sides = np.minimum(sample(-flank), sample(flank))
     with np.errstate(invalid="ignore"):
         dark = sides - band > _POST_THROUGH_DEPTH * (c.inside - scene.sky)
-    width = max(lean, 0.1 * r)
-    dark &= np.abs(offsets[None, :] - np.polyval(line, rows)[:, None]) > width
+    return rows, offsets, dark
+
+
+def _post_crosses_disk(bands, c, line, lean):
+    """Whether narrow dark bands (``bands``, see _bands_across_disk) cross
+    the disk off the post's line (``line``: its offset from the centre by
+    row, as np.polyfit fits it; ``lean``: how far off still counts as on
+    it) in _POST_THROUGH of the rows, spread across it, as the twigs of a
+    tree in front of the Moon fork from its trunk: a lamp's post holds its
+    globe from below and never shows in front of its light. On the line,
+    or all in one upright band, it may be another lamp's post in front of
+    this one's glare."""
+    rows, offsets, dark = bands
+    width = max(lean, 0.1 * c.r)
+    dark = dark & (np.abs(offsets[None, :] - np.polyval(line, rows)[:, None]) > width)
     if dark.any(axis=1).sum() < _POST_THROUGH:
         return False
     # All in one upright band: another post (or a pole) in front of the
     # glare, not branches forking across the disk.
     across = offsets[dark.any(axis=0)]
     return bool(across.max() - across.min() > 2 * width)
+
+
+def _post_in_front(bands, c, line, lean):
+    """Whether the post's line runs dark across the disk's upper half, in
+    _POST_IN_FRONT of the rows above its centre: in front of the disk, up
+    past where a lamp's globe would sit on it."""
+    rows, offsets, dark = bands
+    width = max(lean, 0.1 * c.r)
+    on = dark & (np.abs(offsets[None, :] - np.polyval(line, rows)[:, None]) <= width)
+    return int(on[rows < c.y - 0.1 * c.r].any(axis=1).sum()) >= _POST_IN_FRONT
 
 
 def _side_of_a_light(scene, c):
