@@ -572,6 +572,16 @@ class TestMoonBesideALampGlobe:
         assert_within(find_moon(image), truth)
         assert_within(_find_moon_fast(image), truth)
 
+    @pytest.mark.parametrize("seed, phase", [(0, 130.0), (1, 140.0), (2, 140.0), (3, 130.0)])
+    def test_crescent_goes_before_the_flat_globe(self, seed, phase):
+        """A crescent shows too little surface inside 0.8 r to be read, and
+        its limb runs round under half its circle; its sharp step is what
+        tells it from a glare round the globe. At phase 130-140 one of
+        these twenty scenes was the Moon's before, the rest the lamp's."""
+        image, truth = make_moon_beside_a_lamp(seed, phase=phase)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
 
 def make_lamp_head(seed, size=(1600, 1200)):
     """A street lamp's head seen from below: a flat, blown-out ellipse two
