@@ -523,6 +523,55 @@ def make_twilight_moon(seed, size=(1200, 1600)):
     return _finish(image, rng), (x, y, r)
 
 
+def make_treeline_at_dusk(seed, size=(1200, 1600), moon=False):
+    """A twilight sky, deep blue above and glowing towards the horizon,
+    over a black treeline of pointed crowns and bare trees; a Moon high in
+    it when ``moon``. Returns (image, circle or None)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _sky(size, rng.uniform([70, 30, 20], [110, 60, 50]), rng.uniform([90, 120, 170], [140, 170, 230]))
+    truth = None
+    if moon:
+        light, truth = _moon_light(rng, size, 0.04, 0.3, (0, 60))
+        image += rng.uniform(80, 110) * light
+    dark = (8, 8, 8)
+    base = height * rng.uniform(0.8, 0.9)
+    crowns = [(0, height)]
+    for cx in np.arange(0.0, width + 80, rng.uniform(50, 110)):
+        crowns += [(cx, base + rng.uniform(-20, 30)), (cx + rng.uniform(15, 40), base - rng.uniform(40, 220))]
+    crowns += [(width, base), (width, height)]
+    cv2.fillPoly(image, [np.int32(np.round(crowns))], dark, cv2.LINE_AA)
+    for _ in range(int(rng.integers(1, 3))):
+        sx, sy = rng.uniform(0.1, 0.9) * width, base
+        for depth in range(4):
+            angle = -np.pi / 2 + rng.uniform(-0.5, 0.5)
+            length = rng.uniform(0.05, 0.12) * height
+            ex, ey = sx + length * np.cos(angle), sy + length * np.sin(angle)
+            cv2.line(image, (round(sx), round(sy)), (round(ex), round(ey)), dark, max(2, 12 - 3 * depth), cv2.LINE_AA)
+            sx, sy = ex, ey
+    return _finish(image, rng), truth
+
+
+class TestTreelineAtDusk:
+    @pytest.mark.parametrize("seed", range(6))
+    def test_sky_above_a_treeline_is_no_moon(self, seed):
+        """A circle fits the crowns' outline with the twilight sky inside;
+        past the rest of it the same sky runs on, far brighter than the
+        trees past its limb: a patch of sky, not a disk. Three of these
+        six were answered as a Moon before."""
+        image, _ = make_treeline_at_dusk(seed)
+        assert_refused(image)
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_moon_above_a_treeline(self, seed):
+        """The sky in the gaps between the crowns makes circles the Moon's
+        size; they are patches of sky, not look-alikes that would make the
+        Moon one of a family (seed 0 was refused for them before)."""
+        image, truth = make_treeline_at_dusk(seed, moon=True)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
+
 class TestTwilight:
     @pytest.mark.parametrize("seed", range(12))
     def test_moon_high_in_a_sky_brightening_to_the_horizon(self, seed):

@@ -180,6 +180,20 @@ _BLOWN_OUT = 220.0
 _SUN_SKY = 120.0
 _SUN_CORE = 250.0
 _SUN_SIZE = 1.5  # the glare's core radius over the disk's, at least
+# Where a circle has no limb, a Moon's inside and outside are both its sky
+# (the dark side at a phase, or what hides the disk: a roof, a tree); a
+# circle fitted to a treeline under a twilight sky has the open sky, far
+# brighter than what lies past its limb, inside and out there. Its level
+# past the open part (a quarter at least of the circle seen in frame) over
+# the limb's height above what lies past it: such circles 0.49-0.95, the
+# Moons answered on the cached sets 0.14 at most. And what lies past the
+# limb is the frame's darkest (silhouettes: up to 0.27 of the way from the
+# frame's floor to the open sky), not the sky itself, as it is past a
+# crescent's limb in a sky brightening towards the horizon (0.44, its open
+# sky there the sky past the terminator).
+_OPEN_SHARE = 0.25
+_OPEN_SKY = 0.3
+_PAST_LIMB_DARK = 1.0 / 3.0
 # What a glare is: a circle of equal brightness round a far smaller, compact,
 # concentric bright core (a planet, a star, a lamp), the light falling all the
 # way out from it. The Moon's brightest pixels fill its disk (blown out) or
@@ -587,8 +601,9 @@ def _doubt(c, scene):
     round a small core), "lamp" (on its post), "window" (its region a
     rectangle) or, for what is no disk at all and so no look-alike
     either, "dim" (no brighter than the sky around), "soft" (a glare's
-    level, with no limb) or "side" (fitted along one side of a light that
-    reaches far into it)."""
+    level, with no limb), "side" (fitted along one side of a light that
+    reaches far into it) or "gap" (a patch of sky against silhouettes,
+    the same sky running on past the rest of it)."""
     height, width = scene.smooth.shape
     if c.r < _MIN_FRAME_SHARE * min(width, height):
         return "small"
@@ -610,6 +625,8 @@ def _doubt(c, scene):
         return "sun"
     if sky_around >= _SUN_SKY and _beside_sun(scene, c):
         return "sun"
+    if _open_past_limb(scene, c):
+        return "gap"
     if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
         return "open"
     if not _outshines(scene, c, sky_around):
@@ -628,7 +645,7 @@ def _doubt(c, scene):
     return None
 
 
-_NOT_A_DISK = ("dim", "soft", "side")
+_NOT_A_DISK = ("dim", "soft", "side", "gap")
 
 
 def _outshines(scene, c, sky_around):
@@ -944,6 +961,32 @@ def _bright_beyond(scene, c):
     if len(ring) < 12:
         return 0.0
     return float(np.mean(ring > 0.5 * (c.inside + c.outside)))
+
+
+def _open_past_limb(scene, c, directions=48):
+    """Whether the circle's limb lies against something darker than the
+    sky that runs on, with no step, across the rest of it (see _OPEN_SKY):
+    a patch of sky above a treeline, not a disk in it."""
+    theta = np.linspace(-np.pi, np.pi, directions, endpoint=False)
+
+    def ring(factor):
+        return _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
+
+    inner = 0.5 * (ring(0.85) + ring(0.92))
+    outer = 0.5 * (ring(1.08) + ring(1.15))
+    seen = np.isfinite(inner) & np.isfinite(outer)
+    span = max(1.0, c.inside - c.outside)
+    limb = seen & (inner - outer >= 0.5 * span)
+    flat = seen & (np.abs(inner - outer) < 0.25 * span)
+    if limb.sum() < 3 or flat.sum() < max(3, _OPEN_SHARE * seen.sum()):
+        return False
+    past_limb = float(np.median(outer[limb]))
+    height = max(1.0, float(np.median(inner[limb])) - past_limb)
+    open_sky = float(np.median(outer[flat]))
+    return (
+        open_sky - past_limb >= _OPEN_SKY * height
+        and past_limb - scene.sky <= _PAST_LIMB_DARK * (open_sky - scene.sky)
+    )
 
 
 def _is_glare(scene, c):
