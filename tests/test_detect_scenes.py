@@ -865,6 +865,36 @@ def test_moon_behind_a_lamp_post_is_no_lamp_on_it(seed):
     assert_within(_find_moon_fast(image), truth)
 
 
+def make_moon_above_a_street_lamp(seed, size=(1200, 1600)):
+    """A full or gibbous Moon with a street lamp under it: the lamp's head,
+    a small blown-out ellipse in its bloom, just under the lower limb or in
+    front of it, its post running straight down to the frame's bottom.
+    Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _sky(size, [30, 24, 20], [60, 64, 70])
+    moon, (x, y, r) = _moon_light(rng, size, 0.07, 0.35, (0.0, 40.0))
+    image += rng.uniform(190, 230) * moon
+    a = float(rng.uniform(0.12, 0.25) * r)
+    hx, hy = x + float(rng.uniform(-0.35, 0.35) * r), y + float(rng.uniform(0.75, 1.2) * r)
+    dark = (8, 8, 8)
+    cv2.line(image, (round(hx), round(hy)), (round(hx), height), dark, max(3, round(0.35 * a)), cv2.LINE_AA)
+    light = np.zeros_like(image)
+    cv2.ellipse(light, (round(hx), round(hy)), (round(a), round(a / 2.5)), 0, 0, 360, (255, 255, 255), -1, cv2.LINE_AA)
+    bloom = rng.uniform(40, 80) * _bloom(size, hx, hy, 2.0 * a)
+    image += 1.5 * light + bloom[..., None].astype(np.float32)
+    return _finish(image, rng), (x, y, r)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_moon_above_a_street_lamp_is_no_lamp_on_its_post(seed):
+    """The post under the disk ends at a lamp head of its own, small and
+    brighter than the Moon: the post is that lamp's."""
+    image, truth = make_moon_above_a_street_lamp(seed)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
 def make_lamp_on_a_lit_post(seed, size=(1200, 1600)):
     """A lamp's blown-out globe in its bloom on a post its light makes
     8-30 grey levels lighter than the night sky beside it."""

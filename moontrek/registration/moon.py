@@ -294,6 +294,15 @@ _POST_SLANT = 0.35
 _POST_OTHERS = 2  # other dents in a row beside the post, at most
 _POST_TILT = 0.07  # across over down: 4 degrees
 _POST_DEPTH = 0.02
+# A post may end at a lamp of its own under the disk: a street lamp's head
+# just under the Moon or in front of its lower limb (a second generator's
+# scene: a head of radius 0.08 r, 0.78 r below the centre, 70 grey levels
+# brighter than the disk). Small, blown out, brighter than the disk (a
+# lamp's own globe is the brightest thing on its post) and below its
+# centre: the globe's core and levels of its glare are round its centre.
+_HEAD_SIZE = 0.4
+_HEAD_BRIGHTER = 30.0
+_HEAD_BELOW = (0.6, 1.3)
 # A Moon behind a bare tree has the trunk under it for a post; its twigs
 # crossing the disk are what no lamp shows (_post_crosses_disk): 3 rows of
 # 13 with a band half the disk's height deep, off the trunk's line.
@@ -489,6 +498,7 @@ class _Scene:
     noise: float
     grid: tuple = None  # for _sky_around: step, the sparse grid and its histogram
     core: tuple = None  # for _beside_sun: the largest blown-out region's (x, y, radius)
+    lights: list = None  # the full search's candidates, for _post_of_a_head
 
 
 def _prepare(grey):
@@ -756,6 +766,8 @@ def _on_a_pole(scene, c):
     if found is None:
         return False
     line, lean = found
+    if _post_of_a_head(scene, c, line, lean):
+        return False
     bands = _bands_across_disk(scene, c)
     if bands is None:
         return True
@@ -764,6 +776,20 @@ def _on_a_pole(scene, c):
     # The post in front of the disk's upper half: the Moon behind a lamp's
     # post, the lamp higher up (its glare may hide the post above the disk).
     return not _post_in_front(bands, c, line, lean)
+
+
+def _post_of_a_head(scene, c, line, lean):
+    """Whether the post under the disk holds a lamp head of its own there
+    (see _HEAD_SIZE): the Moon above a street lamp, not a lamp's globe."""
+    for o in scene.lights or ():
+        if (
+            o.r <= _HEAD_SIZE * c.r
+            and o.inside >= max(_FLAT_BLOWN, c.inside + _HEAD_BRIGHTER)
+            and _HEAD_BELOW[0] * c.r <= o.y - c.y <= _HEAD_BELOW[1] * c.r
+            and abs(o.x - c.x - np.polyval(line, o.y)) <= lean + o.r
+        ):
+            return True
+    return False
 
 
 def _post_under(scene, c, rows, above, offsets, profile, light=False):
@@ -1455,6 +1481,7 @@ def _choose(candidates, scene):
     see moon_candidates)."""
     if not candidates:
         return None, []
+    scene.lights = candidates
     for c in candidates:
         c.contrast = _contrast(c, scene)
         c.score = c.step * c.bright**2 * c.coverage * c.support
