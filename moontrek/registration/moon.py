@@ -669,9 +669,7 @@ def _outshines(scene, c, sky_around):
     That ring must hold some sky (_RING_SKY, _RING_OPEN_SKY): a patch of
     sky enclosed by silhouettes, as bright as the open sky, is ringed by
     them alone."""
-    theta = np.tile(np.linspace(-np.pi, np.pi, 48, endpoint=False), 2)
-    factor = np.repeat([1.3, 1.6], 48)
-    ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
+    ring = _rings(scene.smooth_f, c.x, c.y, c.r, (1.3, 1.6), 48).ravel()
     ring = ring[np.isfinite(ring)]
     floor = max(scene.sky, float(ring.min())) if len(ring) >= 12 else scene.sky
     need = _MIN_OUTSHINE * (c.inside - floor)
@@ -980,9 +978,7 @@ def _bright_beyond(scene, c):
     nearer the disk's brightness than the sky's: a disk (in a halo or not)
     stands out all round, while a circle fitted to the sky's edge above
     rounded tree crowns or roofs has the same sky beyond its upper half."""
-    theta = np.tile(np.linspace(-np.pi, np.pi, 72, endpoint=False), 2)
-    factor = np.repeat([1.15, 1.3], 72)
-    ring = _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
+    ring = _rings(scene.smooth_f, c.x, c.y, c.r, (1.15, 1.3), 72).ravel()
     ring = ring[np.isfinite(ring)]
     if len(ring) < 12:
         return 0.0
@@ -993,13 +989,9 @@ def _open_past_limb(scene, c, directions=48):
     """Whether the circle's limb lies against something darker than the
     sky that runs on, with no step, across the rest of it (see _OPEN_SKY):
     a patch of sky above a treeline, not a disk in it."""
-    theta = np.linspace(-np.pi, np.pi, directions, endpoint=False)
-
-    def ring(factor):
-        return _sample(scene.smooth_f, c.x + factor * c.r * np.cos(theta), c.y + factor * c.r * np.sin(theta))
-
-    inner = 0.5 * (ring(0.85) + ring(0.92))
-    outer = 0.5 * (ring(1.08) + ring(1.15))
+    rings = _rings(scene.smooth_f, c.x, c.y, c.r, (0.85, 0.92, 1.08, 1.15), directions)
+    inner = 0.5 * (rings[0] + rings[1])
+    outer = 0.5 * (rings[2] + rings[3])
     seen = np.isfinite(inner) & np.isfinite(outer)
     span = max(1.0, c.inside - c.outside)
     limb = seen & (inner - outer >= 0.5 * span)
@@ -1279,6 +1271,16 @@ def _sample(image, xs, ys):
     return out
 
 
+def _rings(image, x, y, r, factors, directions):
+    """Samples of a float image on circles round (x, y) of radius factor *
+    r, one row per factor, ``directions`` evenly round from -pi; NaN
+    outside the frame."""
+    theta = np.linspace(-np.pi, np.pi, directions, endpoint=False)
+    radii = r * np.asarray(factors, np.float64)[:, None]
+    xs, ys = x + radii * np.cos(theta), y + radii * np.sin(theta)
+    return _sample(image, xs.ravel(), ys.ravel()).reshape(xs.shape)
+
+
 def _fit_region(outline, region_mask, origin, edge, smooth, level, sky, span, width, height):
     """Candidate disks for one thresholded region."""
     limb, all_points = _limb_points(outline, width, height)
@@ -1399,11 +1401,7 @@ def _evaluate(x, y, r, limb, arc, smooth, level, sky, span, width, height):
     # Brightness where the limb is lit: a crescent is dark on most of its rim.
     lit = steps > 0.1
     inside = float(np.median(inner[known][lit])) if lit.any() else sky
-    ring_theta = np.linspace(-np.pi, np.pi, 48, endpoint=False)
-    ring = []
-    for factor in (1.3, 1.6):
-        ring.append(_sample(smooth, x + factor * r * np.cos(ring_theta), y + factor * r * np.sin(ring_theta)))
-    ring = np.concatenate(ring)
+    ring = _rings(smooth, x, y, r, (1.3, 1.6), 48).ravel()
     ring = ring[np.isfinite(ring)]
     # A disk filling the frame has no ring in it: its rim's outer side is all
     # there is of the sky.
