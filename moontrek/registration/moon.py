@@ -110,11 +110,10 @@ _SURFACE_COVERAGE = 0.4
 # A crescent shows too little of its surface inside 0.8 r to be read, and
 # its limb runs round under half its circle: it goes before the flat disk
 # with a limb round 0.3 of it (the roofs' circle above: 0.18) stepping
-# sharply down to the sky: crescents beside a globe, phases 100-140, step
-# 0.22-0.35 round 0.35-0.49 of their circle; 0.15 is the rule's bound for a
-# crescent's sharp limb elsewhere (_SHARP_STEP).
+# sharply down to the sky (_SHARP_STEP, the bound for a crescent's sharp
+# limb elsewhere): crescents beside a globe, phases 100-140, step
+# 0.22-0.35 round 0.35-0.49 of their circle.
 _CRESCENT_COVERAGE = 0.3
-_CRESCENT_STEP = 0.15
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -1607,7 +1606,7 @@ def _surface_first(objects, scene):
     if first.score < _MIN_SCORE or not _flat_blown(scene, first):
         return objects
     for c in objects[1:]:
-        crescent = _CRESCENT_COVERAGE <= c.coverage < _PHASE_COVERAGE and c.step >= _CRESCENT_STEP
+        crescent = _CRESCENT_COVERAGE <= c.coverage < _PHASE_COVERAGE and c.step >= _SHARP_STEP
         if (
             c.score >= _MIN_SCORE and c.r >= _SURFACE_LARGER * first.r and c.contrast >= _SURFACE_CONTRAST
             and (crescent or (c.coverage >= _SURFACE_COVERAGE and _surface(scene, c) >= _MOON_SURFACE))
