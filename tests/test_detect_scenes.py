@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from moontrek.registration import moon as moon_module
 from moontrek.registration.errors import NoMoonError
 from moontrek.registration.moon import find_moon
 from moontrek.registration.moon_pipeline import _find_moon_fast
@@ -448,7 +449,7 @@ def _finish(image, rng):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_day_moon(seed, gain, size=(1200, 1600)):
+def make_day_moon(seed, gain, size=(1200, 1600), phase=40.0):
     """A gibbous day Moon as light added to a blue sky (the sky is in front
     of it: its unlit part is the sky's colour), over black roofs; written
     apart from moontrek.synthetic's own scenes, whose Moons are pasted.
@@ -456,7 +457,7 @@ def make_day_moon(seed, gain, size=(1200, 1600)):
     rng = np.random.default_rng(seed)
     width, height = size
     image = _day_sky(size)
-    moon, (x, y, r) = _moon_light(rng, size, 0.04, 0.5, 40.0)
+    moon, (x, y, r) = _moon_light(rng, size, 0.04, 0.5, phase)
     image += gain * moon
     roofs = [(0, 1.0), (0, 0.8), (0.3, 0.72), (0.55, 0.8), (0.8, 0.7), (1.0, 0.78), (1.0, 1.0)]
     cv2.fillPoly(image, [np.int32([(u * width, v * height) for u, v in roofs])], (18, 18, 18))
@@ -505,6 +506,32 @@ class TestDaylight:
         image, truth = make_day_moon(seed, 140)
         assert_within(find_moon(image), truth)
         assert_within(_find_moon_fast(image), truth)
+
+    @pytest.mark.parametrize("seed, gain, phase", [(seed, 200, 50.0) for seed in range(8)] + [(4, 500, 70.0)])
+    def test_day_moon_blown_out_where_lit_showing_its_phase(self, seed, gain, phase):
+        """Where lit it clips and shows no surface (under 0.03), like the
+        Sun's disk, but a fifth of it or more is unlit, as bright as the
+        sky round it: the Sun has no phase. Four of the nine were taken
+        for the Sun before."""
+        image, truth = make_day_moon(seed, gain, phase=phase)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
+    def test_a_phase_is_unlit_sky_not_a_silhouette(self):
+        """_shows_phase: the lower third of a blown-out disk at the sky's
+        level is a phase; the same third hidden by a black roof is not."""
+        size, x, y, r = (400, 400), 200.0, 200.0, 60.0
+        yy, xx = np.mgrid[: size[1], : size[0]]
+        disk = np.hypot(xx - x, yy - y) <= r
+        lower = yy > y + 0.3 * r
+        for hidden, level, expected in ((False, 175, True), (True, 20, False)):
+            image = np.full((size[1], size[0], 3), 175, np.uint8)
+            image[disk & ~lower] = 255
+            if hidden:
+                image[lower] = level
+            scene = moon_module._prepare(moon_module._working_copy(image)[0])
+            candidate = moon_module._Candidate(x, y, r, 0.6, 0.5, 255.0, 175.0, 215.0, 1.0, 1.0)
+            assert moon_module._shows_phase(scene, candidate, 175.0) is expected
 
     @pytest.mark.parametrize("seed", [seed for seed in range(12)])
     def test_sun_in_a_day_sky(self, seed):

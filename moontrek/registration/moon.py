@@ -173,6 +173,16 @@ _DAYLIGHT_SKY = 160.0
 # scene of any set was accepted for it.
 _SUN_FLAT = 0.03
 _SUN_MIN_HEIGHT = 50.0
+# Nor is it the Sun when a part of it is unlit: the Sun has no phase, a day
+# Moon's unlit side shows the sky's own light (see _shows_phase). The fifth
+# of the disk (within 0.9 r) below _PHASE_LIT of its height above the sky
+# round it, its darkest twentieth no more than _PHASE_DARKER of that height
+# below that sky: a roof or a hill in front of a setting Sun is far darker
+# than the sky, and so is a branch.
+_PHASE_SHARE = 20.0  # percentile
+_PHASE_LIT = 0.5
+_PHASE_FLOOR_SHARE = 5.0  # percentile
+_PHASE_DARKER = 0.5
 _BLOWN_OUT = 220.0
 # What the Sun's lens ghosts are: pale disks in a bright sky beside a far
 # larger blown-out glare. At night a lamp's core is about a Moon's size.
@@ -628,7 +638,11 @@ def _doubt(c, scene):
         and sky_around >= _DAYLIGHT_SKY
         and (
             c.step < _SHARP_STEP
-            or (_disk_median(scene, c) >= _BLOWN_OUT and _surface_over(scene, c, sky_around) < _SUN_FLAT)
+            or (
+                _disk_median(scene, c) >= _BLOWN_OUT
+                and _surface_over(scene, c, sky_around) < _SUN_FLAT
+                and not _shows_phase(scene, c, sky_around)
+            )
         )
     ):
         return "sun"
@@ -1063,13 +1077,31 @@ def _sky_around(scene, c):
 def _disk_median(scene, c):
     """The median brightness within 0.8 r (the frame's part of it), from a
     grid of about 400 points: where a disk is blown out all over."""
-    step = max(1.0, 0.8 * c.r / 11.0)
-    offsets = np.arange(-0.8 * c.r, 0.8 * c.r + 1e-9, step)
-    xs, ys = np.meshgrid(c.x + offsets, c.y + offsets)
-    keep = np.hypot(xs - c.x, ys - c.y) <= 0.8 * c.r
-    values = _sample(scene.smooth_f, xs[keep], ys[keep])
-    values = values[np.isfinite(values)]
+    values = _disk_values(scene, c, 0.8)
     return float(np.median(values)) if values.size else c.inside
+
+
+def _shows_phase(scene, c, sky_around):
+    """Whether a part of the disk is unlit: a fifth of it within 0.9 r
+    less than half way up from the sky round it to its limb, and none of it
+    much darker than that sky (see _PHASE_LIT)."""
+    values = _disk_values(scene, c, 0.9)
+    if values.size < 20:
+        return False
+    height = max(1.0, c.inside - sky_around)
+    darkest, fifth = np.percentile(values, (_PHASE_FLOOR_SHARE, _PHASE_SHARE))
+    return bool(fifth < sky_around + _PHASE_LIT * height and darkest >= sky_around - _PHASE_DARKER * height)
+
+
+def _disk_values(scene, c, reach):
+    """Brightness within ``reach`` r of the centre (the frame's part of the
+    disk), from a grid of about 400 points."""
+    step = max(1.0, reach * c.r / 11.0)
+    offsets = np.arange(-reach * c.r, reach * c.r + 1e-9, step)
+    xs, ys = np.meshgrid(c.x + offsets, c.y + offsets)
+    keep = np.hypot(xs - c.x, ys - c.y) <= reach * c.r
+    values = _sample(scene.smooth_f, xs[keep], ys[keep])
+    return values[np.isfinite(values)]
 
 
 def _beside_sun(scene, c):
