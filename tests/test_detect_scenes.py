@@ -480,6 +480,26 @@ def make_sun_in_day_sky(seed, size=(1200, 1600)):
     return _finish(image, rng)
 
 
+def make_sun_behind_a_roof(seed, size=(1200, 1600)):
+    """The Sun low in the same blue sky, a roof's ridge across the lower
+    part of its disk, the roofs filling the frame's lower half: the sky
+    that shows is its darker upper part."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _day_sky(size)
+    r = float(rng.uniform(0.02, 0.05) * width)
+    x, y = float(rng.uniform(0.2, 0.8) * width), float(rng.uniform(0.4, 0.6) * height)
+    light = np.zeros_like(image)
+    cv2.circle(light, (round(x), round(y)), round(r), (255, 255, 255), -1, cv2.LINE_AA)
+    spread = r * rng.uniform(1, 3)
+    bloom = _bloom(size, x, y, spread) * (255 * r * r / (2 * spread**2))
+    image += 2 * light + rng.uniform(0.3, 1.5) * bloom[..., None].astype(np.float32)
+    ridge, slope = y + r * rng.uniform(0.3, 0.8), rng.uniform(-0.3, 0.3)
+    roof = [(0, height), (0, ridge - slope * x), (width, ridge + slope * (width - x)), (width, height)]
+    cv2.fillPoly(image, [np.int32(roof)], (18, 18, 18))
+    return _finish(image, rng)
+
+
 class TestDaylight:
     """The day Moon against the Sun, in scenes made the other way round from
     moontrek.synthetic's: the Moon's light added to the sky's."""
@@ -532,6 +552,14 @@ class TestDaylight:
             scene = moon_module._prepare(moon_module._working_copy(image)[0])
             candidate = moon_module._Candidate(x, y, r, 0.6, 0.5, 255.0, 175.0, 215.0, 1.0, 1.0)
             assert moon_module._shows_phase(scene, candidate, 175.0) is expected
+
+    @pytest.mark.parametrize("seed", range(24))
+    def test_sun_behind_a_roof(self, seed):
+        """With the roofs over the frame's lower half, the sky round the
+        Sun (the frame's upper quartile) is the darker sky at the top, under
+        daylight's 160; the sky above the disk is not. Eight of the 24 were
+        taken for Moons before."""
+        assert_refused(make_sun_behind_a_roof(seed))
 
     @pytest.mark.parametrize("seed", [seed for seed in range(12)])
     def test_sun_in_a_day_sky(self, seed):

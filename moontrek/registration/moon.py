@@ -152,6 +152,11 @@ _MIN_FRAME_SHARE = 0.013
 _POINT_GLARE_SHARE = 0.02
 # What the Sun's glare is: a blown-out disk in a daylight sky. At night, and
 # at dusk with the exposure set by the Moon, the sky stays far darker.
+# The daylight is the frame's upper quartile outside the disk, or that of
+# the part above its centre when brighter: roofs or hills over the frame's
+# lower half leave only the darker sky at the top to the first (built
+# scenes of the Sun behind a roof, 8 of 24 taken for Moons so; no Moon of
+# any cached set changed).
 # Blown out all over, not only at the lit limb: a day Moon's light adds to
 # the sky's, so its limb can clip while its maria and terminator keep the
 # disk's median down (day Moons of a second, independently written scene
@@ -635,7 +640,7 @@ def _doubt(c, scene):
     sky_around = _sky_around(scene, c)
     if (
         c.inside >= _BLOWN_OUT
-        and sky_around >= _DAYLIGHT_SKY
+        and max(sky_around, _sky_above(scene, c)) >= _DAYLIGHT_SKY
         and (
             c.step < _SHARP_STEP
             or (
@@ -1072,6 +1077,23 @@ def _sky_around(scene, c):
     if total < 50:
         return c.outside
     return float(np.searchsorted(np.cumsum(counts), 0.75 * total))
+
+
+def _sky_above(scene, c):
+    """The brightness of the frame above the disk's centre, outside 1.2 r:
+    its upper quartile (the sky, where roofs and hills rise under the
+    disk and hide half the frame); _sky_around's when too little of it
+    shows."""
+    _sky_around(scene, c)
+    step, grid, _ = scene.grid
+    rows = min(grid.shape[0], int(c.y / step) + 1)
+    if rows <= 0:
+        return 0.0
+    yy, xx = np.ogrid[:rows, : grid.shape[1]]
+    values = grid[:rows][np.hypot(xx * step - c.x, yy * step - c.y) > 1.2 * c.r]
+    if values.size < 50:
+        return 0.0
+    return float(np.percentile(values, 75))
 
 
 def _disk_median(scene, c):
