@@ -687,10 +687,10 @@ class TestMoonBesideALampGlobe:
         assert_within(_find_moon_fast(image), truth)
 
 
-def make_lamp_head(seed, size=(1600, 1200)):
+def make_lamp_head(seed, size=(1600, 1200), bloom=(30, 80)):
     """A street lamp's head seen from below: a flat, blown-out ellipse two
-    to four times as wide as it is high, in its bloom, on a night sky, no
-    post showing."""
+    to four times as wide as it is high, in its bloom (``bloom``: its gain
+    range), on a night sky, no post showing."""
     rng = np.random.default_rng(seed)
     width, height = size
     image = _sky(size, [25, 20, 16], [50, 55, 60]) + rng.uniform(0, 20, 3).astype(np.float32)
@@ -701,8 +701,8 @@ def make_lamp_head(seed, size=(1600, 1200)):
     colour = [(255, 255, 255), (150, 210, 255), (230, 245, 255)][int(rng.integers(3))]
     axes, tilt = (round(a), round(b)), float(rng.uniform(-8, 8))
     cv2.ellipse(light, (round(x), round(y)), axes, tilt, 0, 360, colour, -1, cv2.LINE_AA)
-    bloom = float(rng.uniform(30, 80)) * _bloom(size, x, y, float(rng.uniform(1.5, 3.0)) * a)
-    image += 1.5 * light + bloom[..., None].astype(np.float32)
+    glow = float(rng.uniform(*bloom)) * _bloom(size, x, y, float(rng.uniform(1.5, 3.0)) * a)
+    image += 1.5 * light + glow[..., None].astype(np.float32)
     return _finish(image, rng)
 
 
@@ -713,6 +713,23 @@ def test_lamp_head_seen_from_below_is_no_moon(seed):
     terminator bulges the other way) or cross it (lit from two opposite
     arcs). 14 of these 20 were taken for the Moon before."""
     assert_refused(make_lamp_head(seed))
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason="known: a circle that fits the ellipse's end"))
+        if seed in (23, 32) else seed
+        for seed in range(40)
+    ],
+)
+def test_lamp_head_with_little_bloom_is_no_moon(seed):
+    """With little bloom the light's edge is crisp, and a circle through
+    one long side of the ellipse reaches 0.1-0.15 of its radius past the
+    chord of its lit arc: refused when the far edge does not bend the
+    limb's way, as a crescent's terminator does (_far_edge_unbent). 6 of
+    these 40 were taken for the Moon before, 2 still are."""
+    assert_refused(make_lamp_head(seed, bloom=(0, 20)))
 
 
 

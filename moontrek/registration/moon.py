@@ -278,6 +278,15 @@ _LARGE = 0.3  # of the frame's shorter side, in radius
 _SIDE_SPAN = 130.0
 _SIDE_START = 0.15
 _SIDE_PAST_CHORD = 0.15
+# ...or _SIDE_PAST_CHORD_UNBENT past it over an arc of at least
+# _SIDE_UNBENT_SPAN degrees when the far edge of the light does not bend
+# the limb's way (see _far_edge_unbent): a lamp's elliptic head under a
+# circle through its upper edge (its lower edge bulges away from that
+# circle's limb) reached 0.14 past the chord; the crescents 0.1-0.15 past
+# it over short arcs (15-20 degrees, their horns faded).
+_SIDE_PAST_CHORD_UNBENT = 0.1
+_SIDE_UNBENT_SPAN = 45.0
+_SIDE_SHOULDERS = (0.15, 0.85)
 _SIDE_IN_FRAME = 0.98
 _SIDE_GAP = 4  # directions of 5 degrees
 _SIDE_HIDDEN = 10.0
@@ -986,9 +995,34 @@ def _side_of_a_light(scene, c):
         if from_limb[run].sum() < 3 or not len(middle):
             continue
         chord = 1.0 - np.cos(np.pi * len(run) / bins)
-        if float(np.median(depth[middle])) > chord + _SIDE_PAST_CHORD:
+        reach = float(np.median(depth[middle]))
+        if reach > chord + _SIDE_PAST_CHORD:
+            return True
+        if (
+            len(run) * 360.0 / bins >= _SIDE_UNBENT_SPAN
+            and reach > chord + _SIDE_PAST_CHORD_UNBENT
+            and _far_edge_unbent(run, depth, from_limb, reach, bins)
+        ):
             return True
     return False
+
+
+def _far_edge_unbent(run, depth, lit, reach, bins):
+    """Whether the far edge of what is lit over ``run`` (directions of the
+    circle, ``depth`` in radii from the limb in each, ``reach`` at its
+    middle) is straight or bulges away from the limb, read at the run's
+    shoulders (_SIDE_SHOULDERS of its length in from either end): a
+    crescent's terminator bulges towards the limb, as the limb does."""
+    middle = run[len(run) // 2]
+    height = 1.0 - reach
+    for share in _SIDE_SHOULDERS:
+        j = run[min(len(run) - 1, int(round((len(run) - 1) * share)))]
+        if not lit[j]:
+            return False
+        turn = 2.0 * np.pi * min((j - middle) % bins, (middle - j) % bins) / bins
+        if (1.0 - depth[j]) * np.cos(turn) < height:
+            return False
+    return True
 
 
 def _bright_beyond(scene, c):
