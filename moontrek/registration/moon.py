@@ -1094,10 +1094,7 @@ def _sky_around(scene, c):
     """The brightness of the frame outside the disk (beyond 1.2 r): its
     upper quartile, as the horizon's silhouettes may hide much of a daylight
     sky; from a sparse grid; the disk's own ring when it fills the frame."""
-    if scene.grid is None:
-        step = max(1, int(np.sqrt(scene.smooth.size / 20000.0)))
-        scene.grid = (step, scene.smooth[::step, ::step], np.bincount(scene.smooth[::step, ::step].ravel(), minlength=256))
-    step, grid, counts = scene.grid
+    step, grid, counts = _grid(scene)
     # Every candidate asks: the whole grid's histogram, less that of the
     # points near the disk, is far cheaper than masking the whole grid.
     reach = 1.2 * c.r
@@ -1113,13 +1110,21 @@ def _sky_around(scene, c):
     return float(np.searchsorted(np.cumsum(counts), 0.75 * total))
 
 
+def _grid(scene):
+    """(step, the smoothed frame sampled every step pixels, its histogram),
+    made once a scene: about 20,000 points."""
+    if scene.grid is None:
+        step = max(1, int(np.sqrt(scene.smooth.size / 20000.0)))
+        scene.grid = (step, scene.smooth[::step, ::step], np.bincount(scene.smooth[::step, ::step].ravel(), minlength=256))
+    return scene.grid
+
+
 def _sky_above(scene, c):
     """The brightness of the frame above the disk's centre, outside 1.2 r:
     its upper quartile (the sky, where roofs and hills rise under the
-    disk and hide half the frame); _sky_around's when too little of it
-    shows."""
-    _sky_around(scene, c)
-    step, grid, _ = scene.grid
+    disk and hide half the frame); 0 when too little of it shows (the
+    Sun rule takes the brighter of this and _sky_around)."""
+    step, grid, _ = _grid(scene)
     rows = min(grid.shape[0], int(c.y / step) + 1)
     if rows <= 0:
         return 0.0
