@@ -156,7 +156,10 @@ _POINT_GLARE_SHARE = 0.02
 # the part above its centre when brighter: roofs or hills over the frame's
 # lower half leave only the darker sky at the top to the first (built
 # scenes of the Sun behind a roof, 8 of 24 taken for Moons so; no Moon of
-# any cached set changed).
+# any cached set changed). That part must be a fifth of the frame at least:
+# beside a blown-out Moon that fills a crop in its halo, the corners read
+# 164 where the frame's quartile read 159 (a generated scene, lost so).
+_SKY_ABOVE_SHARE = 0.2
 # Blown out all over, not only at the lit limb: a day Moon's light adds to
 # the sky's, so its limb can clip while its maria and terminator keep the
 # disk's median down (day Moons of a second, independently written scene
@@ -1122,15 +1125,17 @@ def _grid(scene):
 def _sky_above(scene, c):
     """The brightness of the frame above the disk's centre, outside 1.2 r:
     its upper quartile (the sky, where roofs and hills rise under the
-    disk and hide half the frame); 0 when too little of it shows (the
-    Sun rule takes the brighter of this and _sky_around)."""
+    disk and hide half the frame); 0 when that is under _SKY_ABOVE_SHARE
+    of the frame (the Sun rule takes the brighter of this and
+    _sky_around): the corners beside a disk that fills the frame are its
+    halo more than the sky."""
     step, grid, _ = _grid(scene)
     rows = min(grid.shape[0], int(c.y / step) + 1)
     if rows <= 0:
         return 0.0
     yy, xx = np.ogrid[:rows, : grid.shape[1]]
     values = grid[:rows][np.hypot(xx * step - c.x, yy * step - c.y) > 1.2 * c.r]
-    if values.size < 50:
+    if values.size < max(50, _SKY_ABOVE_SHARE * grid.size):
         return 0.0
     return float(np.percentile(values, 75))
 
