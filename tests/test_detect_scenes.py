@@ -471,13 +471,20 @@ def make_sun_in_day_sky(seed, size=(1200, 1600)):
     image = _day_sky(size)
     r = float(rng.uniform(0.01, 0.04) * width)
     x, y = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.05, 0.5) * height)
+    _add_sun(image, rng, x, y, r, spread=(2, 6), gain=(1.5, 5))
+    return _finish(image, rng)
+
+
+def _add_sun(image, rng, x, y, r, spread, gain):
+    """Add the Sun's blown-out disk at (x, y) to ``image``, and its light
+    blurred far wider than the disk: a Gaussian round it, ``spread`` radii
+    wide, times ``gain`` (both ranges drawn from, in that order)."""
+    height, width = image.shape[:2]
     light = np.zeros_like(image)
     cv2.circle(light, (round(x), round(y)), round(r), (255, 255, 255), -1, cv2.LINE_AA)
-    # The disk's light blurred far wider than the disk: a Gaussian round it.
-    spread = r * rng.uniform(2, 6)
-    bloom = _bloom(size, x, y, spread) * (255 * r * r / (2 * spread**2))
-    image += 2 * light + rng.uniform(1.5, 5) * bloom[..., None].astype(np.float32)
-    return _finish(image, rng)
+    sigma = r * rng.uniform(*spread)
+    bloom = _bloom((width, height), x, y, sigma) * (255 * r * r / (2 * sigma**2))
+    image += 2 * light + rng.uniform(*gain) * bloom[..., None].astype(np.float32)
 
 
 def make_sun_behind_a_roof(seed, size=(1200, 1600)):
@@ -489,11 +496,7 @@ def make_sun_behind_a_roof(seed, size=(1200, 1600)):
     image = _day_sky(size)
     r = float(rng.uniform(0.02, 0.05) * width)
     x, y = float(rng.uniform(0.2, 0.8) * width), float(rng.uniform(0.4, 0.6) * height)
-    light = np.zeros_like(image)
-    cv2.circle(light, (round(x), round(y)), round(r), (255, 255, 255), -1, cv2.LINE_AA)
-    spread = r * rng.uniform(1, 3)
-    bloom = _bloom(size, x, y, spread) * (255 * r * r / (2 * spread**2))
-    image += 2 * light + rng.uniform(0.3, 1.5) * bloom[..., None].astype(np.float32)
+    _add_sun(image, rng, x, y, r, spread=(1, 3), gain=(0.3, 1.5))
     ridge, slope = y + r * rng.uniform(0.3, 0.8), rng.uniform(-0.3, 0.3)
     roof = [(0, height), (0, ridge - slope * x), (width, ridge + slope * (width - x)), (width, height)]
     cv2.fillPoly(image, [np.int32(roof)], (18, 18, 18))
