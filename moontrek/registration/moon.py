@@ -191,6 +191,18 @@ _PHASE_SHARE = 20.0  # percentile
 _PHASE_LIT = 0.5
 _PHASE_FLOOR_SHARE = 5.0  # percentile
 _PHASE_DARKER = 0.5
+# Nor is a circle of weak step the Sun's glare when it is a crescent's: a
+# step averaged all round the rim is weak when most of the rim is unlit, and
+# weaker still in a day sky over black roofs, whose darkness sets the range
+# it is measured on. A limb round a crescent's share of the circle at least
+# (_CRESCENT_COVERAGE), stepping on average _LIT_STEP of the range where it
+# is lit (the step over the coverage), with the rest of the disk unlit (see
+# _shows_phase). Built day crescents low over roofs and the second
+# generator's day crescents read 0.23-0.43; the Moon-less circles, blown
+# out in a day sky, that show a "phase" with such a limb (a circle round
+# the Sun's disk and glare, off its centre; a lamp's head) 0.10-0.12, and
+# those with less of a limb (circles of the sky's gradient) stay the Sun's.
+_LIT_STEP = 0.18
 _BLOWN_OUT = 220.0
 # What the Sun's lens ghosts are: pale disks in a bright sky beside a far
 # larger blown-out glare. At night a lamp's core is about a Moon's size.
@@ -245,7 +257,14 @@ _SHORT_MIN_SHARPNESS = 0.3
 # sky's, unless all of the ring round the disk is brighter: a day Moon in a
 # blue sky over black roofs stands 82-92 grey levels above its sky, under
 # 0.4 of its height above the roofs, but far more of it above its sky.
+# Measured against the brightest of the ring (a day Moon low over roofs
+# that reach into the ring), the floor is the ring's lower quartile when
+# that is higher: a day crescent of the second generator, 251 inside, its
+# ring 23 (roofs), 163 (lower quartile), 184 (brightest), stands 67 above
+# that brightest, 0.76 of its height above the quartile. A patch of
+# twilight sky between trees is dimmer than the brightest of its ring.
 _MIN_OUTSHINE = 0.4
+_RING_FLOOR_SHARE = 25.0  # percentile
 # ... and the ring it is measured on brighter than the sky's floor by half
 # the way up to the open sky at least (the sky patches between silhouettes
 # taken for Moons: ring 24-32, sky floor 5-8, open sky 69-89), or half of
@@ -654,7 +673,7 @@ def _doubt(c, scene):
         c.inside >= _BLOWN_OUT
         and max(sky_around, _sky_above(scene, c)) >= _DAYLIGHT_SKY
         and (
-            c.step < _SHARP_STEP
+            (c.step < _SHARP_STEP and not _lit_crescent(scene, c, sky_around))
             or (
                 _disk_median(scene, c) >= _BLOWN_OUT
                 and _surface_over(scene, c, sky_around) < _SUN_FLAT
@@ -695,8 +714,9 @@ def _outshines(scene, c, sky_around):
     radii out), for a day Moon low in a sky brightening towards the horizon;
     a patch of sky between silhouettes has the open sky right beside it.
     The range runs up from the frame's floor, or from the darkest of that
-    ring when all of it is brighter (a day Moon over black roofs).
-    That ring must hold some sky (_RING_SKY, _RING_OPEN_SKY): a patch of
+    ring when all of it is brighter (a day Moon over black roofs); against
+    the ring's brightest, from its lower quartile when higher (a day Moon
+    low over roofs that reach into the ring). That ring must hold some sky (_RING_SKY, _RING_OPEN_SKY): a patch of
     sky enclosed by silhouettes, as bright as the open sky, is ringed by
     them alone."""
     ring = _rings(scene.smooth_f, c.x, c.y, c.r, (1.3, 1.6), 48).ravel()
@@ -712,7 +732,8 @@ def _outshines(scene, c, sky_around):
         and float(np.median(ring)) < _RING_OPEN_SKY * sky_around
     ):
         return False
-    return c.inside - float(ring.max()) >= need
+    floor = max(floor, float(np.percentile(ring, _RING_FLOOR_SHARE)))
+    return c.inside - float(ring.max()) >= _MIN_OUTSHINE * (c.inside - floor)
 
 
 def _sharpness_and_floor(scene, c):
@@ -1157,6 +1178,17 @@ def _shows_phase(scene, c, sky_around):
     height = max(1.0, c.inside - sky_around)
     darkest, fifth = np.percentile(values, (_PHASE_FLOOR_SHARE, _PHASE_SHARE))
     return bool(fifth < sky_around + _PHASE_LIT * height and darkest >= sky_around - _PHASE_DARKER * height)
+
+
+def _lit_crescent(scene, c, sky_around):
+    """Whether a circle of weak step is a crescent's: a limb round a
+    crescent's share of it at least, stepping where lit as a limb does
+    (_LIT_STEP on average), and the rest of the disk unlit."""
+    return (
+        c.coverage >= _CRESCENT_COVERAGE
+        and c.step >= _LIT_STEP * c.coverage
+        and _shows_phase(scene, c, sky_around)
+    )
 
 
 def _disk_values(scene, c, reach):
