@@ -477,6 +477,50 @@ class TestGuidedMatching:
 
 
 
+class TestEcc:
+    """The last resort: ECC lines the photo's disk up with the render's from
+    the polar rotation, coarse to fine (ECC_SIGMAS), or gives nothing."""
+
+    size, radius = 276, 128
+    centre = np.array([138.0, 138.0])
+
+    def _disks(self, turn_deg, seed=0):
+        """A textured disk (blobs of 20 px and of 3 px) as the render's, and
+        the same turned by ``turn_deg`` about the centre, with a gain and
+        fine detail of its own (a photo of another map) as the photo's."""
+        rng = np.random.default_rng(seed)
+        n = self.size
+
+        def blobs(scale, amplitude):
+            grid = rng.normal(0, 1, (n // scale + 1, n // scale + 1)).astype(np.float32)
+            return amplitude * cv2.resize(grid, (n, n), interpolation=cv2.INTER_CUBIC)
+
+        coarse, fine, other = blobs(20, 40.0), blobs(3, 10.0), blobs(3, 10.0)
+        turn = cv2.getRotationMatrix2D((n / 2, n / 2), turn_deg, 1.0)
+        disk, mask, _ = moon_pipeline._canvas_masks(n, self.radius)
+        model = np.clip(128 + coarse + fine, 0, 255) * (disk > 0)
+        user = np.clip(120 + 1.3 * cv2.warpAffine(coarse + fine, turn, (n, n)) + other, 0, 255) * (disk > 0)
+        truth = np.vstack([cv2.invertAffineTransform(turn), [0.0, 0.0, 1.0]])
+        return user.astype(np.uint8), model.astype(np.uint8), mask, truth
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_lines_the_disks_up_from_a_rotation_some_degrees_off(self, seed):
+        user, model, mask, truth = self._disks(20.0, seed)
+        found = moon_pipeline._ecc(user, mask, model, mask, 26.0, self.centre, self.radius)
+        assert found is not None
+        warp, correlation = found
+        assert correlation > 0.5
+        ring = self.centre + 0.8 * self.radius * np.column_stack(
+            (np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16)))
+        )
+        assert np.abs(map_points(warp, ring) - map_points(truth, ring)).max() < 1.0
+
+    def test_a_disk_of_noise_gives_nothing(self):
+        _, model, mask, _ = self._disks(0.0)
+        noise = np.random.default_rng(1).integers(0, 256, model.shape).astype(np.uint8)
+        assert moon_pipeline._ecc(noise, mask, model, mask, 0.0, self.centre, self.radius) is None
+
+
 def _moon_with(model, decoys, size=(1400, 1000)):
     """A wide photo of ``model``'s Moon (radius about 128 px at its centre)
     with flat bright disks drawn beside it: (pair, the Moon's circle)."""
