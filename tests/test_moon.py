@@ -146,11 +146,40 @@ class TestGeneratedMoons:
         assert_within(found, truth)
         assert abs(found.radius - 300) < 10
 
+    @pytest.mark.parametrize("seed", range(6))
+    def test_underexposed_moon(self, seed):
+        """A Moon a fifth of full exposure, blue-cast, on a black sky: its
+        brightest pixel under 60, its disk 12-16 grey levels above the ring
+        round it, under the 20 asked of a well exposed frame but a third of
+        this one's range. Every one was refused before."""
+        image = _underexposed(seed, 0.2)
+        assert_within(find_moon(image), (160.0, 160.0, 120.0))
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_underexposed_frame_of_noise_has_no_moon(self, seed):
+        """The same dark frame without a Moon: noise and a faint glow
+        spanning the same range are no disk."""
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:320, :320]
+        glow = 30.0 * np.exp(-((xx - rng.uniform(0, 320)) ** 2 + (yy - rng.uniform(0, 320)) ** 2) / (2 * 90.0**2))
+        image = 6 + glow[..., None] + rng.normal(0, 1.5, (320, 320, 1)) * np.ones(3)
+        with pytest.raises(NoMoonError):
+            find_moon(np.clip(image * [1.3, 0.9, 0.8], 0, 255).astype(np.uint8))
+
     def test_is_deterministic(self):
         """The same image always gives the same circle."""
         image, _ = scene(size=(800, 600), radius=70, branches=3, halo=0.5, seed=11)
         assert find_moon(image) == find_moon(image.copy())
 
+
+
+def _underexposed(seed, gain):
+    """render_moon's Moon (radius 120 at the centre of 320 x 320) at ``gain``
+    of its brightness over a sky of 6, with noise and a blue cast."""
+    rng = np.random.default_rng(seed)
+    moon = render_moon(320, radius=120, seed=seed).astype(np.float32)
+    image = (6 + gain * moon + rng.normal(0, 1.5, moon.shape[:2])[..., None]) * np.float32([1.3, 0.9, 0.8])
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 class TestNoMoon:
     @pytest.mark.parametrize("kind", ["blank", "noise", "gradient", "coins", "lamps"])

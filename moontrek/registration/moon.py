@@ -38,7 +38,12 @@ _MIN_RANGE = 24.0  # grey levels between sky and brightest: less is a blank fram
 _RANSAC_TRIALS = 160
 _ANGLE_BINS = 72
 _MIN_SCORE = 0.01  # below this no candidate is a Moon
-_MIN_CONTRAST = 20.0  # grey levels between the disk and the ring around it
+# Grey levels between the disk and the ring around it, at least, or this
+# share of the frame's range when that is less (and six times the noise
+# anyway): an underexposed Moon in a frame whose brightest pixel is 47
+# stood 14 levels above its ring, a third of the range, and was refused.
+_MIN_CONTRAST = 20.0
+_MIN_CONTRAST_SHARE = 0.3
 _MIN_RADIUS_FOUND = 4.5  # working pixels
 _RIVAL_SHARE = 0.2  # a look-alike scores at least this share of the best
 # Objects are ranked by score times contrast squared: street lamps blown
@@ -624,7 +629,7 @@ def _quick(grey, scene, lower=False):
     fill = np.count_nonzero(region & disk) / inside
     spill = np.count_nonzero(region & (1 - disk)) / inside
     if (
-        c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise)
+        c.inside - c.outside < _min_contrast(scene, c)
         or c.score < _MIN_SCORE
         or c.support < _QUICK_SUPPORT
         or c.coverage < _QUICK_COVERAGE
@@ -1598,6 +1603,11 @@ def _nested_in_glare(c, candidates):
     return False
 
 
+def _min_contrast(scene, c):
+    """How far a disk must stand above the ring around it (_MIN_CONTRAST)."""
+    return max(min(_MIN_CONTRAST, _MIN_CONTRAST_SHARE * (scene.top - scene.sky)), 6.0 * c.noise)
+
+
 def _contrast(c, scene):
     """How far the ring around a disk falls from its limb towards the sky, 0 to 1."""
     return float(np.clip((c.inside - c.outside) / max(c.inside - scene.sky, 1e-6), 0.0, 1.0))
@@ -1614,7 +1624,7 @@ def _choose(candidates, scene):
         c.score = c.step * c.bright**2 * c.coverage * c.support
         # Blobs of noise are round too; the Moon stands far above the noise.
         if (
-            c.inside - c.outside < max(_MIN_CONTRAST, 6.0 * c.noise)
+            c.inside - c.outside < _min_contrast(scene, c)
             or c.r < _MIN_RADIUS_FOUND
             or (c.coverage < _MIN_COVERAGE and c.r >= _LARGE * min(scene.smooth.shape))
         ):
