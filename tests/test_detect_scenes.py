@@ -610,13 +610,17 @@ class TestDaylight:
         """_lit_crescent: a circle round the Sun's blown-out disk, off its
         centre, holds a crescent of sky; with its weak step all round (0.12
         over 0.97 of the rim) it is no crescent's limb. The same disk with
-        its step where lit (0.12 over 0.4 of the rim) is."""
+        its step where lit (0.12 over 0.4 of the rim) is, when its region's
+        outline runs along the circle; a circle through one side of a
+        smaller disk (a quarter of that region's outline off it: seed 5011
+        of the second generator, the Sun inside a circle three times its
+        size) is not."""
         size, r = (400, 400), 60.0
         image = np.full((size[1], size[0], 3), 175, np.uint8)
         cv2.circle(image, (215, 190), 48, (255, 255, 255), -1, cv2.LINE_AA)
         scene = moon_module._prepare(moon_module._working_copy(image)[0])
-        for coverage, expected in ((0.97, False), (0.4, True)):
-            candidate = moon_module._Candidate(200.0, 200.0, r, coverage, 0.12, 250.0, 175.0, 215.0, 1.0, 1.0)
+        for coverage, support, expected in ((0.97, 1.0, False), (0.4, 1.0, True), (0.4, 0.74, False)):
+            candidate = moon_module._Candidate(200.0, 200.0, r, coverage, 0.12, 250.0, 175.0, 215.0, support, 1.0)
             assert moon_module._lit_crescent(scene, candidate, 175.0) is expected
 
     @pytest.mark.parametrize("seed", range(24))

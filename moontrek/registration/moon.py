@@ -207,7 +207,13 @@ _PHASE_DARKER = 0.5
 # out in a day sky, that show a "phase" with such a limb (a circle round
 # the Sun's disk and glare, off its centre; a lamp's head) 0.10-0.12, and
 # those with less of a limb (circles of the sky's gradient) stay the Sun's.
+# And a crescent's lit region runs along its limb: its outline's convex
+# part lies on the circle (_LIT_SUPPORT of it; the crescents 0.91-1.0). A
+# circle three times the Sun's size through one side of its disk read
+# 0.74 (second generator seed 5011, made after the rule and taken for a
+# Moon without this bound).
 _LIT_STEP = 0.18
+_LIT_SUPPORT = 0.85
 _BLOWN_OUT = 220.0
 # What the Sun's lens ghosts are: pale disks in a bright sky beside a far
 # larger blown-out glare. At night a lamp's core is about a Moon's size.
@@ -1191,6 +1197,7 @@ def _lit_crescent(scene, c, sky_around):
     (_LIT_STEP on average), and the rest of the disk unlit."""
     return (
         c.coverage >= _CRESCENT_COVERAGE
+        and c.support >= _LIT_SUPPORT
         and c.step >= _LIT_STEP * c.coverage
         and _shows_phase(scene, c, sky_around)
     )
