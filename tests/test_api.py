@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -188,6 +189,18 @@ class TestFailures:
         blank = encode(np.zeros((200, 200, 3), np.uint8))
         result = post_pair(client, {"user-file": blank, "model-file": blank}, "/api/registrar/ORB?pipeline=classic")
         assert_envelope(result, 422, "No enough keypoints for finding homography matrix")
+
+    @pytest.mark.parametrize("algorithm", ["SIFT", "ORB", "SURF"])
+    def test_over_exposed_moon(self, client, pair_files, algorithm):
+        """A photo whose Moon is white all over (a phone's exposure for the
+        sky) is told so with 422, in a sentence that says what to change,
+        rather than the keypoint sentence."""
+        photo = np.full((900, 1200, 3), 12, np.uint8)
+        cv2.circle(photo, (640, 420), 180, (255, 255, 255), -1, cv2.LINE_AA)
+        files = {"user-file": encode(photo), "model-file": pair_files["model-file"]}
+        result = post_pair(client, files, f"/api/registrar/{algorithm}")
+        assert_envelope(result, 422, "over-exposed")
+        assert "less exposure" in result.json["error"]
 
     def test_homography_not_found(self, client, pair_files, monkeypatch):
         """When the estimator finds no homography the answer is 422 with the
