@@ -467,12 +467,20 @@ def make_day_moon(seed, gain, size=(1200, 1600), phase=40.0):
 def make_sun_in_day_sky(seed, size=(1200, 1600)):
     """The Sun, blown out with a wide bloom, in the same blue sky."""
     rng = np.random.default_rng(seed)
+    image, _ = _sun_in_day_sky(rng, size, (0.01, 0.04), (0.1, 0.9), (0.05, 0.5), spread=(2, 6), gain=(1.5, 5))
+    return _finish(image, rng)
+
+
+def _sun_in_day_sky(rng, size, radius, across, down, spread, gain):
+    """The blue day sky with the Sun in it (see _add_sun): its radius drawn
+    from ``radius`` of the width, its centre from ``across`` the width and
+    ``down`` the height. Returns (float image, (x, y, radius))."""
     width, height = size
     image = _day_sky(size)
-    r = float(rng.uniform(0.01, 0.04) * width)
-    x, y = float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.05, 0.5) * height)
-    _add_sun(image, rng, x, y, r, spread=(2, 6), gain=(1.5, 5))
-    return _finish(image, rng)
+    r = float(rng.uniform(*radius) * width)
+    x, y = float(rng.uniform(*across) * width), float(rng.uniform(*down) * height)
+    _add_sun(image, rng, x, y, r, spread, gain)
+    return image, (x, y, r)
 
 
 def _add_sun(image, rng, x, y, r, spread, gain):
@@ -493,10 +501,7 @@ def make_sun_behind_a_roof(seed, size=(1200, 1600)):
     that shows is its darker upper part."""
     rng = np.random.default_rng(seed)
     width, height = size
-    image = _day_sky(size)
-    r = float(rng.uniform(0.02, 0.05) * width)
-    x, y = float(rng.uniform(0.2, 0.8) * width), float(rng.uniform(0.4, 0.6) * height)
-    _add_sun(image, rng, x, y, r, spread=(1, 3), gain=(0.3, 1.5))
+    image, (x, y, r) = _sun_in_day_sky(rng, size, (0.02, 0.05), (0.2, 0.8), (0.4, 0.6), spread=(1, 3), gain=(0.3, 1.5))
     ridge, slope = y + r * rng.uniform(0.3, 0.8), rng.uniform(-0.3, 0.3)
     roof = [(0, height), (0, ridge - slope * x), (width, ridge + slope * (width - x)), (width, height)]
     cv2.fillPoly(image, [np.int32(roof)], (18, 18, 18))

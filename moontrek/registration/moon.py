@@ -727,9 +727,9 @@ def _outshines(scene, c, sky_around):
     The range runs up from the frame's floor, or from the darkest of that
     ring when all of it is brighter (a day Moon over black roofs); against
     the ring's brightest, from its lower quartile when higher (a day Moon
-    low over roofs that reach into the ring). That ring must hold some sky (_RING_SKY, _RING_OPEN_SKY): a patch of
-    sky enclosed by silhouettes, as bright as the open sky, is ringed by
-    them alone."""
+    low over roofs that reach into the ring). That ring must hold some sky
+    (_RING_SKY, _RING_OPEN_SKY): a patch of sky enclosed by silhouettes, as
+    bright as the open sky, is ringed by them alone."""
     ring = _rings(scene.smooth_f, c.x, c.y, c.r, (1.3, 1.6), 48).ravel()
     ring = ring[np.isfinite(ring)]
     floor = max(scene.sky, float(ring.min())) if len(ring) >= 12 else scene.sky
