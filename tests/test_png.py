@@ -99,6 +99,17 @@ def test_any_size_and_filter_mix(height, width, channels, filters, seed):
     np.testing.assert_array_equal(png.decode(data), opencv(data))
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("filters", [[1], [2]])
+@pytest.mark.parametrize("height, width", [(97, 130), (130, 97), (144, 61), (2, 300), (300, 2)])
+def test_larger_images_one_filter_throughout(height, width, channels, filters):
+    # The browser's images: one filter on every row, undone in blocks of
+    # about the square root of the row (or column) count plus the rows left
+    # over: 97 and 130 leave some, 144 none.
+    data = encode_png(image(height + width, height, width, channels), filters)
+    np.testing.assert_array_equal(png.decode(data), opencv(data))
+
+
 def test_paeth_is_left_to_opencv():
     rgb = image(1, 20, 20, 3)
     data = encode_png(rgb, [1, 4])

@@ -8,10 +8,11 @@ take this path). libpng, behind ``cv2.imdecode``, inflates them with zlib
 and unfilters row by row: ~40 ms of CPU a render, most of a fast
 registration. Here libdeflate inflates the whole stream at once into a
 buffer of the size the header states (2-3x zlib's speed), and the filters
-are undone with whole-array operations: Up adds each row to the one above
-(one vector addition per row), Sub is a running sum along each row modulo
-256 (one vector addition per column, on the transposed image). Together
-~13-22 ms, all of it releasing the GIL but the per-row calls.
+are undone with whole-array operations: Up is a running sum down the
+columns modulo 256, Sub one along each row (down the columns of the
+transposed image), both in blocks of rows (``_scan``). Together ~13-22 ms,
+in some hundred calls that release the GIL (not thousands: under load each
+one waits to get it back).
 
 Anything else (other filters, bit depths, palettes, grey, transparency keys,
 interlacing, animation, an EXIF orientation) is left to OpenCV: ``decode``
@@ -19,6 +20,7 @@ returns None for it, as it does for a file that is damaged in any way, so
 that OpenCV's decoder gives the error.
 """
 
+import math
 import struct
 import zlib
 
@@ -38,6 +40,7 @@ _NONE, _SUB, _UP = 0, 1, 2
 # per row (libpng's default) shows Average or Paeth among the first rows,
 # and then the whole inflate is saved.
 _PEEK_ROWS = 64
+_PEEK_SLICE = 1 << 16
 
 
 def decode(data):
@@ -89,7 +92,10 @@ def _read_chunks(data):
             return None
         body = data[offset + 8 : stop]
         (crc,) = struct.unpack(">I", data[stop : stop + 4])
-        if zlib.crc32(body, zlib.crc32(kind)) != crc:
+        # libdeflate's CRC keeps the GIL, for a fifth of zlib's time: zlib's
+        # gives it up for every chunk over 5 kB (a render has hundreds of
+        # 8 kB chunks), and beside a busy thread each hand-back waits.
+        if deflate.crc32(body, deflate.crc32(kind)) != crc:
             return None
         if header is None:
             if kind != b"IHDR" or length != 13:
@@ -111,10 +117,19 @@ def _read_chunks(data):
 
 
 def _peek(stream, size):
+    """The first ``size`` bytes the stream inflates to (fewer if it ends).
+    Fed in slices: given the whole stream, zlib keeps a copy of the part it
+    did not read (megabytes, copied while holding the GIL)."""
+    inflater, out, view = zlib.decompressobj(), [], memoryview(stream)
     try:
-        return zlib.decompressobj().decompress(stream, size)
+        for start in range(0, len(stream), _PEEK_SLICE):
+            out.append(inflater.decompress(inflater.unconsumed_tail + view[start : start + _PEEK_SLICE], size))
+            size -= len(out[-1])
+            if size <= 0 or inflater.eof:
+                break
     except zlib.error:
         return b""
+    return b"".join(out)
 
 
 def _filters_supported(start, stride):
@@ -128,6 +143,9 @@ def _unfilter(pixels, filters):
     channels, the filter byte removed) into a new array."""
     if (filters == _SUB).all():
         return _running_sums(pixels)
+    if (filters == _UP).all():
+        # Chromium's canvas encoder: each row plus every row above it.
+        return _scan(pixels, np.empty(pixels.shape, dtype=np.uint8))
     image = np.empty(pixels.shape, dtype=np.uint8)
     sub = filters == _SUB
     if sub.any():
@@ -149,10 +167,10 @@ def _running_sums(pixels):
     Sub filter undone.
 
     NumPy's cumsum along the rows of 4-channel pixels runs a scalar loop per
-    row and channel (~16 ms for 2000 x 2000); transposed, the same sums are
-    one vector addition of a whole column of pixels per step (~8 ms with
-    the two transposes, OpenCV's, on the 4-byte pixels). For 3 channels
-    NumPy's own loop is the faster.
+    row and channel (~16 ms for 2000 x 2000); transposed, the same sums run
+    down the columns, whole columns of pixels added at a time (with the two
+    transposes, OpenCV's, on the 4-byte pixels, about half the time). For
+    3 channels NumPy's own loop is the faster.
     """
     if pixels.shape[2] != 4 or pixels.shape[1] < 2:
         return np.cumsum(pixels, axis=1, dtype=np.uint8)
@@ -162,7 +180,35 @@ def _running_sums(pixels):
 def _sums_down_columns(columns):
     """_running_sums of the pixels whose transpose is ``columns`` (which it
     overwrites), transposed back."""
-    add = np.add
-    for x in range(1, columns.shape[0]):
-        add(columns[x], columns[x - 1], out=columns[x])
-    return cv2.transpose(columns)
+    return cv2.transpose(_scan(columns, columns))
+
+
+def _scan(source, out):
+    """Running sums, modulo 256, down the first axis of ``source``, written
+    to ``out`` (C-contiguous, of the same shape; it may be ``source``).
+
+    Summing row after row is one NumPy call per row, and each call gives the
+    GIL up and must get it back: beside a thread running Python that wait is
+    up to the interpreter's switch interval (5 ms), and 2000 rows took
+    seconds. In blocks of about the square root of the row count it is some
+    90 calls for 2000 rows, most over many rows at once: running sums
+    within every block together, then down the blocks' last rows, then those
+    added to the rows of the block after. Exact: addition modulo 256 is
+    associative."""
+    count = len(source)
+    block = max(1, math.isqrt(count))
+    blocks = count // block
+    whole = blocks * block
+    src = source[:whole].reshape(blocks, block, -1)
+    dst = out[:whole].reshape(blocks, block, -1)
+    if out is not source:
+        dst[:, 0] = src[:, 0]
+    for k in range(1, block):
+        np.add(src[:, k], dst[:, k - 1], out=dst[:, k])
+    ends = dst[:, -1]
+    for j in range(1, blocks):
+        np.add(ends[j], ends[j - 1], out=ends[j])
+    np.add(dst[1:, :-1], ends[:-1, None], out=dst[1:, :-1])
+    for y in range(whole, count):
+        np.add(source[y], out[y - 1], out=out[y])
+    return out
