@@ -85,13 +85,15 @@ def _read_chunks(data):
         return None
     offset, end = len(_SIGNATURE), len(data)
     header, parts = None, []
+    # Views, not copies: the IDAT bodies are copied once, joined.
+    view = memoryview(data)
     while offset + 12 <= end:
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        length, kind = struct.unpack_from(">I4s", data, offset)
         stop = offset + 8 + length
         if stop + 4 > end:
             return None
-        body = data[offset + 8 : stop]
-        (crc,) = struct.unpack(">I", data[stop : stop + 4])
+        body = view[offset + 8 : stop]
+        (crc,) = struct.unpack_from(">I", data, stop)
         # libdeflate's CRC keeps the GIL, for a fifth of zlib's time: zlib's
         # gives it up for every chunk over 5 kB (a render has hundreds of
         # 8 kB chunks), and beside a busy thread each hand-back waits.
