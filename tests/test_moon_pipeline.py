@@ -521,6 +521,75 @@ class TestEcc:
         assert moon_pipeline._ecc(noise, mask, model, mask, 0.0, self.centre, self.radius) is None
 
 
+class TestEccOnDetail:
+    """Last of all, ECC on the disks' detail energy: craters drawn as shaded
+    bowls on the render and as bright rims on the photo (a low-sun mosaic
+    against a full-Moon photo) line up by where they are; disks with other
+    craters, or noise, give nothing."""
+
+    size, radius = 276, 128
+    centre = np.array([138.0, 138.0])
+
+    def _craters(self, seed, count=45):
+        rng = np.random.default_rng(seed)
+        r = self.radius * np.sqrt(rng.uniform(0.0, 0.85**2, count))
+        a = rng.uniform(0, 2 * np.pi, count)
+        sizes = 3.0 + 4.0 * rng.pareto(2.0, count).clip(0, 2.0)
+        return np.column_stack((self.centre[0] + r * np.cos(a), self.centre[1] + r * np.sin(a), sizes))
+
+    def _bowls(self, craters):
+        """The render: each crater dark on one side, bright on the other."""
+        n = self.size
+        yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+        image = np.full((n, n), 128.0, np.float32)
+        for x, y, r in craters:
+            inside = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+            image[inside] += 45.0 * (xx[inside] - x) / r
+        return image
+
+    def _rims(self, craters, turn):
+        """The photo: the same craters as bright rims, turned by ``turn``."""
+        image = np.full((self.size, self.size), 110.0, np.float32)
+        for x, y, r in craters:
+            px, py = turn @ np.array([x, y, 1.0])
+            cv2.circle(image, (int(round(px * 4)), int(round(py * 4))), int(round(r * 4)), 190.0, 2, cv2.LINE_AA, 2)
+        return cv2.GaussianBlur(image, (0, 0), 0.8)
+
+    def _pair(self, turn_deg, seed, photo_seed=None):
+        turn = cv2.getRotationMatrix2D(tuple(self.centre), turn_deg, 1.0)
+        disk, mask, _ = moon_pipeline._canvas_masks(self.size, self.radius)
+        model = self._bowls(self._craters(seed))
+        user = self._rims(self._craters(seed if photo_seed is None else photo_seed), turn)
+        as_canvas = lambda image: (np.clip(image, 0, 255) * (disk > 0)).astype(np.uint8)  # noqa: E731
+        truth = np.vstack([cv2.invertAffineTransform(turn), [0.0, 0.0, 1.0]])
+        return as_canvas(user), as_canvas(model), mask, truth
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_rims_line_up_with_bowls(self, seed):
+        user, model, mask, truth = self._pair(37.0 + 50 * seed, seed)
+        # The disks' own look differs in kind: plain polar correlation and
+        # ECC get nothing out of them.
+        assert moon_pipeline._ecc(user, mask, model, mask, 37.0 + 50 * seed, self.centre, self.radius) is None
+        found = moon_pipeline._ecc_on_detail(user, mask, model, mask, self.centre, self.radius)
+        assert found is not None
+        warp, correlation = found
+        assert correlation >= moon_pipeline.DETAIL_MIN_CORRELATION
+        ring = self.centre + 0.8 * self.radius * np.column_stack(
+            (np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16)))
+        )
+        assert np.abs(map_points(warp, ring) - map_points(truth, ring)).max() < 2.0
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_other_craters_give_nothing(self, seed):
+        user, model, mask, _ = self._pair(20.0, seed, photo_seed=seed + 100)
+        assert moon_pipeline._ecc_on_detail(user, mask, model, mask, self.centre, self.radius) is None
+
+    def test_noise_gives_nothing(self):
+        _, model, mask, _ = self._pair(0.0, 0)
+        noise = np.random.default_rng(1).integers(0, 256, model.shape).astype(np.uint8)
+        assert moon_pipeline._ecc_on_detail(noise, mask, model, mask, self.centre, self.radius) is None
+
+
 def _moon_with(model, decoys, size=(1400, 1000)):
     """A wide photo of ``model``'s Moon (radius about 128 px at its centre)
     with flat bright disks drawn beside it: (pair, the Moon's circle)."""

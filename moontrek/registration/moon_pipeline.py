@@ -708,6 +708,13 @@ ECC_MAX_TURN_DEG = 10.0
 ECC_SIGMAS = (3.0, 1.5)
 ECC_ITERATIONS = 60
 ECC_MIN_CORRELATION = 0.3
+# Last of all, the same on the disks' detail energy (|detail above a blur
+# of DETAIL_SIGMAS[0] px|, blurred by DETAIL_SIGMAS[1] px), where a crater
+# is a ring of energy whether the image shows it as a shaded bowl (a
+# low-sun mosaic) or as a bright rim with rays (a full-Moon photo): their
+# places agree where their looks do not. See _ecc_on_detail.
+DETAIL_SIGMAS = (3.0, 2.0)
+DETAIL_MIN_CORRELATION = 0.5
 
 
 def _polar_rotation(user_work, user_mask, model_work, model_mask, radius):
@@ -843,7 +850,7 @@ def _estimate(src, dst, centre, radius):
     return warp, inliers, "similarity"
 
 
-def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius):
+def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, min_correlation=ECC_MIN_CORRELATION):
     """(3x3 warp user canvas -> model canvas, correlation) from ECC on the
     two normalised disks (affine, started from the polar rotation), or None
     when it does not converge, correlates too little, turns away from the
@@ -868,12 +875,41 @@ def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius)
     warp = np.linalg.inv(np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]]))
     turned = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
     if (
-        correlation < ECC_MIN_CORRELATION
+        correlation < min_correlation
         or abs((turned - rotation + 180.0) % 360.0 - 180.0) > ECC_MAX_TURN_DEG
         or not _plausible(warp, centre, radius)
     ):
         return None
     return warp, float(correlation)
+
+
+def _detail_energy(work, mask):
+    """The disk's detail energy (see DETAIL_SIGMAS) as a normalised canvas:
+    mean 128, 40 grey levels a standard deviation, 0 outside the mask."""
+    grey = work.astype(np.float32)
+    energy = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), DETAIL_SIGMAS[0]))
+    energy = cv2.GaussianBlur(energy, (0, 0), DETAIL_SIGMAS[1])
+    inside = mask > 0
+    values = energy[inside]
+    if values.size < 2:
+        return np.zeros_like(work)
+    scaled = (energy - values.mean()) * (40.0 / (values.std() + 1e-6)) + 128.0
+    return np.where(inside, np.clip(scaled, 0, 255), 0).astype(np.uint8)
+
+
+def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius):
+    """_ecc on the two disks' detail energy, from the rotation polar
+    correlation finds on it, for disks whose detail differs in kind (a
+    photo's bright rims and rays against a render's shaded bowls): (warp,
+    correlation) or None."""
+    user_energy = _detail_energy(user_work, user_mask)
+    model_energy = _detail_energy(model_work, model_mask)
+    rotation, peak = _polar_rotation(user_energy, user_mask, model_energy, model_mask, radius)
+    if peak < POLAR_MIN_PEAK:
+        return None
+    return _ecc(
+        user_energy, user_mask, model_energy, model_mask, rotation, centre, radius, min_correlation=DETAIL_MIN_CORRELATION
+    )
 
 
 def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius):
@@ -1074,26 +1110,32 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             raise HomographyNotFoundError()
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
         # Matching alone failed: the disks' rotation from polar correlation
-        # guides a second matching, and failing that, ECC on the disks.
+        # guides a second matching, and failing that, ECC on the disks, and
+        # failing that, ECC on their detail energy.
         rotation, peak = _polar_rotation(user_work, user_mask, model_work, model_mask, radius)
-        if peak < POLAR_MIN_PEAK:
-            raise failure
-        found = _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius)
-        if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
-            found = None
+        found = None
+        if peak >= POLAR_MIN_PEAK:
+            found = _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius)
+            if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
+                found = None
         if found is not None:
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
-            found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius) if ecc else None
-            if found is None or not _scale_fits(found[0], 0, max_scale):
+            fits = lambda found: found is not None and _scale_fits(found[0], 0, max_scale)  # noqa: E731
+            if ecc and peak >= POLAR_MIN_PEAK:
+                found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius), "ecc"
+            if ecc and not fits(found):
+                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius)
+                estimator = "ecc_detail"
+            if not fits(found):
                 raise failure
             warp, ecc_correlation = found
             # The plain matches that agree with ECC's answer are its inliers.
             src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
             dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
             inliers = np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
-            estimator, guided = "ecc", True
+            guided = True
     return src, dst, warp, inliers, estimator, matched, guided, ecc_correlation
 
 
@@ -1123,8 +1165,11 @@ def register_sides(user_side, model_side, algorithm):
         except (NotEnoughKeypointsError, HomographyNotFoundError):
             continue
         # A disk passed over needs matches to back it, or ECC's close fit:
-        # ECC lines up any textured glow with the render (a Sun's glare 0.35).
-        if result.inliers >= OTHER_DISK_MIN_INLIERS or result.extras.get("ecc_correlation", 0.0) >= OTHER_DISK_MIN_ECC:
+        # ECC lines up any textured glow with the render (a Sun's glare
+        # 0.35). Not ECC on the detail energy: any speckle has some.
+        if result.inliers >= OTHER_DISK_MIN_INLIERS or (
+            result.extras["estimator"] == "ecc" and result.extras["ecc_correlation"] >= OTHER_DISK_MIN_ECC
+        ):
             return result
     raise failure
 
