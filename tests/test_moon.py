@@ -329,6 +329,23 @@ class TestDisksAgainstGlare:
     def _candidate(x, y, r, inside, outside, level):
         return moon._Candidate(x, y, r, 1.0, 0.5, inside, outside, level, 1.0, 1.0)
 
+    def test_a_disk_cut_by_the_frame_contains_its_crater(self):
+        """A Moon cut by the frame's edge scores only on the rim inside the
+        frame: still the container of a brighter crater inside it that
+        scores over twice as much on its whole rim. In the frame, the same
+        disk would not be a fair rival of that crater."""
+        def disk(in_frame):
+            c = moon._Candidate(40.0, 200.0, 150.0, 0.36 * in_frame / 0.6, 0.25, 200.0, 20.0, 100.0, 1.0, 0.9)
+            c.score, c.contrast, c.in_frame = 0.02, 0.9, in_frame
+            return c
+
+        crater = moon._Candidate(80.0, 220.0, 15.0, 0.7, 0.3, 230.0, 200.0, 210.0, 1.0, 1.0)
+        crater.score, crater.contrast = 0.05, 0.15
+        cut = disk(0.6)
+        assert moon._drop_surface_features([crater, cut]) == [cut]
+        whole = disk(1.0)
+        assert moon._drop_surface_features([crater, whole]) == [crater, whole]
+
     def test_a_disk_limb_is_sharp_and_a_glare_level_is_not(self):
         """A disk in a wide halo steps down at its rim; a Gaussian glare
         thresholded at the same radius falls smoothly through it."""

@@ -1566,15 +1566,16 @@ def _drop_surface_features(candidates):
     than the inner circle does) the inner circle is under _CRATER of its
     size: a crescent, whose lit limb is less of its circle than a crater's
     rim is of its own (a circle round two overlapping coins has as little
-    limb, but contains coins, not craters); its coverage is counted over
-    the part of its rim inside the frame (half of it at least), as a Moon
-    cut by the frame's edge shows no more of its limb than that."""
+    limb, but contains coins, not craters); its coverage, and its score
+    as a fair rival, are counted over the part of its rim inside the frame
+    (half of it at least), as a Moon cut by the frame's edge shows no more
+    of its limb than that."""
     kept = []
     for a in candidates:
         feature = False
         for b in candidates:
             seen = b.coverage / max(b.in_frame, 0.5)
-            if b is a or b.r <= a.r or b.score < _CONTAINER_SHARE * a.score:
+            if b is a or b.r <= a.r or b.score / max(b.in_frame, 0.5) < _CONTAINER_SHARE * a.score:
                 continue
             sharp_arc = b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             if seen < 0.4 and not (sharp_arc and seen >= _ARC_SEEN):
