@@ -1122,13 +1122,12 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
-            fits = lambda found: found is not None and _scale_fits(found[0], 0, max_scale)  # noqa: E731
             if ecc and peak >= POLAR_MIN_PEAK:
                 found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius), "ecc"
-            if ecc and not fits(found):
+            if ecc and not _ecc_fits(found, max_scale):
                 found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius)
                 estimator = "ecc_detail"
-            if not fits(found):
+            if not _ecc_fits(found, max_scale):
                 raise failure
             warp, ecc_correlation = found
             # The plain matches that agree with ECC's answer are its inliers.
@@ -1137,6 +1136,11 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             inliers = np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
             guided = True
     return src, dst, warp, inliers, estimator, matched, guided, ecc_correlation
+
+
+def _ecc_fits(found, max_scale):
+    """Whether an ECC answer (warp, correlation) exists and its scale fits."""
+    return found is not None and _scale_fits(found[0], 0, max_scale)
 
 
 def register_sides(user_side, model_side, algorithm):
