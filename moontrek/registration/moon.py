@@ -743,8 +743,8 @@ def _outshines(scene, c, sky_around):
         and float(np.median(ring)) < _RING_OPEN_SKY * sky_around
     ):
         return False
-    floor = max(floor, float(np.percentile(ring, _RING_FLOOR_SHARE)))
-    return c.inside - float(ring.max()) >= _MIN_OUTSHINE * (c.inside - floor)
+    ring_floor = max(floor, float(np.percentile(ring, _RING_FLOOR_SHARE)))
+    return c.inside - float(ring.max()) >= _MIN_OUTSHINE * (c.inside - ring_floor)
 
 
 def _sharpness_and_floor(scene, c):
