@@ -172,7 +172,6 @@ class TestGeneratedMoons:
         assert find_moon(image) == find_moon(image.copy())
 
 
-
 def _underexposed(seed, gain):
     """render_moon's Moon (radius 120 at the centre of 320 x 320) at ``gain``
     of its brightness over a sky of 6, with noise and a blue cast."""
@@ -180,6 +179,7 @@ def _underexposed(seed, gain):
     moon = render_moon(320, radius=120, seed=seed).astype(np.float32)
     image = (6 + gain * moon + rng.normal(0, 1.5, moon.shape[:2])[..., None]) * np.float32([1.3, 0.9, 0.8])
     return np.clip(image, 0, 255).astype(np.uint8)
+
 
 class TestNoMoon:
     @pytest.mark.parametrize("kind", ["blank", "noise", "gradient", "coins", "lamps"])

@@ -477,6 +477,14 @@ class TestGuidedMatching:
 
 
 
+def _ring_error(warp, truth, centre, radius):
+    """The largest distance between where ``warp`` and ``truth`` put 16
+    points on a circle of 0.8 of the radius, in canvas pixels."""
+    angles = np.linspace(0, 2 * np.pi, 16)
+    ring = centre + 0.8 * radius * np.column_stack((np.cos(angles), np.sin(angles)))
+    return float(np.abs(map_points(warp, ring) - map_points(truth, ring)).max())
+
+
 class TestEcc:
     """The last resort: ECC lines the photo's disk up with the render's from
     the polar rotation, coarse to fine (ECC_SIGMAS), or gives nothing."""
@@ -510,10 +518,7 @@ class TestEcc:
         assert found is not None
         warp, correlation = found
         assert correlation > 0.5
-        ring = self.centre + 0.8 * self.radius * np.column_stack(
-            (np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16)))
-        )
-        assert np.abs(map_points(warp, ring) - map_points(truth, ring)).max() < 1.0
+        assert _ring_error(warp, truth, self.centre, self.radius) < 1.0
 
     def test_a_disk_of_noise_gives_nothing(self):
         _, model, mask, _ = self._disks(0.0)
@@ -560,9 +565,9 @@ class TestEccOnDetail:
         disk, mask, _ = moon_pipeline._canvas_masks(self.size, self.radius)
         model = self._bowls(self._craters(seed))
         user = self._rims(self._craters(seed if photo_seed is None else photo_seed), turn)
-        as_canvas = lambda image: (np.clip(image, 0, 255) * (disk > 0)).astype(np.uint8)  # noqa: E731
         truth = np.vstack([cv2.invertAffineTransform(turn), [0.0, 0.0, 1.0]])
-        return as_canvas(user), as_canvas(model), mask, truth
+        canvases = [(np.clip(image, 0, 255) * (disk > 0)).astype(np.uint8) for image in (user, model)]
+        return (*canvases, mask, truth)
 
     @pytest.mark.parametrize("seed", range(3))
     def test_rims_line_up_with_bowls(self, seed):
@@ -574,10 +579,7 @@ class TestEccOnDetail:
         assert found is not None
         warp, correlation = found
         assert correlation >= moon_pipeline.DETAIL_MIN_CORRELATION
-        ring = self.centre + 0.8 * self.radius * np.column_stack(
-            (np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16)))
-        )
-        assert np.abs(map_points(warp, ring) - map_points(truth, ring)).max() < 2.0
+        assert _ring_error(warp, truth, self.centre, self.radius) < 2.0
 
     @pytest.mark.parametrize("seed", range(3))
     def test_other_craters_give_nothing(self, seed):
