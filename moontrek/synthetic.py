@@ -1160,12 +1160,41 @@ def make_lunar_maps(seed=0, size=(720, 360)):
             rays[patch] += (0.6 * np.exp(-d / 3.0) * spokes**3 + 0.2 * (d < 1.2)).astype(np.float32)
     mottle = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 1.5)
     albedo = albedo + 0.05 * mottle / (np.abs(mottle).max() + 1e-6)
+    # Highlands vary broadly too (ejecta blankets, older maria-like plains).
+    broad = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), width / 60.0)
+    albedo = albedo + 0.08 * broad / (broad.std() + 1e-6)
     gy, gx = np.gradient(cv2.GaussianBlur(relief, (0, 0), 0.7))
     shade = 0.6 + 0.4 * np.tanh(2.0 * (gx - 0.4 * gy))
-    render_map = np.clip((0.25 + 0.75 * (albedo + 0.5 * rims)) * shade, 0, 1)
-    albedo_map = np.clip(albedo + rims + 0.5 * rays, 0, 1) ** 1.4
+    render_map = (0.25 + 0.75 * (albedo + 0.5 * rims)) * shade
+    albedo_map = np.clip(albedo + rims + 0.5 * rays, 0, None) ** 1.4
+    weight = np.broadcast_to(np.cos(lat)[:, None], albedo.shape)
+    render_map = _match_tone(render_map, weight)
+    albedo_map = _match_tone(albedo_map, weight)
     as_bgr = lambda m: cv2.cvtColor((m * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)  # noqa: E731
     return as_bgr(render_map), as_bgr(albedo_map)
+
+
+# Real lunar maps have their median level at about half of their 98th
+# percentile's (moon-2k.jpg 0.47, ldam_10.png 0.58, area-weighted over the
+# near side). Maps made in code were flat, their medians at 0.71-0.75, so
+# the phone photos' exposure, set on the brightest 2% of the disk, blew out
+# most of their disks where it leaves real ones' maria. A linear stretch
+# sets the median; histogram specification to the real maps' whole curve
+# would stretch the flat highlands' faint mottle fivefold into a texture
+# both maps share, which real maps do not.
+_TONE_MEDIAN = 0.55
+
+
+def _match_tone(values, weight, median=_TONE_MEDIAN):
+    """``values`` stretched linearly so that their ``weight``-weighted
+    median is ``median`` of their 98th percentile, the latter at 1; levels
+    under 0.02 (the darkest maria) are held at 0.02, above 1 at 1."""
+    order = np.argsort(values, axis=None)
+    cumulative = np.cumsum(weight.ravel()[order], dtype=np.float64)
+    cumulative /= cumulative[-1]
+    p50, p98 = np.interp([0.5, 0.98], cumulative, values.ravel()[order])
+    floor = (p50 - median * p98) / (1.0 - median)
+    return np.clip((values - floor) / max(p98 - floor, 1e-6), 0.02, 1.0).astype(np.float32)
 
 
 class GlobePair(BenchmarkPair):
