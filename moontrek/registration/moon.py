@@ -292,6 +292,11 @@ _RING_OPEN_SKY = 0.4
 # cut by the frame may show less of its limb than that.
 _MIN_COVERAGE = 0.34
 _LARGE = 0.3  # of the frame's shorter side, in radius
+# Any circle whose limb runs round less than this share of its rim (inside
+# the frame) fits an arc, not a disk: the end of a lamp's elliptic head, or
+# the glow round it, 0.14 there. The Moons found in every cached set (760,
+# crescents and disks cut by the frame among them) cover 0.25 and up.
+_MIN_ANY_COVERAGE = 0.2
 # What a circle fitted along one side of a light is not: a disk (see
 # _side_of_a_light). Read in 72 directions from the limb inwards, lit
 # half way up from the ring round the circle to its limb, lit from the
@@ -1651,6 +1656,9 @@ def _choose(candidates, scene):
             if doubt in _NOT_A_DISK:
                 c.rival_score = 0.0
             c.on_post = doubt == "lamp"
+        if c.coverage < _MIN_ANY_COVERAGE:
+            # Not the Moon, but still a look-alike as before (a coin's circle).
+            c.score = 0.0
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
     candidates = _drop_surface_features(candidates)
