@@ -291,6 +291,32 @@ class TestFastPaths:
             assert diff.max() <= 1, w
             assert np.mean(diff > 0) < 0.01, w
 
+    def test_constant_frame_needs_no_clamp(self, cratered, monkeypatch):
+        """On an image whose outer rows and columns hold one value (the moon
+        pipeline's canvases: the disk on one grey), windows reaching off it
+        skip the clamp to the nearest pixel and give the same descriptors to
+        the bit; an image without such a frame still takes the clamp."""
+        img = cratered.copy()
+        img[:2], img[-2:], img[:, :2], img[:, -2:] = 128, 128, 128, 128
+        assert surf_mod._constant_frame(img) and not surf_mod._constant_frame(cratered)
+        kp, fast = SURF().detectAndCompute(img, None)
+        assert len(kp) > 100
+        clamps = []
+        clamp = surf_mod._clamp_outside
+
+        def counted(*args):
+            clamps.append(1)
+            return clamp(*args)
+
+        monkeypatch.setattr(surf_mod, "_clamp_outside", counted)
+        SURF().detectAndCompute(img, None)
+        assert not clamps
+        monkeypatch.setattr(surf_mod, "_constant_frame", lambda image: False)
+        kp2, clamped = SURF().detectAndCompute(img, None)
+        assert clamps
+        assert keypoint_rows(kp2).tolist() == keypoint_rows(kp).tolist()
+        np.testing.assert_array_equal(fast, clamped)
+
     def test_blocked_matrix_products_equal_one_product(self, monkeypatch):
         """Row and column blocks (kept small for OpenBLAS's one thread) give
         the same products as one call."""

@@ -781,6 +781,12 @@ def _windows_oriented(img, x, y, size, angle, win):
         cx = sx64 + ci * last * s64 + cj * last * c64
         cy = sy64 + ci * last * c64 - cj * last * s64
         touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
+    if _constant_frame(img):
+        # Every sample off the image then reads the frame's one value both
+        # ways: OpenCV's nearest clamped pixel, and remap's bilinear over
+        # replicated border pixels. The moon pipeline's canvases are such
+        # images (their disk on one grey): no window needs the clamp.
+        touches[:] = False
     # One set of buffers for every band: fresh temporaries per band would
     # cost a page fault per 4 KiB each time.
     w_max = int(win.max())
@@ -857,6 +863,12 @@ def _windows_oriented(img, x, y, size, angle, win):
                       borderMode=cv2.BORDER_REPLICATE)
         patches[g] = _area_resize_stack(wnds.reshape(k * w, w), k)
     return patches
+
+
+def _constant_frame(img):
+    """Whether the image's outermost rows and columns all hold one value."""
+    v = img[0, 0]
+    return bool((img[0] == v).all() and (img[-1] == v).all() and (img[:, 0] == v).all() and (img[:, -1] == v).all())
 
 
 def _safe_columns(sx, sy, s, c, w, h, w_img):
