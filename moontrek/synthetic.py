@@ -1121,7 +1121,8 @@ def make_lunar_maps(seed=0, size=(720, 360)):
     map, albedo map), for tests without ../shared. The render-like map is
     albedo under a low-sun relief shading with the maria muted; the albedo
     map has no relief, stronger maria and bright ray craters, and another
-    tone curve: the two differ as a mosaic and a full-Moon photo do."""
+    tone curve: the two differ as a mosaic and a full-Moon photo do. Both
+    are stretched to a real map's tone (see _match_tone)."""
     rng = np.random.default_rng(seed)
     width, height = size
     lon = (np.arange(width) + 0.5) / width * 2 * np.pi - np.pi
