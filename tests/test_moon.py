@@ -346,6 +346,22 @@ class TestDisksAgainstGlare:
         whole = disk(1.0)
         assert moon._drop_surface_features([crater, whole]) == [crater, whole]
 
+    def test_a_container_stands_out_as_much_as_what_it_holds(self):
+        """A circle inside a larger one is its surface feature only when the
+        larger stands out of what is round it nearly as much: a crater has
+        the Moon's surface round it; a loose circle half in a city sky's
+        glow, round the Moon's own circle, does not hold it."""
+        def circle(x, r, coverage, contrast, score, in_frame=1.0):
+            c = moon._Candidate(x, 200.0, r, coverage, 0.2, 150.0, 70.0, 100.0, 1.0, 1.0, in_frame=in_frame)
+            c.score, c.contrast = score, contrast
+            return c
+
+        # The figures of that scene: the Moon cut by the frame's edge.
+        inner = circle(773.0, 78.0, 0.44, 0.48, 0.038)
+        for contrast, held in ((0.37, False), (0.9, True)):
+            outer = circle(809.0, 118.0, 0.43, contrast, 0.0135, in_frame=0.6)
+            assert (moon._drop_surface_features([inner, outer]) == [outer]) is held
+
     def test_a_disk_limb_is_sharp_and_a_glare_level_is_not(self):
         """A disk in a wide halo steps down at its rim; a Gaussian glare
         thresholded at the same radius falls smoothly through it."""

@@ -51,6 +51,12 @@ _RIVAL_SHARE = 0.2  # a look-alike scores at least this share of the best
 # 0.08-0.17), with a contrast of 0.4-0.57 against its 0.86-0.96.
 _RANK_POWER = 2.0
 _CONTAINER_SHARE = 0.5  # a disk drops the features inside it from this share
+# ... and when it stands out of what is round it at least this share as much
+# as they do: a crater or ray inside the Moon has the Moon's bright surface
+# round it (contrast 0.15 against the Moon's 0.9), while a loose circle round
+# a Moon cut by the frame, half in the glow of a city sky (0.37), is no disk
+# holding the Moon's own circle (0.48; second generator's seed 20026).
+_CONTAINER_CONTRAST = 0.9
 # A sharp arc standing out of its sky (a crescent or a half Moon, or a disk
 # cut by the frame's edge, its lit limb partly outside) is a disk that
 # contains what is fitted into its lit part from this share of its rim in
@@ -1585,6 +1591,8 @@ def _drop_surface_features(candidates):
         for b in candidates:
             seen = b.coverage / max(b.in_frame, 0.5)
             if b is a or b.r <= a.r or b.score / max(b.in_frame, 0.5) < _CONTAINER_SHARE * a.score:
+                continue
+            if b.contrast < _CONTAINER_CONTRAST * a.contrast:
                 continue
             sharp_arc = b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             if seen < 0.4 and not (sharp_arc and seen >= _ARC_SEEN):
