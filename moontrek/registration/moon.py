@@ -1665,7 +1665,7 @@ def _choose(candidates, scene):
                 c.rival_score = 0.0
             c.on_post = doubt == "lamp"
         if c.coverage < _MIN_ANY_COVERAGE:
-            # Not the Moon, but still a look-alike as before (a coin's circle).
+            # Not the Moon, but still counted as a look-alike (a coin's circle).
             c.score = 0.0
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
