@@ -777,16 +777,15 @@ def _windows_oriented(img, x, y, size, angle, win):
     sx64, sy64 = start_x.astype(np.float64), start_y.astype(np.float64)
     s64, c64 = sin_dir.astype(np.float64), cos_dir.astype(np.float64)
     touches = np.zeros(n, bool)
-    for ci, cj in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        cx = sx64 + ci * last * s64 + cj * last * c64
-        cy = sy64 + ci * last * c64 - cj * last * s64
-        touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
-    if _constant_frame(img):
-        # Every sample off the image then reads the frame's one value both
-        # ways: OpenCV's nearest clamped pixel, and remap's bilinear over
-        # replicated border pixels. The moon pipeline's canvases are such
-        # images (their disk on one grey): no window needs the clamp.
-        touches[:] = False
+    # On an image whose frame holds one value, every sample off it reads
+    # that value both ways: OpenCV's nearest clamped pixel, and remap's
+    # bilinear over replicated border pixels. The moon pipeline's canvases
+    # are such images (their disk on one grey): no window needs the clamp.
+    if not _constant_frame(img):
+        for ci, cj in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            cx = sx64 + ci * last * s64 + cj * last * c64
+            cy = sy64 + ci * last * c64 - cj * last * s64
+            touches |= (cx < 0.25) | (cx > w_img - 1.25) | (cy < 0.25) | (cy > h - 1.25)
     # One set of buffers for every band: fresh temporaries per band would
     # cost a page fault per 4 KiB each time.
     w_max = int(win.max())
