@@ -1589,11 +1589,12 @@ def _drop_surface_features(candidates):
     for a in candidates:
         feature = False
         for b in candidates:
-            seen = b.coverage / max(b.in_frame, 0.5)
-            if b is a or b.r <= a.r or b.score / max(b.in_frame, 0.5) < _CONTAINER_SHARE * a.score:
+            in_frame = max(b.in_frame, 0.5)
+            if b is a or b.r <= a.r or b.score / in_frame < _CONTAINER_SHARE * a.score:
                 continue
             if b.contrast < _CONTAINER_CONTRAST * a.contrast:
                 continue
+            seen = b.coverage / in_frame
             sharp_arc = b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             if seen < 0.4 and not (sharp_arc and seen >= _ARC_SEEN):
                 continue
