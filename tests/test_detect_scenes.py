@@ -584,6 +584,51 @@ class TestDaylight:
             candidate = moon_module._Candidate(x, y, r, 0.6, 0.5, 255.0, 175.0, 215.0, 1.0, 1.0)
             assert moon_module._shows_phase(scene, candidate, 175.0) is expected
 
+    @pytest.mark.parametrize("gain, phase", [(230, 5.0), (235, 5.0), (230, 15.0)])
+    def test_day_moon_showing_its_maria_in_red_only(self, gain, phase):
+        """A nearly full day Moon this bright clips blue and green all over
+        and its luminance reads flat (under 0.03), but its red channel keeps
+        the maria. Taken for the Sun before."""
+        image, truth = make_day_moon(4, gain, phase=phase)
+        assert_within(find_moon(image), truth)
+        assert_within(_find_moon_fast(image), truth)
+
+    def test_least_channel_surface(self):
+        """_least_channel_surface on three disks blown out in luminance: the
+        maria in red only (a day Moon) read as surface; the Sun white in
+        every channel, and a setting Sun whose blue does not clip and shows
+        only the noise the sky round it shows too, read flat."""
+        rng = np.random.default_rng(0)
+        size, x, y, r = 400, 200.0, 200.0, 60.0
+        yy, xx = np.mgrid[:size, :size]
+        disk = np.hypot(xx - x, yy - y) <= r
+        maria = disk & (np.sin(xx / 9.0) * np.cos(yy / 11.0) > 0.3)
+
+        def surface(image):
+            grey, factor = moon_module._working_copy(image)
+            scene = moon_module._prepare(grey, image, factor)
+            candidate = moon_module._Candidate(x, y, r, 1.0, 0.8, 254.0, 180.0, 215.0, 1.0, 1.0)
+            return moon_module._least_channel_surface(scene, candidate)
+
+        day = np.empty((size, size, 3), np.float32)
+        day[:] = (215, 170, 105)
+        day[disk] = 255
+        day[maria, 2] = 220
+        day += rng.normal(0, 2.0, day.shape[:2])[..., None]
+        assert surface(np.clip(day, 0, 255).astype(np.uint8)) >= moon_module._SUN_FLAT
+        # Without colour there is nothing more to read.
+        assert surface(cv2.cvtColor(np.clip(day, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)) == np.inf
+
+        sun = day.copy()
+        sun[disk] = 255
+        assert surface(np.clip(sun, 0, 255).astype(np.uint8)) < 0.005
+
+        setting = np.empty((size, size, 3), np.float32)
+        setting[:] = (90, 165, 215)
+        setting[disk] = (200, 255, 255)
+        setting += rng.normal(0, 8.0, setting.shape)
+        assert surface(np.clip(setting, 0, 255).astype(np.uint8)) < moon_module._SUN_FLAT / 3
+
     @pytest.mark.parametrize(
         "seed",
         [

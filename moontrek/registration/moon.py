@@ -192,6 +192,10 @@ _DAYLIGHT_SKY = 160.0
 # scene of any set was accepted for it.
 _SUN_FLAT = 0.03
 _SUN_MIN_HEIGHT = 50.0
+# ...read on the darkest channel too, the sky round the disk taken from the
+# ring out to this many radii (see _least_channel_surface).
+_LEAST_CHANNEL_REACH = 1.4
+_LEAST_CHANNEL_INNER = 0.6
 # Nor is it the Sun when a part of it is unlit: the Sun has no phase, a day
 # Moon's unlit side shows the sky's own light (see _shows_phase). The fifth
 # of the disk (within 0.9 r) below _PHASE_LIT of its height above the sky
@@ -440,7 +444,7 @@ def find_moon_how(image):
     if not _usable(image):
         raise NoMoonError(_NO_MOON)
     grey, factor = _working_copy(image)
-    scene = _prepare(grey)
+    scene = _prepare(grey, image, factor)
     best, quick = None, False
     if scene is not None:
         best = _quick(grey, scene)
@@ -467,7 +471,7 @@ def moon_candidates(image, limit=3):
     if not _usable(image):
         return []
     grey, factor = _working_copy(image)
-    scene = _prepare(grey)
+    scene = _prepare(grey, image, factor)
     if scene is None:
         return []
     best, others = _choose(_candidates(grey, scene), scene)
@@ -570,11 +574,13 @@ class _Scene:
     grid: tuple = None  # for _sky_around: step, the sparse grid and its histogram
     core: tuple = None  # for _beside_sun: the largest blown-out region's (x, y, radius)
     lights: list = None  # the full search's candidates, for _post_of_a_head
+    colour: tuple = None  # for _least_channel_surface: the image as given, and the working copy's scale
 
 
-def _prepare(grey):
+def _prepare(grey, image=None, factor=1.0):
     """The blurred image, the sky's and the brightest level and the noise;
-    None for a blank frame."""
+    None for a blank frame. ``image`` (of which ``grey`` is the working copy
+    at ``factor``) is kept for the few tests that read its channels."""
     smooth = cv2.GaussianBlur(grey, (0, 0), 1.0)
     sky = float(np.percentile(smooth[::4, ::4], 5))
     top = float(smooth.max())
@@ -584,7 +590,8 @@ def _prepare(grey):
     # edge is a tiny fraction of them), then as much as survives the blur.
     raw = grey[::2].astype(np.float32)
     noise = 1.4826 * float(np.median(np.abs(np.diff(raw, axis=1)))) / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi))
-    return _Scene(smooth, smooth.astype(np.float32), sky, top, noise)
+    colour = (image, factor) if image is not None and image.ndim == 3 and image.shape[2] >= 3 else None
+    return _Scene(smooth, smooth.astype(np.float32), sky, top, noise, colour=colour)
 
 
 def _quick(grey, scene, lower=False):
@@ -704,6 +711,7 @@ def _doubt(c, scene):
                 _disk_median(scene, c) >= _BLOWN_OUT
                 and _surface_over(scene, c, sky_around) < _SUN_FLAT
                 and not _shows_phase(scene, c, sky_around)
+                and _least_channel_surface(scene, c) < _SUN_FLAT
             )
         )
     ):
@@ -1818,19 +1826,70 @@ def _read_spread(scene, c):
     y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 1)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return 0.0
-    patch = scene.smooth_f[y0:y1, x0:x1]
+    return _spread_in(scene.smooth_f[y0:y1, x0:x1], x0, y0, c, scene.sky + 0.5 * (c.inside - scene.sky))
+
+
+def _spread_in(patch, x0, y0, c, lit_level, inner=0.8):
+    """_read_spread on ``patch``, whose top left is (x0, y0) in the working
+    copy, the disk (within ``inner`` of its radius) taken as lit from
+    ``lit_level`` up."""
     detail = patch - cv2.GaussianBlur(patch, (0, 0), max(1.5, c.r / 8.0))
-    yy, xx = np.ogrid[y0:y1, x0:x1]
-    disk = np.hypot(xx - c.x, yy - c.y) <= 0.8 * c.r
+    yy, xx = np.ogrid[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]]
+    disk = np.hypot(xx - c.x, yy - c.y) <= inner * c.r
     # Over the lit part: a half Moon's dark half is as flat as the sky and
     # took its surface down to a lamp globe's (0.013-0.016 against 0.03).
-    lit = disk & (patch >= scene.sky + 0.5 * (c.inside - scene.sky))
+    lit = disk & (patch >= lit_level)
     if int(lit.sum()) >= 20:
         disk = lit
     values = detail[disk]
     if values.size < 20:
         return 0.0
     return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def _least_channel_surface(scene, c):
+    """_surface_over read on the image's darkest channel, for a disk blown
+    out in its luminance; infinite for an image without colour (nothing more
+    to read). A day Moon's maria may show in one channel only: the sky's
+    blue adds to the disk's light and clips blue and green all over it,
+    while red keeps the maria (a second generator's day Moon: red 218-241
+    in the maria, 255 beyond, its luminance 242-255, its surface 0.016).
+    The Sun is blown out in every channel."""
+    if scene.colour is None:
+        return np.inf
+    image, factor = scene.colour
+    reach = _LEAST_CHANNEL_REACH * c.r
+    height, width = image.shape[:2]
+    # The working copy's box, in the image's pixels (see _to_image).
+    x0, y0 = max(0, int(np.floor(c.x - reach))), max(0, int(np.floor(c.y - reach)))
+    x1 = min(scene.smooth.shape[1], int(np.ceil(c.x + reach)) + 1)
+    y1 = min(scene.smooth.shape[0], int(np.ceil(c.y + reach)) + 1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return np.inf
+    X0, Y0 = int(round(x0 / factor)), int(round(y0 / factor))
+    X1, Y1 = min(width, int(round(x1 / factor))), min(height, int(round(y1 / factor)))
+    crop = image[Y0:Y1, X0:X1, :3]
+    if crop.dtype != np.uint8:
+        crop = _to_uint8(crop)
+    least = crop.min(axis=2)
+    if (X1 - X0, Y1 - Y0) != (x1 - x0, y1 - y0):
+        least = cv2.resize(least, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    patch = cv2.GaussianBlur(least, (0, 0), 1.0).astype(np.float32)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    distance = np.hypot(xx - c.x, yy - c.y)
+    around = (distance >= 1.2 * c.r) & (distance <= reach)
+    ring = patch[around]
+    inner = patch[distance <= 0.8 * c.r]
+    if ring.size < 20 or inner.size < 20:
+        return np.inf
+    sky, level = float(np.percentile(ring, 75)), float(np.percentile(inner, 75))
+    spread = _spread_in(patch, x0, y0, c, sky + 0.5 * (level - sky), _LEAST_CHANNEL_INNER)
+    # A channel that does not clip shows its noise on the disk as in the sky
+    # round it (a setting Sun's blue): only what stands above that noise
+    # (as _prepare measures it, through the same blur) is surface.
+    steps = np.abs(np.diff(least.astype(np.float32), axis=1))[around[:, 1:] & around[:, :-1]]
+    noise = 1.4826 * float(np.median(steps)) / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi)) if steps.size >= 20 else 0.0
+    return np.sqrt(max(0.0, spread**2 - noise**2)) / max(_SUN_MIN_HEIGHT, level - sky)
 
 
 def _mostly_on_post(best, everything):
