@@ -471,6 +471,14 @@ def make_sun_in_day_sky(seed, size=(1200, 1600)):
     return _finish(image, rng)
 
 
+def make_small_sun_in_day_sky(seed, size=(2584, 1454)):
+    """The Sun small in a 4 Mpx frame (0.5-1% of its width across, 13-26
+    px), with a bloom of 2-6 radii."""
+    rng = np.random.default_rng(seed)
+    image, _ = _sun_in_day_sky(rng, size, (0.005, 0.01), (0.1, 0.9), (0.1, 0.6), spread=(2, 6), gain=(0.5, 3))
+    return _finish(image, rng)
+
+
 def _sun_in_day_sky(rng, size, radius, across, down, spread, gain):
     """The blue day sky with the Sun in it (see _add_sun): its radius drawn
     from ``radius`` of the width, its centre from ``across`` the width and
@@ -686,6 +694,15 @@ class TestDaylight:
         """The Sun's blown-out disk and the soft circles of its bloom
         (through the disk, their median the sky's) stay the Sun's."""
         assert_refused(make_sun_in_day_sky(seed))
+
+    @pytest.mark.parametrize("seed", range(24))
+    def test_small_sun_in_a_day_sky(self, seed):
+        """A circle a little larger than a small Sun's disk read the blur of
+        its rim as a surface within 0.8 r (read within 0.6 r now), or its
+        limb's level under the blown-out level the disk itself reaches (the
+        disk's median counts now). Five of the 24 were taken for Moons
+        before."""
+        assert_refused(make_small_sun_in_day_sky(seed))
 
 
 def make_twilight_moon(seed, size=(1200, 1600)):

@@ -192,10 +192,14 @@ _DAYLIGHT_SKY = 160.0
 # scene of any set was accepted for it.
 _SUN_FLAT = 0.03
 _SUN_MIN_HEIGHT = 50.0
-# ...read on the darkest channel too, the sky round the disk taken from the
+# The surface is read within this share of the radius: within 0.8 r a
+# loose circle round a small Sun (a tenth larger than its disk) read its
+# own rim's blur as a surface (a second generator's Sun 19 px across in a
+# 12 Mpx frame: 0.056 within 0.8 r, 0.015 within 0.6 r).
+_SUN_INNER = 0.6
+# ...and on the darkest channel too, the sky round the disk taken from the
 # ring out to this many radii (see _least_channel_surface).
 _LEAST_CHANNEL_REACH = 1.4
-_LEAST_CHANNEL_INNER = 0.6
 # Nor is it the Sun when a part of it is unlit: the Sun has no phase, a day
 # Moon's unlit side shows the sky's own light (see _shows_phase). The fifth
 # of the disk (within 0.9 r) below _PHASE_LIT of its height above the sky
@@ -702,11 +706,14 @@ def _doubt(c, scene):
     ):
         return "small"
     sky_around = _sky_around(scene, c)
+    # A loose circle round a small Sun reads its limb's level below the
+    # disk's: the disk blown out all over is the Sun's mark as well.
+    limb_blown = c.inside >= _BLOWN_OUT
     if (
-        c.inside >= _BLOWN_OUT
+        (limb_blown or _disk_median(scene, c) >= _BLOWN_OUT)
         and max(sky_around, _sky_above(scene, c)) >= _DAYLIGHT_SKY
         and (
-            (c.step < _SHARP_STEP and not _lit_crescent(scene, c, sky_around))
+            (limb_blown and c.step < _SHARP_STEP and not _lit_crescent(scene, c, sky_around))
             or (
                 _disk_median(scene, c) >= _BLOWN_OUT
                 and _surface_over(scene, c, sky_around) < _SUN_FLAT
@@ -1793,10 +1800,11 @@ def _surface_first(objects, scene):
 
 
 def _surface_over(scene, c, sky_around):
-    """The disk's detail (_spread) over its height above the sky it is seen
-    against (sky_around) rather than above the frame's floor (_surface):
-    dark roofs under a day Moon take its surface down to a third of that."""
-    return _spread(scene, c) / max(_SUN_MIN_HEIGHT, c.inside - sky_around)
+    """The disk's detail within _SUN_INNER of its radius (as _spread reads
+    it within 0.8 r) over its height above the sky it is seen against
+    (sky_around) rather than above the frame's floor (_surface): dark roofs
+    under a day Moon take its surface down to a third of that."""
+    return _read_spread(scene, c, _SUN_INNER) / max(_SUN_MIN_HEIGHT, c.inside - sky_around)
 
 
 def _flat_blown(scene, c):
@@ -1820,13 +1828,13 @@ def _spread(scene, c):
     return c.spread
 
 
-def _read_spread(scene, c):
+def _read_spread(scene, c, inner=0.8):
     height, width = scene.smooth.shape
     x0, x1 = max(0, int(c.x - c.r)), min(width, int(c.x + c.r) + 1)
     y0, y1 = max(0, int(c.y - c.r)), min(height, int(c.y + c.r) + 1)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return 0.0
-    return _spread_in(scene.smooth_f[y0:y1, x0:x1], x0, y0, c, scene.sky + 0.5 * (c.inside - scene.sky))
+    return _spread_in(scene.smooth_f[y0:y1, x0:x1], x0, y0, c, scene.sky + 0.5 * (c.inside - scene.sky), inner)
 
 
 def _spread_in(patch, x0, y0, c, lit_level, inner=0.8):
@@ -1883,7 +1891,7 @@ def _least_channel_surface(scene, c):
     if ring.size < 20 or inner.size < 20:
         return np.inf
     sky, level = float(np.percentile(ring, 75)), float(np.percentile(inner, 75))
-    spread = _spread_in(patch, x0, y0, c, sky + 0.5 * (level - sky), _LEAST_CHANNEL_INNER)
+    spread = _spread_in(patch, x0, y0, c, sky + 0.5 * (level - sky), _SUN_INNER)
     # A channel that does not clip shows its noise on the disk as in the sky
     # round it (a setting Sun's blue): only what stands above that noise
     # (as _prepare measures it, through the same blur) is surface.
