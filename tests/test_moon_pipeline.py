@@ -475,6 +475,52 @@ class TestGuidedMatching:
         monkeypatch.setattr(moon_pipeline, "GUIDED_MAX_TURN_DEG", 20.0)
         assert self._guided(true_turn=turn, polar_turn=30.0) is not None
 
+    def _repeated_texture(self, unique, turn_deg=33.0, seed=0):
+        """Keypoints turned by ``turn_deg``, all but ``unique`` of them
+        described alike by groups of ten (a repeated texture: the plain ratio
+        test finds only the unique ones; gated by the rotation, every one)."""
+        user_kp, _, model_kp, _ = self._keypoints(turn_deg, seed)
+        rng = np.random.default_rng(seed + 1)
+        prototypes = rng.integers(0, 256, (12, 32), dtype=np.uint8)
+        desc = prototypes[np.arange(len(user_kp)) % 12].copy()
+        desc[:unique] = rng.integers(0, 256, (unique, 32), dtype=np.uint8)
+        work = np.full((256, 256), 128, np.uint8)
+        return (work, work, None, user_kp, desc), (work, work, None, model_kp, desc.copy())
+
+    @pytest.mark.parametrize(
+        "unique, guided_agrees_better, asked, taken", [(8, True, True, True), (8, False, True, False), (40, True, False, False)]
+    )
+    def test_weak_plain_answer_asks_the_guided_matching(self, monkeypatch, unique, guided_agrees_better, asked, taken):
+        """Plain matching's answer on fewer than SECOND_OPINION_INLIERS
+        inliers gives way to the matching the polar rotation guides when
+        that finds more inliers and the disks agree better under its warp
+        (see _agreement); a stronger plain answer is kept without asking."""
+        calls = []
+        guided = moon_pipeline._guided
+        monkeypatch.setattr(moon_pipeline, "_polar_rotation", lambda *a: (31.0, 6.0))
+        monkeypatch.setattr(moon_pipeline, "_guided", lambda *a: calls.append(1) or guided(*a))
+
+        def agreement(user_work, user_mask, model_work, model_mask, warp):
+            return 0.4 if (warp is plain_warp[0]) == guided_agrees_better else 0.6
+
+        plain_warp = [None]
+        estimate = moon_pipeline._estimate
+
+        def remember(*a):
+            found = estimate(*a)
+            if plain_warp[0] is None:
+                plain_warp[0] = found[0]
+            return found
+
+        monkeypatch.setattr(moon_pipeline, "_estimate", remember)
+        monkeypatch.setattr(moon_pipeline, "_agreement", agreement)
+        user, model = self._repeated_texture(unique)
+        src, dst, warp, inliers, estimator, matched, was_guided, _ = moon_pipeline._solve(
+            user, model, get_algorithm("ORB"), self.radius
+        )
+        assert bool(calls) is asked and was_guided is taken
+        assert bool(inliers.sum() > moon_pipeline.SECOND_OPINION_INLIERS) == (taken or unique > 10)
+        assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
 
 
 def _ring_error(warp, truth, centre, radius):
@@ -519,6 +565,21 @@ class TestEcc:
         warp, correlation = found
         assert correlation > 0.5
         assert _ring_error(warp, truth, self.centre, self.radius) < 1.0
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_agreement_is_highest_at_the_right_warp(self, seed):
+        """_agreement, which picks between a weak plain answer and the
+        guided one: highest under the true warp, lower for a warp turned
+        1.5 degrees off it (about 1% of the diameter at the rim), lower
+        still 5 degrees off."""
+        user, model, mask, truth = self._disks(20.0, seed)
+
+        def turned(degrees):
+            turn = np.vstack([cv2.getRotationMatrix2D(tuple(self.centre), degrees, 1.0), [0.0, 0.0, 1.0]])
+            return turn @ truth
+
+        scores = [moon_pipeline._agreement(user, mask, model, mask, turned(d)) for d in (0.0, 1.5, 5.0)]
+        assert scores[0] > scores[1] > scores[2]
 
     def test_a_disk_of_noise_gives_nothing(self):
         _, model, mask, _ = self._disks(0.0)
