@@ -522,6 +522,23 @@ class TestGuidedMatching:
         assert bool(inliers.sum() > moon_pipeline.SECOND_OPINION_INLIERS) == (taken or unique > 10)
         assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
 
+    def test_detail_energy_rotation_guides_when_the_plain_one_is_weak(self, monkeypatch):
+        """Plain matching fails and the disks' polar peak is too low to guide
+        (a photo's rims and rays against a render's shaded bowls): the
+        rotation found on their detail energy guides the matching instead."""
+        monkeypatch.setattr(moon_pipeline, "_polar_rotation", lambda *a: (120.0, 3.0))
+        monkeypatch.setattr(moon_pipeline, "_detail_rotation", lambda *a: (31.0, 4.5))
+        user, model = self._repeated_texture(0)
+        src, dst, warp, inliers, estimator, matched, was_guided, _ = moon_pipeline._solve(
+            user, model, get_algorithm("ORB"), self.radius
+        )
+        assert was_guided and inliers.sum() > moon_pipeline.GUIDED_MIN_INLIERS
+        assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
+        # A weak peak on the detail energy too guides nothing.
+        monkeypatch.setattr(moon_pipeline, "_detail_rotation", lambda *a: (31.0, 3.0))
+        with pytest.raises((HomographyNotFoundError, NotEnoughKeypointsError)):
+            moon_pipeline._solve(user, model, get_algorithm("ORB"), self.radius)
+
 
 def _ring_error(warp, truth, centre, radius):
     """The largest distance between where ``warp`` and ``truth`` put 16

@@ -134,7 +134,9 @@ class TestUnblendedMadeUpMaps:
     2.1 times under a yellow cast (red and green clip, blue does not, so it
     is not read as blown out), lines up with the albedo render on the
     detail energy at 0.41, under the 0.5 that keeps strangers out (with
-    these maps' real tone; it registered on the flat maps before)."""
+    these maps' real tone; it registered on the flat maps before). BRISK
+    registers it, its matching guided by the rotation found on the detail
+    energy (the plain polar peak is too low to guide)."""
 
     @pytest.fixture(scope="class")
     def pairs(self, maps):
@@ -148,10 +150,18 @@ class TestUnblendedMadeUpMaps:
         return pairs
 
     @pytest.mark.parametrize(
-        "direction, seed",
-        [(0, 1), (0, 2), (1, 1), pytest.param(1, 2, marks=pytest.mark.xfail(strict=True, reason="see the class's docstring"))],
+        "algorithm, direction, seed",
+        [
+            pytest.param(
+                algorithm, direction, seed,
+                marks=pytest.mark.xfail(strict=True, reason="see the class's docstring")
+                if (direction, seed) == (1, 2) and algorithm != "BRISK"
+                else (),
+            )
+            for direction, seed in ((0, 1), (0, 2), (1, 1), (1, 2))
+            for algorithm in AVAILABLE
+        ],
     )
-    @pytest.mark.parametrize("algorithm", AVAILABLE)
     def test_within_two_percent(self, pairs, algorithm, direction, seed):
         pair = pairs[direction, seed]
         result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
