@@ -527,7 +527,7 @@ class TestGuidedMatching:
         (a photo's rims and rays against a render's shaded bowls): the
         rotation found on their detail energy guides the matching instead."""
         monkeypatch.setattr(moon_pipeline, "_polar_rotation", lambda *a: (120.0, 3.0))
-        monkeypatch.setattr(moon_pipeline, "_detail_rotation", lambda *a: (31.0, 4.5))
+        monkeypatch.setattr(moon_pipeline, "_detail_rotation", lambda *a: (None, None, 31.0, 4.5))
         user, model = self._repeated_texture(0)
         src, dst, warp, inliers, estimator, matched, was_guided, _ = moon_pipeline._solve(
             user, model, get_algorithm("ORB"), self.radius
@@ -535,7 +535,7 @@ class TestGuidedMatching:
         assert was_guided and inliers.sum() > moon_pipeline.GUIDED_MIN_INLIERS
         assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
         # A weak peak on the detail energy too guides nothing.
-        monkeypatch.setattr(moon_pipeline, "_detail_rotation", lambda *a: (31.0, 3.0))
+        monkeypatch.setattr(moon_pipeline, "_detail_rotation", lambda *a: (None, None, 31.0, 3.0))
         with pytest.raises((HomographyNotFoundError, NotEnoughKeypointsError)):
             moon_pipeline._solve(user, model, get_algorithm("ORB"), self.radius)
 

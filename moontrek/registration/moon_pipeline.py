@@ -924,20 +924,22 @@ def _detail_energy(work, mask):
 
 
 def _detail_rotation(user_work, user_mask, model_work, model_mask, radius):
-    """_polar_rotation on the two disks' detail energy."""
-    return _polar_rotation(
-        _detail_energy(user_work, user_mask), user_mask, _detail_energy(model_work, model_mask), model_mask, radius
-    )
+    """(user energy, model energy, rotation, peak): the two disks' detail
+    energy (_detail_energy) and _polar_rotation on it."""
+    user_energy = _detail_energy(user_work, user_mask)
+    model_energy = _detail_energy(model_work, model_mask)
+    return (user_energy, model_energy) + _polar_rotation(user_energy, user_mask, model_energy, model_mask, radius)
 
 
-def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius):
+def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy=None):
     """_ecc on the two disks' detail energy, from the rotation polar
     correlation finds on it, for disks whose detail differs in kind (a
     photo's bright rims and rays against a render's shaded bowls): (warp,
-    correlation) or None."""
-    user_energy = _detail_energy(user_work, user_mask)
-    model_energy = _detail_energy(model_work, model_mask)
-    rotation, peak = _polar_rotation(user_energy, user_mask, model_energy, model_mask, radius)
+    correlation) or None. ``energy``: _detail_rotation's answer, when
+    already found."""
+    user_energy, model_energy, rotation, peak = energy or _detail_rotation(
+        user_work, user_mask, model_work, model_mask, radius
+    )
     if peak < POLAR_MIN_PEAK:
         return None
     return _ecc(
@@ -1160,7 +1162,7 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
         # guides a second matching, and failing that, ECC on the disks, and
         # failing that, ECC on their detail energy.
         rotation, peak = _polar_rotation(user_work, user_mask, model_work, model_mask, radius)
-        found = None
+        found, energy = None, None
         if peak >= POLAR_MIN_PEAK:
             found = _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius)
         else:
@@ -1170,8 +1172,8 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             # rotation found on the detail energy guides instead, held to
             # the same standard (GUIDED_MIN_INLIERS, GUIDED_MAX_TURN_DEG).
             energy = _detail_rotation(user_work, user_mask, model_work, model_mask, radius)
-            if energy[1] >= POLAR_MIN_PEAK:
-                found = _guided(user_kp, user_desc, model_kp, model_desc, norm, energy[0], centre, radius)
+            if energy[3] >= POLAR_MIN_PEAK:
+                found = _guided(user_kp, user_desc, model_kp, model_desc, norm, energy[2], centre, radius)
         if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
             found = None
         if found is not None:
@@ -1181,7 +1183,7 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             if ecc and peak >= POLAR_MIN_PEAK:
                 found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius), "ecc"
             if ecc and not _ecc_fits(found, max_scale):
-                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius)
+                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy)
                 estimator = "ecc_detail"
             if not _ecc_fits(found, max_scale):
                 raise failure
