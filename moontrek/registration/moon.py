@@ -584,7 +584,7 @@ class _Scene:
 def _prepare(grey, image=None, factor=1.0):
     """The blurred image, the sky's and the brightest level and the noise;
     None for a blank frame. ``image`` (of which ``grey`` is the working copy
-    at ``factor``) is kept for the few tests that read its channels."""
+    at ``factor``) is kept for the one doubt that reads its channels."""
     smooth = cv2.GaussianBlur(grey, (0, 0), 1.0)
     sky = float(np.percentile(smooth[::4, ::4], 5))
     top = float(smooth.max())
@@ -592,10 +592,16 @@ def _prepare(grey, image=None, factor=1.0):
         return None
     # Sensor noise, from differences of raw neighbours (robust: the Moon's
     # edge is a tiny fraction of them), then as much as survives the blur.
-    raw = grey[::2].astype(np.float32)
-    noise = 1.4826 * float(np.median(np.abs(np.diff(raw, axis=1)))) / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi))
+    noise = _blurred_noise(np.abs(np.diff(grey[::2].astype(np.float32), axis=1)))
     colour = (image, factor) if image is not None and image.ndim == 3 and image.shape[2] >= 3 else None
     return _Scene(smooth, smooth.astype(np.float32), sky, top, noise, colour=colour)
+
+
+def _blurred_noise(steps):
+    """The noise left after the 1 px blur every reading here works on, from
+    the absolute differences of raw neighbours (``steps``): a robust spread
+    of one pixel's noise, as much of it as survives the blur."""
+    return 1.4826 * float(np.median(steps)) / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi))
 
 
 def _quick(grey, scene, lower=False):
@@ -709,13 +715,14 @@ def _doubt(c, scene):
     # A loose circle round a small Sun reads its limb's level below the
     # disk's: the disk blown out all over is the Sun's mark as well.
     limb_blown = c.inside >= _BLOWN_OUT
+    disk_blown = _disk_median(scene, c) >= _BLOWN_OUT
     if (
-        (limb_blown or _disk_median(scene, c) >= _BLOWN_OUT)
+        (limb_blown or disk_blown)
         and max(sky_around, _sky_above(scene, c)) >= _DAYLIGHT_SKY
         and (
             (limb_blown and c.step < _SHARP_STEP and not _lit_crescent(scene, c, sky_around))
             or (
-                _disk_median(scene, c) >= _BLOWN_OUT
+                disk_blown
                 and _surface_over(scene, c, sky_around) < _SUN_FLAT
                 and not _shows_phase(scene, c, sky_around)
                 and _least_channel_surface(scene, c) < _SUN_FLAT
@@ -1894,9 +1901,9 @@ def _least_channel_surface(scene, c):
     spread = _spread_in(patch, x0, y0, c, sky + 0.5 * (level - sky), _SUN_INNER)
     # A channel that does not clip shows its noise on the disk as in the sky
     # round it (a setting Sun's blue): only what stands above that noise
-    # (as _prepare measures it, through the same blur) is surface.
+    # is surface.
     steps = np.abs(np.diff(least.astype(np.float32), axis=1))[around[:, 1:] & around[:, :-1]]
-    noise = 1.4826 * float(np.median(steps)) / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi)) if steps.size >= 20 else 0.0
+    noise = _blurred_noise(steps) if steps.size >= 20 else 0.0
     return np.sqrt(max(0.0, spread**2 - noise**2)) / max(_SUN_MIN_HEIGHT, level - sky)
 
 
