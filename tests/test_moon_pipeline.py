@@ -670,6 +670,58 @@ class TestEccOnDetail:
         assert moon_pipeline._ecc_on_detail(noise, mask, model, mask, self.centre, self.radius) is None
 
 
+class TestLastResort:
+    """When every matching fails (plain, guided, after the over-exposure and
+    detector retries), ECC from a polar peak under POLAR_MIN_PEAK but at
+    least WEAK_PEAK answers, held to WEAK_PEAK_MIN_CORRELATION. A lower
+    peak, a correlation under that floor or a photo blown out over
+    WEAK_PEAK_MAX_BLOWN of its disk get the failure as before."""
+
+    def _register(self, monkeypatch, model, peak, algorithm="ORB"):
+        pair = photo(model, angle=40.0, scale=0.8, blur=1.0)
+        calls = []
+
+        def matching_fails(*args, **kwargs):
+            calls.append(1)
+            raise NotEnoughKeypointsError()
+
+        polar = moon_pipeline._polar_rotation
+        monkeypatch.setattr(moon_pipeline, "_solve_sides", matching_fails)
+        monkeypatch.setattr(moon_pipeline, "_polar_rotation", lambda *a: (polar(*a)[0], peak))
+        return pair, calls, lambda: register_images(pair.user, pair.model, algorithm, pipeline="moon")
+
+    @pytest.mark.parametrize("algorithm", ["ORB", "SIFT"])
+    def test_weak_peak_answers_by_ecc_after_every_matching(self, monkeypatch, model, algorithm):
+        pair, calls, run = self._register(monkeypatch, model, 3.2, algorithm)
+        result = run()
+        assert calls, "the matching is tried first"
+        assert result.extras["estimator"] == "ecc" and result.extras["guided"]
+        assert result.extras["ecc_correlation"] >= moon_pipeline.WEAK_PEAK_MIN_CORRELATION
+        assert relative_error(result, pair) <= SYNTHETIC_TOLERANCE
+
+    @pytest.mark.parametrize("peak", [2.9, 3.6])
+    def test_peaks_outside_its_band_are_refused(self, monkeypatch, model, peak):
+        """Under WEAK_PEAK: too weak to start ECC from. At POLAR_MIN_PEAK
+        and over: _solve's own ECC had its chance."""
+        _, _, run = self._register(monkeypatch, model, peak)
+        with pytest.raises(NotEnoughKeypointsError):
+            run()
+
+    def test_low_correlation_is_refused(self, monkeypatch, model):
+        _, _, run = self._register(monkeypatch, model, 3.2)
+        monkeypatch.setattr(moon_pipeline, "WEAK_PEAK_MIN_CORRELATION", 0.999)
+        with pytest.raises(NotEnoughKeypointsError):
+            run()
+
+    def test_blown_out_photo_is_refused(self, monkeypatch, model):
+        """ECC lines a blown-out disk's limb and few specks up with the
+        render at some turn or other: not on a weak peak."""
+        _, _, run = self._register(monkeypatch, model, 3.2)
+        monkeypatch.setattr(moon_pipeline, "_blown_out_share", lambda side: moon_pipeline.WEAK_PEAK_MAX_BLOWN)
+        with pytest.raises(NotEnoughKeypointsError):
+            run()
+
+
 def _moon_with(model, decoys, size=(1400, 1000)):
     """A wide photo of ``model``'s Moon (radius about 128 px at its centre)
     with flat bright disks drawn beside it: (pair, the Moon's circle)."""

@@ -708,6 +708,11 @@ GUIDED_MAX_TURN_DEG = 6.0
 # points, and none over 2% that was within it (README, "Pipelines").
 SECOND_OPINION_INLIERS = 10
 AGREEMENT_SIGMA = 3.0
+# The last resort (_last_resort): ECC from a polar peak under
+# POLAR_MIN_PEAK but at least WEAK_PEAK, held to a higher correlation.
+WEAK_PEAK = 3.0
+WEAK_PEAK_MIN_CORRELATION = 0.4
+WEAK_PEAK_MAX_BLOWN = 0.5
 # ECC starts at the polar rotation and converges on the disks' own detail.
 ECC_MAX_TURN_DEG = 10.0
 # Last resort: ECC on the disks from the polar rotation, coarse to fine:
@@ -1188,12 +1193,17 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             if not _ecc_fits(found, max_scale):
                 raise failure
             warp, ecc_correlation = found
-            # The plain matches that agree with ECC's answer are its inliers.
-            src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
-            dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
-            inliers = np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
+            src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
             guided = True
     return src, dst, warp, inliers, estimator, matched, guided, ecc_correlation
+
+
+def _ecc_inliers(user_kp, model_kp, pairs, warp, radius):
+    """(src, dst, inliers) for an ECC answer: the plain matches, those that
+    agree with it its inliers."""
+    src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
+    dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
+    return src, dst, np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
 
 
 def _ecc_fits(found, max_scale):
@@ -1286,6 +1296,31 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
                     raise
 
 
+def _last_resort(user_side, model_side, algorithm, radius, max_scale, failure):
+    """_solve_sides's answer from ECC on the disks when every other way
+    failed and their polar peak, though under POLAR_MIN_PEAK, reaches
+    WEAK_PEAK: held to WEAK_PEAK_MIN_CORRELATION; else raise ``failure``.
+    Last, so that it never takes the place of an answer the matching
+    (after the over-exposure or detector retries) would give."""
+    if _blown_out_share(user_side) >= WEAK_PEAK_MAX_BLOWN:
+        raise failure
+    user_features = describe(user_side, algorithm, radius)
+    model_features = describe(model_side, algorithm, radius)
+    user_work, user_mask, _, user_kp, user_desc = user_features
+    model_work, model_mask, _, model_kp, model_desc = model_features
+    rotation, peak = _polar_rotation(user_work, user_mask, model_work, model_mask, radius)
+    if not WEAK_PEAK <= peak < POLAR_MIN_PEAK:
+        raise failure
+    centre = np.array([user_work.shape[0] / 2.0] * 2)
+    found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, WEAK_PEAK_MIN_CORRELATION)
+    if not _ecc_fits(found, max_scale):
+        raise failure
+    warp, correlation = found
+    pairs = _mutual_ratio_matches(user_desc, model_desc, _detector(algorithm).defaultNorm())
+    src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
+    return (src, dst, warp, inliers, "ecc", len(pairs), True, correlation), user_features, model_features
+
+
 def _register_disk(user_side, model_side, algorithm):
     """register_sides for two sides that have their disks."""
     user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
@@ -1293,14 +1328,17 @@ def _register_disk(user_side, model_side, algorithm):
     radius = working_radius(algorithm, user_circle.radius)
     max_scale = LIMB_MAX_SCALE if user_side.on_limb and model_side.on_limb else None
     try:
-        solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale)
-    except (NotEnoughKeypointsError, HomographyNotFoundError):
-        # A detector with a setting for more keypoints (see
-        # ALGORITHM_SETTINGS) tries once more with it: only where it failed,
-        # for what the setting costs everywhere.
-        if not ALGORITHM_SETTINGS.get(algorithm.name, {}).get("retry_detector"):
-            raise
-        solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale, True)
+        try:
+            solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale)
+        except (NotEnoughKeypointsError, HomographyNotFoundError):
+            # A detector with a setting for more keypoints (see
+            # ALGORITHM_SETTINGS) tries once more with it: only where it
+            # failed, for what the setting costs everywhere.
+            if not ALGORITHM_SETTINGS.get(algorithm.name, {}).get("retry_detector"):
+                raise
+            solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale, True)
+    except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
+        solved, user_features, model_features = _last_resort(user_side, model_side, algorithm, radius, max_scale, failure)
     src, dst, warp, inliers, estimator, matched, guided, ecc_correlation = solved
     _, _, user_to_work, user_kp, _ = user_features
     _, _, model_to_work, model_kp, _ = model_features
