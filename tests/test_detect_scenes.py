@@ -980,6 +980,28 @@ def test_blown_out_moon_is_no_twin_of_a_glare_behind_roofs():
     assert_within(find_moon(pair.user), pair.user_circle)
 
 
+def test_moon_showing_its_surface_is_no_twin_of_lamps_glare():
+    """A Moon showing its maria above two street lamps on their posts,
+    whose glare falls to about two thirds of its size: the circles through
+    those glares are levels of a glare round a small core, not disks
+    alike the Moon, and the Moon is no member of a family of look-alikes
+    (bench_accuracy's phone photo #22 of seed 8800, rebuilt on generated
+    maps; refused before)."""
+    pair = _bench_phone_photo(8800, 22)
+    assert_within(find_moon(pair.user), pair.user_circle)
+
+
+def test_glow_behind_trees_is_no_crescent():
+    """Lamps' glow in a cloud behind a treeline, cut by the trees'
+    silhouettes along a third of a circle four times the Moon's size,
+    stepping as sharply as a crescent's limb: its hull follows that circle
+    only in part (support 0.72; crescents 0.96-1.00), so it does not go
+    before the over-exposed Moon above it (bench_accuracy's phone photo #7
+    of seed 4100, rebuilt on generated maps; the glow's before)."""
+    pair = _bench_phone_photo(4100, 7)
+    assert_within(find_moon(pair.user), pair.user_circle)
+
+
 def make_moon_behind_a_bare_tree(seed, size=(1600, 1200)):
     """A full Moon behind a bare tree: its trunk rises from the treeline
     into the disk, upright within a degree or so, and forks there into

@@ -125,6 +125,11 @@ _SURFACE_COVERAGE = 0.4
 # limb elsewhere): crescents beside a globe, phases 100-140, step
 # 0.22-0.35 round 0.35-0.49 of their circle.
 _CRESCENT_COVERAGE = 0.3
+# Its lit part lies within its limb, so the hull of that region runs along
+# the circle (support 0.96-1.00 on 48 built crescents beside a globe, phases
+# 100-140); a glow of lamps in a cloud behind trees, whose edge is trees'
+# silhouettes stepping as sharply, 0.72.
+_CRESCENT_SUPPORT = 0.9
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -429,6 +434,7 @@ class _Candidate:
     rank: float = 0.0  # the score weighed by the contrast with the ring around, for the order
     in_frame: float = 1.0  # fraction of the circle's rim inside the frame
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
+    glare: bool = False  # doubted as a level of a glare round a small core (_is_glare)
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
     spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
@@ -1687,6 +1693,7 @@ def _choose(candidates, scene):
             if doubt in _NOT_A_DISK:
                 c.rival_score = 0.0
             c.on_post = doubt == "lamp"
+            c.glare = doubt == "glare"
         if c.coverage < _MIN_ANY_COVERAGE:
             # Not the Moon, but still counted as a look-alike (a coin's circle).
             c.score = 0.0
@@ -1741,6 +1748,13 @@ def _choose(candidates, scene):
             # Nor is a flat disk (a lamp's globe or a level of its glare) the
             # twin of one showing a surface.
             if textured and _surface(scene, c) < _FLAT_SURFACE:
+                continue
+            # Nor, of a disk standing out of its sky, is a level of a lamp's
+            # glare round its small core, whatever detail the glare's fall
+            # reads as (a Moon above two lamps: 0.03 against its 0.15). A
+            # disk that stands out less (a star's glare, textured by its
+            # spikes) keeps such look-alikes.
+            if twin is not None and textured and c.glare:
                 continue
             # A crescent's twin is another crescent, not a whole disk.
             if best.coverage < _PHASE_COVERAGE and c.coverage >= _WHOLE_COVERAGE:
@@ -1797,7 +1811,11 @@ def _surface_first(objects, scene):
     if first.score < _MIN_SCORE or not _flat_blown(scene, first):
         return objects
     for c in objects[1:]:
-        crescent = _CRESCENT_COVERAGE <= c.coverage < _PHASE_COVERAGE and c.step >= _SHARP_STEP
+        crescent = (
+            _CRESCENT_COVERAGE <= c.coverage < _PHASE_COVERAGE
+            and c.step >= _SHARP_STEP
+            and c.support >= _CRESCENT_SUPPORT
+        )
         if (
             c.score >= _MIN_SCORE and c.r >= _SURFACE_LARGER * first.r and c.contrast >= _SURFACE_CONTRAST
             and (crescent or (c.coverage >= _SURFACE_COVERAGE and _surface(scene, c) >= _MOON_SURFACE))
