@@ -1002,6 +1002,16 @@ def test_glow_behind_trees_is_no_crescent():
     assert_within(find_moon(pair.user), pair.user_circle)
 
 
+def test_moon_at_the_frames_edge_is_no_lamp_on_a_post():
+    """A blown-out Moon in a cloud's glow, its lower limb 0.3 of its radius
+    above the frame's bottom: the 4 rows of the band under it that the
+    frame holds show the glow's dents, no post (bench_accuracy's phone
+    photo #25 of seed 6004, rebuilt on generated maps; refused before as
+    a lamp)."""
+    pair = _bench_phone_photo(6004, 25)
+    assert_within(find_moon(pair.user), pair.user_circle)
+
+
 def make_moon_behind_a_bare_tree(seed, size=(1600, 1200)):
     """A full Moon behind a bare tree: its trunk rises from the treeline
     into the disk, upright within a degree or so, and forks there into

@@ -367,6 +367,10 @@ _SIDE_SAMPLES = 96  # along each radius, at most
 _POST_BELOW = (1.1, 3.0, 20)
 _POST_ABOVE = (1.1, 2.0, 8)
 _POST_ROWS = 4
+# The rows of that band the frame must hold for a post to be judged at all
+# (0.5 r under the disk): a Moon low over the frame's edge, in the glow of
+# cloud under it, left 4 rows (0.3 r), dents of that glow read as a post.
+_POST_BAND = 6
 _POST_SHARE = 0.8
 _POST_FLANKS = (0.1, 0.2, 0.3)
 _POST_OFFSET = 0.5
@@ -852,7 +856,7 @@ def _on_a_pole(scene, c):
     above = rows < c.y
     keep = (rows >= 0) & (rows < height - 1)
     rows, above = rows[keep], above[keep]
-    if (~above).sum() < _POST_ROWS:
+    if (~above).sum() < _POST_BAND:
         return False
     count = max(37, int(1.8 * r) + 1) | 1
     offsets = np.linspace(-0.9, 0.9, count) * r
