@@ -92,12 +92,15 @@ _WHOLE_COVERAGE = 0.8
 _MAX_RECT_FILL = 0.9
 # A lamp's globe, blown out in its own glare, can outrank a Moon exposed
 # for the scene (a brightness squared in the score): a blown-out first
-# object (inside at 230 or more) that shows no surface gives way to a disk
+# object (inside at 210 or more) that shows no surface gives way to a disk
 # 1.5 times its radius or more, clear of the sky around it (contrast 0.6)
 # and showing one (see _surface). Measured on the objects of the clipped
 # set: lamps' and planets' cores 0.000-0.008, their glare's levels up to
 # 0.036 (so 0.015 for "flat" is on the cores), the Moon's disks 0.04-0.055.
-_FLAT_BLOWN = 230.0
+# A sodium lamp's globe, clipped in red and green only, reads under blown
+# out in luminance: 227 beside a Moon 7 times its size (the second
+# generator's seed 30062).
+_FLAT_BRIGHT = 210.0
 _FLAT_SURFACE = 0.015
 # Two flat disks are a pair (headlights, lamp globes: see _choose) when
 # the twin is a disk too, its limb a sharp step (_evaluate's step): the
@@ -166,6 +169,13 @@ _MIN_FRAME_SHARE = 0.013
 # scenes' whole Moons under 2% have contrast 0.66 and up; the real ones
 # are larger (the smallest whole one 2.5%) or crescents.
 _POINT_GLARE_SHARE = 0.02
+# Nor what overflows two opposite sides of its frame, each by more than this
+# share of its radius: a Moon larger than the photo, which neither a phone
+# photo nor the client's crop (clipped at one side of the photo at most)
+# shows. A sky lit by a city above silhouettes gave such circles, 0.11-0.27
+# of the radius past the sides; no labelled Moon of any set comes within
+# 0.13 of its radius of both sides.
+_OVERFLOW = 0.05
 # What the Sun's glare is: a blown-out disk in a daylight sky. At night, and
 # at dusk with the exposure set by the Moon, the sky stays far darker.
 # The daylight is the frame's upper quartile outside the disk, or that of
@@ -381,9 +391,11 @@ _POST_DEPTH = 0.02
 # A post may end at a lamp of its own under the disk: a street lamp's head
 # just under the Moon or in front of its lower limb (a second generator's
 # scene: a head of radius 0.08 r, 0.78 r below the centre, 70 grey levels
-# brighter than the disk). Small, blown out, brighter than the disk (a
-# lamp's own globe is the brightest thing on its post) and below its
-# centre: the globe's core and levels of its glare are round its centre.
+# brighter than the disk). Small, blown out (_FLAT_BRIGHT: a sodium head
+# under the Moon read under 230, second generator alt_0/38), brighter than
+# the disk (a lamp's own globe is the brightest thing on its post) and
+# below its centre: the globe's core and levels of its glare are round its
+# centre.
 # From 0.5 r: a head in front of the lower limb merges with the bright
 # surface beside it into a blob that reads higher than the head, and the
 # head pulls the disk's circle down (tests' scene 0, 0.58 r; no change on
@@ -710,11 +722,14 @@ def _doubt(c, scene):
     rectangle) or, for what is no disk at all and so no look-alike
     either, "dim" (no brighter than the sky around), "soft" (a glare's
     level, with no limb), "side" (fitted along one side of a light that
-    reaches far into it) or "gap" (a patch of sky against silhouettes,
-    the same sky running on past the rest of it)."""
+    reaches far into it), "gap" (a patch of sky against silhouettes,
+    the same sky running on past the rest of it) or "frame" (larger than
+    its frame: see _OVERFLOW)."""
     height, width = scene.smooth.shape
     if c.r < _MIN_FRAME_SHARE * min(width, height):
         return "small"
+    if _overflows(c, width, height):
+        return "frame"
     if (
         c.r < _POINT_GLARE_SHARE * min(width, height)
         and c.coverage >= _WHOLE_COVERAGE
@@ -762,7 +777,14 @@ def _doubt(c, scene):
     return None
 
 
-_NOT_A_DISK = ("dim", "soft", "side", "gap")
+_NOT_A_DISK = ("dim", "soft", "side", "gap", "frame")
+
+
+def _overflows(c, width, height):
+    """Whether the circle reaches past both of two opposite sides of the
+    frame (its pixels' outer edges) by more than _OVERFLOW of its radius."""
+    reach = c.r * (1.0 - _OVERFLOW)
+    return (c.x + 0.5 < reach and width - (c.x + 0.5) < reach) or (c.y + 0.5 < reach and height - (c.y + 0.5) < reach)
 
 
 def _outshines(scene, c, sky_around):
@@ -891,7 +913,7 @@ def _post_of_a_head(scene, c, line, lean):
     for o in scene.lights or ():
         if (
             o.r <= _HEAD_SIZE * c.r
-            and o.inside >= max(_FLAT_BLOWN, c.inside + _HEAD_BRIGHTER)
+            and o.inside >= max(_FLAT_BRIGHT, c.inside + _HEAD_BRIGHTER)
             and _HEAD_BELOW[0] * c.r <= o.y - c.y <= _HEAD_BELOW[1] * c.r
             and abs(o.x - c.x - np.polyval(line, o.y)) <= lean + o.r
         ):
@@ -1812,7 +1834,7 @@ def _surface_first(objects, scene):
     if len(objects) < 2:
         return objects
     first = objects[0]
-    if first.score < _MIN_SCORE or not _flat_blown(scene, first):
+    if first.score < _MIN_SCORE or not _flat_bright(scene, first):
         return objects
     for c in objects[1:]:
         crescent = (
@@ -1836,9 +1858,9 @@ def _surface_over(scene, c, sky_around):
     return _read_spread(scene, c, _SUN_INNER) / max(_SUN_MIN_HEIGHT, c.inside - sky_around)
 
 
-def _flat_blown(scene, c):
-    """Whether a disk is blown out and shows no surface: a lamp's globe."""
-    return c.inside >= _FLAT_BLOWN and _surface(scene, c) < _FLAT_SURFACE
+def _flat_bright(scene, c):
+    """Whether a disk is (nearly) blown out and shows no surface: a lamp's globe."""
+    return c.inside >= _FLAT_BRIGHT and _surface(scene, c) < _FLAT_SURFACE
 
 
 def _surface(scene, c):
