@@ -1041,6 +1041,18 @@ def test_sky_lit_by_a_city_is_no_moon_larger_than_its_frame(seed):
     assert_refused(image)
 
 
+@pytest.mark.parametrize("seed", [10079, 30027])
+def test_glow_over_silhouettes_is_no_large_crescent(seed):
+    """A glow over roofs, and a city's sky brightening down to trees, gave
+    circles half the frame's shorter side in radius whose limb ran round
+    under half of them, as a crescent's does; but a crescent's lit region
+    lies within its circle, its hull along the limb (0.99), and theirs
+    did not (0.54, 0.59)."""
+    image, truth = _second_generator_scene(seed)
+    assert truth is None
+    assert_refused(image)
+
+
 def test_moon_past_one_side_and_near_filling_the_frame_is_still_found():
     """What the overflow rule leaves alone: a Moon half its radius past one
     side of a frame (as the client's crop clipped at the photo's border

@@ -321,6 +321,12 @@ _RING_OPEN_SKY = 0.4
 # cut by the frame may show less of its limb than that.
 _MIN_COVERAGE = 0.34
 _LARGE = 0.3  # of the frame's shorter side, in radius
+# And one that large whose limb runs round under half of it (a crescent's)
+# has its lit region's hull along that limb, as a crescent's lies within
+# its circle: the one such true Moon of the cached sets 0.99; a city's sky
+# glow over trees and a glow over roofs, their circles half the frame's
+# shorter side in radius, 0.59 and 0.54.
+_LARGE_SUPPORT = 0.8
 # Any circle whose limb runs round less than this share of its rim (inside
 # the frame) fits an arc, not a disk: the end of a lamp's elliptic head, or
 # the glow round it, 0.14 there. The Moons found in every cached set (760,
@@ -1707,6 +1713,11 @@ def _choose(candidates, scene):
             c.inside - c.outside < _min_contrast(scene, c)
             or c.r < _MIN_RADIUS_FOUND
             or (c.coverage < _MIN_COVERAGE and c.r >= _LARGE * min(scene.smooth.shape))
+            or (
+                c.coverage < _PHASE_COVERAGE
+                and c.support < _LARGE_SUPPORT
+                and c.r >= _LARGE * min(scene.smooth.shape)
+            )
         ):
             c.score = 0.0
         c.rival_score = c.disk_score = c.score
