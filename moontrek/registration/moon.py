@@ -1712,11 +1712,9 @@ def _choose(candidates, scene):
         if (
             c.inside - c.outside < _min_contrast(scene, c)
             or c.r < _MIN_RADIUS_FOUND
-            or (c.coverage < _MIN_COVERAGE and c.r >= _LARGE * min(scene.smooth.shape))
             or (
-                c.coverage < _PHASE_COVERAGE
-                and c.support < _LARGE_SUPPORT
-                and c.r >= _LARGE * min(scene.smooth.shape)
+                c.r >= _LARGE * min(scene.smooth.shape)
+                and (c.coverage < _MIN_COVERAGE or (c.coverage < _PHASE_COVERAGE and c.support < _LARGE_SUPPORT))
             )
         ):
             c.score = 0.0
