@@ -1048,6 +1048,17 @@ def test_glow_over_silhouettes_is_no_large_crescent(seed):
     assert_refused(image)
 
 
+def test_day_sky_between_roofs_is_no_twin_of_a_crescent():
+    """A day crescent behind bare trees, roofs below: circles fitted to
+    patches of sky between the roofs are as bright beyond them ("open"),
+    and as such counted as look-alikes, so the crescent had four twins and
+    was refused. They do not outshine the sky around them: sky, no disk."""
+    image, truth = _second_generator_scene(50006)
+    assert truth is not None
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
 def test_moon_past_one_side_and_near_filling_the_frame_is_still_found():
     """What the overflow rule leaves alone: a Moon half its radius past one
     side of a frame (as the client's crop clipped at the photo's border

@@ -765,10 +765,13 @@ def _doubt(c, scene):
         return "sun"
     if _open_past_limb(scene, c):
         return "gap"
-    if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
-        return "open"
+    # Before "open": a patch of day sky between roofs or trees is as bright
+    # beyond its circle too, but it is sky, no disk, and so no look-alike
+    # that could shut out a day Moon beside it.
     if not _outshines(scene, c, sky_around):
         return "dim"
+    if _bright_beyond(scene, c) > _MAX_BRIGHT_BEYOND:
+        return "open"
     sharpness, floor = _sharpness_and_floor(scene, c)
     if sharpness < floor:
         return "soft"
