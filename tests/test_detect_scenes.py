@@ -1059,6 +1059,18 @@ def test_day_sky_between_roofs_is_no_twin_of_a_crescent():
     assert_within(_find_moon_fast(image), truth)
 
 
+@pytest.mark.parametrize("seed", [40023, 50165])
+def test_loose_circle_round_a_lamp_globe_is_a_level_of_its_glare(seed):
+    """A lamp's globe with no post in a city's sky: its own outline, whole
+    and under 2% of the frame's short side, is a point source's disk; a
+    looser circle round it, hardly larger (under 1.25 times, about the same
+    centre), escaped that rule by its size or its coverage and was answered
+    as a Moon."""
+    image, truth = _second_generator_scene(seed)
+    assert truth is None
+    assert_refused(image)
+
+
 def test_moon_past_one_side_and_near_filling_the_frame_is_still_found():
     """What the overflow rule leaves alone: a Moon half its radius past one
     side of a frame (as the client's crop clipped at the photo's border

@@ -176,6 +176,14 @@ _POINT_GLARE_SHARE = 0.02
 # of the radius past the sides; no labelled Moon of any set comes within
 # 0.13 of its radius of both sides.
 _OVERFLOW = 0.05
+# A point source's whole disk (doubted "small") keeps the looser circles
+# round it from being the Moon: a circle with such a disk this share of
+# its radius or more, centred within the rest, is a level of its glare:
+# three lamp globes with no post were answered as Moons by such circles,
+# 12-13 working px round the globe's own outline. The Moons lost with them
+# are 1.3-1.8% of the short side in radius, under half the smallest a
+# phone photo of the Moon shows.
+_POINT_CORE = 0.8
 # What the Sun's glare is: a blown-out disk in a daylight sky. At night, and
 # at dusk with the exposure set by the Moon, the sky stays far darker.
 # The daylight is the frame's upper quartile outside the disk, or that of
@@ -457,6 +465,7 @@ class _Candidate:
     in_frame: float = 1.0  # fraction of the circle's rim inside the frame
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
     glare: bool = False  # doubted as a level of a glare round a small core (_is_glare)
+    point: bool = False  # doubted as a point source's whole disk ("small")
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
     spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
@@ -1732,8 +1741,17 @@ def _choose(candidates, scene):
                 c.rival_score = 0.0
             c.on_post = doubt == "lamp"
             c.glare = doubt == "glare"
+            c.point = doubt == "small" and c.coverage >= _WHOLE_COVERAGE
         if c.coverage < _MIN_ANY_COVERAGE:
             # Not the Moon, but still counted as a look-alike (a coin's circle).
+            c.score = 0.0
+    # A looser circle round a point source's whole disk, hardly larger, is
+    # a level of its glare (a headlight's: 15 px round its 14 px disk).
+    points = [c for c in candidates if c.point]
+    for c in candidates:
+        if c.score and any(
+            o.r >= _POINT_CORE * c.r and np.hypot(o.x - c.x, o.y - c.y) <= (1.0 - _POINT_CORE) * c.r for o in points
+        ):
             c.score = 0.0
     candidates.sort(key=lambda c: -c.score)
     everything = candidates
