@@ -15,6 +15,10 @@ Four sets, every algorithm with every pipeline on the same pairs:
 - ``phone``: whole phone photos (4:3 and 16:9, portrait and landscape, 2 to
   12 Mpx, the Moon 8-30% of the short side). Success: the mean error over
   the disk is at most 2% of the Moon's diameter.
+- ``phase``: photo-against-render pairs as above at a phase of 90-140
+  degrees (half Moons to crescents), the render lit by the same Sun as the
+  photo, as the client's render for the photo's moment is; the crops are
+  not clipped. Success as for photo-render.
 - ``demo``: the real demo pairs of ``../shared/data/registrate`` when present.
 
 Success, on synthetic and real pairs alike, is the rule of
@@ -61,6 +65,7 @@ from moontrek.synthetic import (  # noqa: E402
     make_benchmark_pairs,
     make_globe_phone_photo,
     make_lunar_maps,
+    make_photo_render_pair,
     make_photo_render_set,
     to_rgba_render,
 )
@@ -71,7 +76,7 @@ TOLERANCE = 0.03
 DISK_TOLERANCE = 0.02
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "registrate"
 TEXTURES = SHARED.parent / "textures"
-SETS = ("synthetic", "photo-render", "phone", "demo")
+SETS = ("synthetic", "photo-render", "phone", "phase", "demo")
 
 
 def make_parser():
@@ -79,6 +84,7 @@ def make_parser():
     parser.add_argument("--pairs", type=int, default=60, help="synthetic pairs (default 60)")
     parser.add_argument("--photo-render", type=int, default=40, help="photo-against-render pairs (default 40)")
     parser.add_argument("--phone", type=int, default=20, help="whole phone photos (default 20)")
+    parser.add_argument("--phase", type=int, default=20, help="photo-render pairs at a phase of 90-140 (default 20)")
     parser.add_argument("--phone-max-mpx", type=float, default=12.0, help="largest phone photo, Mpx (default 12)")
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
     parser.add_argument("--seed", type=int, default=0)
@@ -206,6 +212,23 @@ def photo_render_items(count, seed, maps, e2e):
     return items
 
 
+def phase_items(count, seed, maps, e2e):
+    """Photo-against-render pairs at a common phase, 90-140 degrees (half
+    Moons to crescents): the render made for the photo's moment, lit by the
+    same Sun; one render per pair (the phase differs), no crop clipped."""
+    items = []
+    for i in range(count):
+        d = i % 2
+        rng = np.random.default_rng([seed, i, 11])
+        phase = float(rng.uniform(90, 140))
+        pair = make_photo_render_pair(maps[d], maps[1 - d], [seed, i, 12], phase=phase, clipped=False)
+        files = (encode(pair.user), encode(to_rgba_render(pair.model))) if e2e else None
+        p = pair.params
+        label = f"#{i} dir {d} phase {phase:.0f} r {p['radius']:.0f} exp {p['exposure']:.2f} blur {p['blur']:.1f}"
+        items.append((label, pair.user, pair.model, disk_scorer(pair, max(pair.user.shape[:2])), files))
+    return items
+
+
 def phone_items(count, seed, maps, max_mpx, e2e):
     """Whole phone photos: both map directions, portrait and landscape, 4:3
     and 16:9 in turn, 2 Mpx to ``max_mpx``."""
@@ -254,13 +277,19 @@ def main(argv=None):
             height, width = pair.user.shape[:2]
             items.append((f"#{i} {pair.params}", pair.user, pair.model, corner_scorer(pair.expected, width, height), files))
         sets["synthetic"] = (items, TOLERANCE)
-    if ("photo-render" in wanted and args.photo_render) or ("phone" in wanted and args.phone):
+    if (
+        ("photo-render" in wanted and args.photo_render)
+        or ("phone" in wanted and args.phone)
+        or ("phase" in wanted and args.phase)
+    ):
         maps, where = lunar_maps() if not args.no_shared else (list(make_lunar_maps(0, (1440, 720))), "generated maps")
         print(f"Lunar maps: {where}.")
         if "photo-render" in wanted and args.photo_render:
             sets["photo-render"] = (photo_render_items(args.photo_render, args.seed, maps, e2e), DISK_TOLERANCE)
         if "phone" in wanted and args.phone:
             sets["phone"] = (phone_items(args.phone, args.seed, maps, args.phone_max_mpx, e2e), DISK_TOLERANCE)
+        if "phase" in wanted and args.phase:
+            sets["phase"] = (phase_items(args.phase, args.seed, maps, e2e), DISK_TOLERANCE)
     if "demo" in wanted and use_shared:
         real = []
         for name, user, model, truth, files in _real_pairs():
@@ -273,8 +302,9 @@ def main(argv=None):
         + f"; cv2.setNumThreads({args.threads})."
     )
     print(
-        "Success: synthetic and demo, corner error <= 3% of the user image's longer side; photo-render, mean"
-        " disk error <= 2% of the user image's longer side; phone, mean disk error <= 2% of the Moon's diameter."
+        "Success: synthetic and demo, corner error <= 3% of the user image's longer side; photo-render and"
+        " phase, mean disk error <= 2% of the user image's longer side; phone, mean disk error <= 2% of the"
+        " Moon's diameter."
     )
     print("Cells: ok/n, median error, median ms per pair (pipeline only; e2e = register() on the files).\n")
 

@@ -1209,10 +1209,12 @@ class GlobePair(BenchmarkPair):
         self.user_circle, self.model_circle, self.residual = user_circle, model_circle, residual
 
 
-def _model_render(lunar_map, rng, size=2000):
+def _model_render(lunar_map, rng, size=2000, phase=None):
     radius = size * rng.uniform(0.43, 0.495)
     view = GlobeView(rng.uniform(-7, 7), rng.uniform(-6.5, 6.5), rng.uniform(-25, 25), size / 2.0, size / 2.0, radius)
     sun = (float(rng.uniform(0, 40)), float(rng.uniform(0, 360)))
+    if phase is not None:
+        sun = (float(phase), sun[1])
     image, _ = render_globe(lunar_map, (size, size), view, sun=sun, shading="lambert")
     # The client's renders are dim grey mosaics on black.
     image = np.clip(image * rng.uniform(0.7, 1.0), 0, 1)
@@ -1300,7 +1302,16 @@ def _crop_box(cx, cy, radius, width, height):
     return x1, y1, x2, y2
 
 
-def make_photo_render_pair(render_map, photo_map, seed, *, model=None, user_radius=None, clipped=None):
+def _same_sun(model_view, model_sun, view):
+    """The Sun of ``model_sun`` (phase, direction in the model's image) as
+    (phase, direction) in ``view``'s image: one Sun in the body's frame."""
+    phase, direction = np.radians(model_sun)
+    in_model = np.array([np.sin(phase) * np.cos(direction), np.sin(phase) * np.sin(direction), np.cos(phase)])
+    in_view = view.rotation() @ (in_model @ model_view.rotation())
+    return float(np.degrees(np.arccos(np.clip(in_view[2], -1.0, 1.0)))), float(np.degrees(np.arctan2(in_view[1], in_view[0])))
+
+
+def make_photo_render_pair(render_map, photo_map, seed, *, model=None, user_radius=None, clipped=None, phase=None):
     """One photo-against-render pair: the model rendered from ``render_map``
     (2000 x 2000, Lambert shading at a random phase up to 40 degrees, a
     libration up to 7 degrees), the photo from ``photo_map`` at a libration
@@ -1308,10 +1319,14 @@ def make_photo_render_pair(render_map, photo_map, seed, *, model=None, user_radi
     near full Moon, then degraded (over-exposure, colour cast, gamma, heavy
     blur, noise, JPEG, branches, a plane) and cropped as the client crops,
     clipped at the frame's edge when ``clipped`` (by default one pair in
-    four). ``model`` = (image, view, sun) reuses a model render."""
+    four). ``model`` = (image, view, sun) reuses a model render.
+
+    ``phase`` (degrees): the model rendered at that phase (unless given)
+    and the photo lit by the same Sun, as a client's render made for the
+    photo's moment is: a half Moon at 90, a crescent beyond."""
     rng = np.random.default_rng(seed)
     if model is None:
-        model = _model_render(render_map, rng)
+        model = _model_render(render_map, rng, phase=phase)
     model_image, model_view, model_sun = model
     radius = float(user_radius or np.exp(rng.uniform(np.log(90), np.log(700))))
     clipped = bool(rng.random() < 0.25) if clipped is None else clipped
@@ -1333,6 +1348,8 @@ def make_photo_render_pair(render_map, photo_map, seed, *, model=None, user_radi
     x1, y1, x2, y2 = _crop_box(cx, cy, radius, scene_w, scene_h)
     view = _photo_view(model_view, rng, cx - x1, cy - y1, radius)
     sun = (float(rng.uniform(0, 8)), float(rng.uniform(0, 360)))
+    if phase is not None:
+        sun = _same_sun(model_view, model_sun, view)
     photo, coverage = render_globe(photo_map, (x2 - x1, y2 - y1), view, sun=sun, shading="lommel")
     params = _photo_params(rng, radius)
     params.update(radius=radius, centre=(view.x, view.y), clipped=clipped, user_size=(x2 - x1, y2 - y1))

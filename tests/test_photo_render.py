@@ -57,6 +57,23 @@ class TestGlobeTruth:
         assert np.degrees(np.arctan2(linear[1, 0], linear[0, 0])) % 360 == pytest.approx(50.0, abs=1e-6)
         assert abs(truth[2, 0]) + abs(truth[2, 1]) < 1e-9
 
+    @pytest.mark.parametrize("phase", [90.0, 125.0])
+    def test_a_phase_pair_is_lit_by_one_sun(self, maps, phase):
+        """``phase``: the photo lit by the render's Sun, so the truth turns
+        the photo's lit side onto the render's."""
+        from moontrek.registration import moon_pipeline
+
+        pair = make_photo_render_pair(maps[0], maps[1], 3, phase=phase, clipped=False, user_radius=150.0)
+        user = moon_pipeline.DiskSide(moon_pipeline._Pyramid(pair.user), moon_pipeline.Circle(*pair.user_circle))
+        model_view = pair.params["model_view"]
+        circle = (model_view["x"], model_view["y"], model_view["radius"])
+        model = moon_pipeline.DiskSide(moon_pipeline._Pyramid(pair.model), moon_pipeline.Circle(*circle))
+        user_angle, user_length = moon_pipeline._lit_direction(user)
+        model_angle, model_length = moon_pipeline._lit_direction(model)
+        assert min(user_length, model_length) > 0.3
+        turn = np.degrees(np.arctan2(pair.expected[1, 0], pair.expected[0, 0]))
+        assert abs((model_angle - user_angle - turn + 180.0) % 360.0 - 180.0) < 10.0
+
     def test_libration_moves_the_centre_and_leaves_a_residual(self):
         """Three degrees of libration move the disk's centre point by about
         sin(3 deg) of the radius on the sphere, which a plane fit cannot

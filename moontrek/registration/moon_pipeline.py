@@ -732,15 +732,33 @@ ECC_MIN_CORRELATION = 0.3
 # places agree where their looks do not. See _ecc_on_detail.
 DETAIL_SIGMAS = (3.0, 2.0)
 DETAIL_MIN_CORRELATION = 0.5
+# The lit side's guide, for a crescent or a half Moon whose two disks
+# agree in too little detail for the polar rotation to stand out: each
+# disk's brightness centroid lies off its centre towards the Sun, and the
+# rotation between the two centroids' directions is the rotation between
+# the disks (measured on crescent pairs, phases 90-140: within 0-13 degrees
+# of the truth, where the polar peak was lost). It is sharpened by the
+# polar correlation's highest point within LIT_WINDOW_DEG of it, then
+# guides the matching and ECC as the polar rotation does. Asked only when
+# both centroids are LIT_MIN of the radius off centre or more (a half
+# Moon's lit half, evenly bright, 0.42; a full Moon's maria move it by a
+# few hundredths) and within LIT_AGREE of each other's length: a render
+# at another phase than the photo gives no guide.
+LIT_RADIUS = 48
+LIT_MIN = 0.3
+LIT_AGREE = 0.7
+LIT_WINDOW_DEG = 20.0
+LIT_MIN_INLIERS = 6
 
 
-def _polar_rotation(user_work, user_mask, model_work, model_mask, radius):
+def _polar_rotation(user_work, user_mask, model_work, model_mask, radius, near=None):
     """(rotation in degrees about the canvas centre, peak height in standard
     deviations) that best lines the model's normalised disk up with the
     photo's: a circular cross-correlation of the polar images over the angle,
     each ring normalised, summed over the rings. Measured on 40
     photo-against-render pairs: within 3 degrees of the truth on all, peaks
-    4.2-6.1 standard deviations, where noise disks stay below 3."""
+    4.2-6.1 standard deviations, where noise disks stay below 3. ``near``:
+    the highest point within LIT_WINDOW_DEG of that rotation instead."""
     size = user_work.shape[0]
     centre = (size / 2.0, size / 2.0)
     rings = []
@@ -751,13 +769,64 @@ def _polar_rotation(user_work, user_mask, model_work, model_mask, radius):
         rings.append((polar - polar.mean(axis=0)) / (polar.std(axis=0) + 1e-6))
     spectrum = np.fft.fft(rings[1], axis=0) * np.conj(np.fft.fft(rings[0], axis=0))
     correlation = np.fft.ifft(spectrum, axis=0).real.sum(axis=1)
-    peak = int(np.argmax(correlation))
+    if near is None:
+        peak = int(np.argmax(correlation))
+    else:
+        window = (np.arange(360) - near + 180.0) % 360.0 - 180.0
+        peak = int(np.argmax(np.where(np.abs(window) <= LIT_WINDOW_DEG, correlation, -np.inf)))
     height = float((correlation[peak] - np.median(correlation)) / (correlation.std() + 1e-9))
     # Sub-degree peak by a parabola through its neighbours.
     left, mid, right = correlation[peak - 1], correlation[peak], correlation[(peak + 1) % 360]
     denominator = left - 2 * mid + right
     offset = 0.5 * (left - right) / denominator if abs(denominator) > 1e-12 else 0.0
     return (peak + offset) % 360.0, height
+
+
+def _lit_direction(side):
+    """(direction in degrees, in image coordinates, of the disk's brightness
+    centroid from its centre; its distance over the radius), on a copy of
+    the disk LIT_RADIUS px in radius. Only pixels whose mirror image through
+    the centre is in the frame too count, so a disk cut by the frame's edge
+    is not lit towards the part left; the darkest 5% of the disk is the
+    floor (a day Moon's unlit part is the sky's brightness)."""
+    transform, size = _crop_transform(side.circle, LIT_RADIUS)
+    grey = _grey(_resample(side.pyramid, transform, size))
+    height, width = side.pyramid.levels[0].shape[:2]
+    steps = np.arange(size, dtype=np.float64)
+    centre = size / 2.0
+    mirrored = 2.0 * centre - steps
+    inverse = np.linalg.inv(transform)
+    seen = []
+    for axis, side_length in ((0, width), (1, height)):
+        source = inverse[axis, axis] * steps + inverse[axis, 2]
+        inside = (source >= 0) & (source <= side_length - 1)
+        # A mirror image off the canvas lies off the disk too.
+        twin = np.clip(np.round(mirrored).astype(int), 0, size - 1)
+        seen.append(inside & inside[twin] & (mirrored <= size - 1))
+    dx, dy = np.meshgrid(steps - centre, steps - centre)
+    disk = dx * dx + dy * dy <= (MASK_FRACTION * LIT_RADIUS) ** 2
+    mask = disk & seen[0][None, :] & seen[1][:, None]
+    if np.count_nonzero(mask) < 0.5 * np.count_nonzero(disk):
+        return 0.0, 0.0
+    values = grey[mask]
+    values = np.clip(values - np.percentile(values, 5), 0, None)
+    total = float(values.sum())
+    if total <= 0:
+        return 0.0, 0.0
+    vx = float((values * dx[mask]).sum()) / (total * LIT_RADIUS)
+    vy = float((values * dy[mask]).sum()) / (total * LIT_RADIUS)
+    return float(np.degrees(np.arctan2(vy, vx))), float(np.hypot(vx, vy))
+
+
+def _lit_rotation(user_side, model_side):
+    """The rotation (degrees, user canvas -> model canvas) that turns the
+    photo's lit side onto the render's, or None when either disk shows no
+    clear phase or the two disks' phases differ (see LIT_MIN, LIT_AGREE)."""
+    user_angle, user_length = _lit_direction(user_side)
+    model_angle, model_length = _lit_direction(model_side)
+    if min(user_length, model_length) < LIT_MIN or min(user_length, model_length) < LIT_AGREE * max(user_length, model_length):
+        return None
+    return (model_angle - user_angle) % 360.0
 
 
 def _descriptor_distances(desc_a, desc_b, norm):
@@ -952,7 +1021,7 @@ def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius,
     )
 
 
-def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius):
+def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, radius, min_inliers=GUIDED_MIN_INLIERS):
     """(src, dst, warp, inliers, estimator) from matching guided by the polar
     rotation, or None. Held to a stricter standard than plain matching (more
     inliers, the rotation agreeing with the polar one): a gated search
@@ -962,7 +1031,7 @@ def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, ra
     user_pts = np.float32([kp.pt for kp in user_kp])
     model_pts = np.float32([kp.pt for kp in model_kp])
     pairs = _guided_matches(user_pts, user_desc, model_pts, model_desc, norm, rotation, centre, radius)
-    if len(pairs) < GUIDED_MIN_INLIERS:
+    if len(pairs) < min_inliers:
         return None
     src, dst = user_pts[pairs[:, 0]], model_pts[pairs[:, 1]]
     try:
@@ -971,7 +1040,7 @@ def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, ra
         return None
     turn = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
     if (
-        inliers.sum() < GUIDED_MIN_INLIERS
+        inliers.sum() < min_inliers
         or abs((turn - rotation + 180.0) % 360.0 - 180.0) > GUIDED_MAX_TURN_DEG
         or not _plausible(warp, centre, radius)
     ):
@@ -1117,12 +1186,14 @@ def _scale_fits(warp, inliers, max_scale):
     return abs(_disk_scale(warp) - 1.0) <= max_scale
 
 
-def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale=None):
+def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None):
     """Match two described canvases and estimate the warp between them:
     (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation),
     or NotEnoughKeypointsError / HomographyNotFoundError; ``ecc=False``
     leaves ECC out of the fallbacks; ``max_scale`` bounds the scale of
-    answers on weak evidence (see _scale_fits)."""
+    answers on weak evidence (see _scale_fits); ``lit``, when given, is
+    called for the lit side's rotation (_lit_rotation) once the polar one
+    has guided nothing."""
     user_work, user_mask, user_to_work, user_kp, user_desc = user_features
     model_work, model_mask, model_to_work, model_kp, model_desc = model_features
     size = user_work.shape[0]
@@ -1181,12 +1252,24 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
                 found = _guided(user_kp, user_desc, model_kp, model_desc, norm, energy[2], centre, radius)
         if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
             found = None
+        lit_turn = None
+        if found is None and lit is not None:
+            lit_rotation = lit()
+            if lit_rotation is not None:
+                lit_turn, _ = _polar_rotation(user_work, user_mask, model_work, model_mask, radius, near=lit_rotation)
+                found = _guided(
+                    user_kp, user_desc, model_kp, model_desc, norm, lit_turn, centre, radius, min_inliers=LIT_MIN_INLIERS
+                )
+                if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
+                    found = None
         if found is not None:
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
             if ecc and peak >= POLAR_MIN_PEAK:
                 found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius), "ecc"
+            if ecc and lit_turn is not None and not _ecc_fits(found, max_scale):
+                found, estimator = _ecc(user_work, user_mask, model_work, model_mask, lit_turn, centre, radius), "ecc"
             if ecc and not _ecc_fits(found, max_scale):
                 found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy)
                 estimator = "ecc_detail"
@@ -1268,8 +1351,9 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
     NotEnoughKeypointsError or HomographyNotFoundError."""
     user_features = describe(user_side, algorithm, radius, retry=retry)
     model_features = describe(model_side, algorithm, radius, retry=retry)
+    lit = functools.cache(lambda: _lit_rotation(user_side, model_side))
     try:
-        return _solve(user_features, model_features, algorithm, radius, max_scale=max_scale), user_features, model_features
+        return _solve(user_features, model_features, algorithm, radius, max_scale=max_scale, lit=lit), user_features, model_features
     except (NotEnoughKeypointsError, HomographyNotFoundError):
         # An over-exposed photo's highlands are flat white, where the render
         # still shows terrain that matches nothing: flatten the same share
@@ -1287,7 +1371,10 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
         for unshaded in (False, True):
             model_features = describe(model_side, algorithm, radius, (round(share, 2), unshaded), retry=retry)
             try:
-                solved = _solve(user_features, model_features, algorithm, radius, ecc=not unshaded, max_scale=max_scale)
+                solved = _solve(
+                    user_features, model_features, algorithm, radius, ecc=not unshaded, max_scale=max_scale,
+                    lit=None if unshaded else lit,
+                )
                 return solved, user_features, model_features
             except (NotEnoughKeypointsError, HomographyNotFoundError):
                 if unshaded:
