@@ -394,25 +394,29 @@ class TestOverExposed:
 
     def test_three_failures_refuse(self, model, monkeypatch):
         """A blown-out photo is tried plain and against both flattened
-        readings of the render, then refused with the last failure."""
+        readings of the render, then again so with the detector's retry
+        settings (ORB's: see TestDetectorRetry), then refused with the last
+        failure."""
         user, circle = self._half_blown()
         user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
-        assert len(self._solves_until_refused(monkeypatch, user_side, model, NotEnoughKeypointsError)) == 3
+        assert len(self._solves_until_refused(monkeypatch, user_side, model, NotEnoughKeypointsError)) == 2 * 3
 
     def test_no_retry_when_not_blown_out(self, model, monkeypatch):
-        """A photo that is not over-exposed gets the first failure."""
+        """A photo that is not over-exposed is tried plain only (once with
+        the detector's retry settings)."""
         user = np.full((400, 400, 3), 10, np.uint8)
         cv2.circle(user, (200, 200), 150, (90, 100, 110), -1)
         user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), moon_pipeline.Circle(199.5, 199.5, 150))
-        assert len(self._solves_until_refused(monkeypatch, user_side, model, HomographyNotFoundError)) == 1
+        assert len(self._solves_until_refused(monkeypatch, user_side, model, HomographyNotFoundError)) == 2
 
 
 class TestDetectorRetry:
     """A detector with a "retry_detector" setting (BRISK: a FAST threshold
-    of 20 for 30) describes both disks once more with it, only where
-    everything else failed: a blurred, over-exposed gibbous Moon left BRISK
-    141 keypoints on the photo's canvas and 7 matches (bench_accuracy
-    seed 91, phone photo #13; registered at 0.65% of the diameter now)."""
+    of 12 for 30; every detector has one) describes both disks once more
+    with it, only where everything else failed: a blurred, over-exposed
+    gibbous Moon left BRISK 141 keypoints on the photo's canvas and 7
+    matches (bench_accuracy seed 91, phone photo #13; registered at 0.65%
+    of the diameter now), a crescent's sliver too few for any detector."""
 
     @staticmethod
     def _fails_on_first_features(monkeypatch):
@@ -430,19 +434,24 @@ class TestDetectorRetry:
         monkeypatch.setattr(moon_pipeline, "_solve", sparse_fails)
         return seen
 
-    def test_brisk_describes_again_with_more_keypoints(self, model, monkeypatch):
+    @pytest.mark.parametrize("algorithm", AVAILABLE)
+    def test_detector_describes_again_with_more_keypoints(self, model, monkeypatch, algorithm):
         pair = photo(model, angle=35.0, scale=0.8, blur=1.5)
+        detector = moon_pipeline._detector(get_algorithm(algorithm))
+        retry = moon_pipeline.ALGORITHM_SETTINGS[algorithm]["retry_detector"]
+        before = {setter: getattr(detector, "get" + setter[3:])() for setter in retry}
         seen = self._fails_on_first_features(monkeypatch)
-        result = register_images(pair.user, model, "BRISK", pipeline="moon")
+        result = register_images(pair.user, model, algorithm, pipeline="moon")
         assert relative_error(result, pair) <= 0.03
         assert len(seen) >= 2 and seen[-1] > seen[0]
         assert result.keypoints_user == seen[-1]
         # The thread's detector is set back for the next request.
-        detector = moon_pipeline._detector(get_algorithm("BRISK"))
-        assert detector.getThreshold() == 30
+        assert {setter: getattr(detector, "get" + setter[3:])() for setter in retry} == before
 
     def test_no_retry_without_the_setting(self, model, monkeypatch):
         pair = photo(model, angle=35.0, scale=0.8, blur=1.5)
+        settings = {key: value for key, value in moon_pipeline.ALGORITHM_SETTINGS["ORB"].items() if key != "retry_detector"}
+        monkeypatch.setitem(moon_pipeline.ALGORITHM_SETTINGS, "ORB", settings)
         seen = self._fails_on_first_features(monkeypatch)
         with pytest.raises(NotEnoughKeypointsError):
             register_images(pair.user, model, "ORB", pipeline="moon")
@@ -950,7 +959,8 @@ class TestLimbRefinement:
         model_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(model), find_moon(model), on_limb=on_limb[1])
         with pytest.raises(HomographyNotFoundError):
             moon_pipeline._register_disk(user_side, model_side, get_algorithm("ORB"))
-        assert seen == [bound]
+        # Once plain, once with ORB's retry settings.
+        assert seen == [bound, bound]
 
 
 def _half_lit(size, centre, radius, direction, floor=10, lit=200):

@@ -153,7 +153,9 @@ class TestUnblendedMadeUpMaps:
     detail energy at 0.41, under the 0.5 that keeps strangers out (with
     these maps' real tone; it registered on the flat maps before). BRISK
     registers it, its matching guided by the rotation found on the detail
-    energy (the plain polar peak is too low to guide)."""
+    energy (the plain polar peak is too low to guide), and SIFT and ORB
+    with their detectors' retry settings (more keypoints, after every
+    other try failed: see moon_pipeline.ALGORITHM_SETTINGS)."""
 
     @pytest.fixture(scope="class")
     def pairs(self, maps):
@@ -172,7 +174,7 @@ class TestUnblendedMadeUpMaps:
             pytest.param(
                 algorithm, direction, seed,
                 marks=pytest.mark.xfail(strict=True, reason="see the class's docstring")
-                if (direction, seed) == (1, 2) and algorithm != "BRISK"
+                if (direction, seed) == (1, 2) and algorithm in ("AKAZE", "SURF")
                 else (),
             )
             for direction, seed in ((0, 1), (0, 2), (1, 1), (1, 2))
