@@ -448,6 +448,26 @@ class TestDetectorRetry:
         # The thread's detector is set back for the next request.
         assert {setter: getattr(detector, "get" + setter[3:])() for setter in retry} == before
 
+    def test_a_retry_answer_needs_ten_inliers(self, model, monkeypatch):
+        """More keypoints make a chance consensus likelier: an answer found
+        only with the retry settings needs RETRY_MIN_INLIERS inliers (on the
+        second generator's day crescents three came back 4-14% off on fewer)."""
+        pair = photo(model, angle=35.0, scale=0.8, blur=1.5)
+        solve_sides = moon_pipeline._solve_sides
+
+        def weak_retry(user_side, model_side, algorithm, radius, max_scale, retry=False):
+            if not retry:
+                raise NotEnoughKeypointsError()
+            solved, user_features, model_features = solve_sides(user_side, model_side, algorithm, radius, max_scale, retry)
+            inliers = np.zeros_like(solved[3])
+            inliers[np.flatnonzero(solved[3])[: moon_pipeline.RETRY_MIN_INLIERS - 1]] = True
+            return (solved[:3] + (inliers,) + solved[4:]), user_features, model_features
+
+        monkeypatch.setattr(moon_pipeline, "_solve_sides", weak_retry)
+        monkeypatch.setattr(moon_pipeline, "_last_resort", lambda *args: (_ for _ in ()).throw(args[-1]))
+        with pytest.raises(HomographyNotFoundError):
+            register_images(pair.user, model, "ORB", pipeline="moon")
+
     def test_no_retry_without_the_setting(self, model, monkeypatch):
         pair = photo(model, angle=35.0, scale=0.8, blur=1.5)
         settings = {key: value for key, value in moon_pipeline.ALGORITHM_SETTINGS["ORB"].items() if key != "retry_detector"}

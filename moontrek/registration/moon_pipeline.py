@@ -114,11 +114,16 @@ ALGORITHM_SETTINGS = {
 # raised). BRISK at a FAST threshold of 20 everywhere was as accurate but
 # took 1.5-2x the time; as a retry it registered a blurred, over-exposed
 # gibbous Moon (7 matches at 30). A crescent's sliver leaves every
-# detector few keypoints: with these retries the phase set (bench_accuracy
-# --phase 40, seed 0) went SIFT 34 -> 37, ORB 23 -> 32, AKAZE 25 -> 33,
-# BRISK (20 -> 12) 24 -> 31, SURF 35 -> 37 of 40; no Moon-less photo was
-# answered (136, every algorithm) and the shared maps' photo-render and
-# phone sets were unchanged (README, "Pipelines").
+# detector few keypoints. More keypoints make a chance consensus likelier,
+# so an answer found only with them needs RETRY_MIN_INLIERS inliers: on
+# the second generator's day crescents, three answers on fewer came back
+# 4-14% off (and a wrong disk, 210%), on the phase set two at 2.4-2.5%.
+# The phase set (bench_accuracy --phase 40, seed 0), lit guide alone ->
+# with the retries: SIFT 34 -> 34, ORB 23 -> 26, AKAZE 25 -> 26, BRISK
+# (threshold 20 -> 12) 24 -> 26, SURF 35 -> 35 of 40 (without the bar 37,
+# 32, 33, 31, 37, with those wrong answers; at 8 inliers, one of each).
+# No Moon-less photo was answered (README, "Pipelines").
+RETRY_MIN_INLIERS = 10
 # Long side of the copy the disk is looked for in.
 FIND_SIZE = 160
 FIND_MIN_FRACTION = 0.15
@@ -1433,6 +1438,8 @@ def _register_disk(user_side, model_side, algorithm):
             if not ALGORITHM_SETTINGS.get(algorithm.name, {}).get("retry_detector"):
                 raise
             solved, user_features, model_features = _solve_sides(user_side, model_side, algorithm, radius, max_scale, True)
+            if int(solved[3].sum()) < RETRY_MIN_INLIERS:
+                raise HomographyNotFoundError()
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
         solved, user_features, model_features = _last_resort(user_side, model_side, algorithm, radius, max_scale, failure)
     src, dst, warp, inliers, estimator, matched, guided, ecc_correlation = solved
