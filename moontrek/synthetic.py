@@ -997,6 +997,13 @@ def _lift(view, xs, ys):
     return np.stack([X, Y, Z], axis=-1) @ view.rotation()
 
 
+def _sun_in_view(sun):
+    """The unit vector towards the Sun, (phase, direction in the image) in
+    degrees, in view coordinates (right, up, towards the observer)."""
+    phase, direction = np.radians(sun)
+    return np.array([np.sin(phase) * np.cos(direction), np.sin(phase) * np.sin(direction), np.cos(phase)])
+
+
 def render_globe(lunar_map, size, view, *, sun=None, shading="lambert", supersample=None):
     """Render ``lunar_map`` (H x W x 3 or H x W, any dtype) as an orthographic
     globe seen from ``view`` on a ``size`` = (width, height) canvas.
@@ -1041,12 +1048,7 @@ def render_globe(lunar_map, size, view, *, sun=None, shading="lambert", supersam
     sampled = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
     towards = view.rotation()[2]
     mu = np.clip(points @ towards, 0, 1)
-    if sun is None:
-        sun_vector = towards
-    else:
-        phase, direction = np.radians(sun)
-        in_view = np.array([np.sin(phase) * np.cos(direction), np.sin(phase) * np.sin(direction), np.cos(phase)])
-        sun_vector = in_view @ view.rotation()
+    sun_vector = towards if sun is None else _sun_in_view(sun) @ view.rotation()
     mu0 = points @ sun_vector
     if shading == "lambert":
         # A soft terminator (the renderer's smooth shading), limb darkening.
@@ -1305,9 +1307,7 @@ def _crop_box(cx, cy, radius, width, height):
 def _same_sun(model_view, model_sun, view):
     """The Sun of ``model_sun`` (phase, direction in the model's image) as
     (phase, direction) in ``view``'s image: one Sun in the body's frame."""
-    phase, direction = np.radians(model_sun)
-    in_model = np.array([np.sin(phase) * np.cos(direction), np.sin(phase) * np.sin(direction), np.cos(phase)])
-    in_view = view.rotation() @ (in_model @ model_view.rotation())
+    in_view = view.rotation() @ (_sun_in_view(model_sun) @ model_view.rotation())
     return float(np.degrees(np.arccos(np.clip(in_view[2], -1.0, 1.0)))), float(np.degrees(np.arctan2(in_view[1], in_view[0])))
 
 

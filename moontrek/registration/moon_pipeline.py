@@ -810,12 +810,12 @@ def _lit_direction(side):
     centre = size / 2.0
     mirrored = 2.0 * centre - steps
     inverse = np.linalg.inv(transform)
+    twin = np.clip(np.round(mirrored).astype(int), 0, size - 1)
     seen = []
     for axis, side_length in ((0, width), (1, height)):
         source = inverse[axis, axis] * steps + inverse[axis, 2]
         inside = (source >= 0) & (source <= side_length - 1)
         # A mirror image off the canvas lies off the disk too.
-        twin = np.clip(np.round(mirrored).astype(int), 0, size - 1)
         seen.append(inside & inside[twin] & (mirrored <= size - 1))
     dx, dy = np.meshgrid(steps - centre, steps - centre)
     disk = dx * dx + dy * dy <= (MASK_FRACTION * LIT_RADIUS) ** 2
