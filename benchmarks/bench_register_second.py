@@ -10,7 +10,9 @@ JPEG, the render as the client's RGBA PNG) against a render of the other
 lunar map at a libration up to 3 degrees off the photo's, lit by the same
 Sun (the render made for the photo's moment). The truth is fitted to the
 sphere's correspondences over the inner disk (``globe_truth``); success is
-a mean error over the disk within 2% of the Moon's diameter. Prints, per
+a mean error over the disk within 2% of the Moon's diameter, both in the
+frame the homography maps into (the render fitted to the photo, where the
+Moon is several times larger than in the photo). Prints, per
 algorithm, successes, refusals and wrong answers for whole Moons and for
 Moons cut by the frame.
 """
@@ -30,6 +32,7 @@ import bench_detect_second as second  # noqa: E402
 from bench_accuracy import lunar_maps  # noqa: E402
 
 from moontrek.registration import ALGORITHM_NAMES, RegistrationError, register  # noqa: E402
+from moontrek.registration.geometry import fitted_size  # noqa: E402
 from moontrek.synthetic import GlobeView, _same_sun, disk_error, encode, globe_truth, render_globe, to_rgba_render  # noqa: E402
 
 TOLERANCE = 0.02
@@ -87,6 +90,8 @@ def main(argv=None):
         kind = "whole" if r <= x <= width - r and r <= y <= height - r else "cut"
         model, model_view = model_for(s, maps, photo_map, view, sun)
         expected, _ = globe_truth(view, model_view, (2000, 2000), (width, height))
+        # The errors are in the fitted render's pixels: over its Moon's diameter.
+        diameter = 2 * model_view.radius * fitted_size(2000, 2000, width, height)[0] / 2000
         files = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes(), encode(to_rgba_render(model))
         for algorithm in algorithms:
             tally[algorithm, kind, "n"] += 1
@@ -96,7 +101,7 @@ def main(argv=None):
                 tally[algorithm, kind, "refused"] += 1
                 outcome = type(error).__name__
             else:
-                e = disk_error(result.homography, expected, (x, y, r), frame=(width, height)) / (2 * r)
+                e = disk_error(result.homography, expected, (x, y, r), frame=(width, height)) / diameter
                 outcome = "ok" if e <= TOLERANCE else f"wrong {e:.1%}"
                 tally[algorithm, kind, "ok" if e <= TOLERANCE else "wrong"] += 1
             if args.verbose and outcome != "ok":
