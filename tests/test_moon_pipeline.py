@@ -356,7 +356,7 @@ class TestOverExposed:
         model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
         solve, clips, eccs, lits = moon_pipeline._solve, [], [], []
 
-        def failing(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None):
+        def failing(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None, rigid=None):
             clips.append(next(k[3] for k, v in model_side.features.items() if v is model_features))
             eccs.append(ecc)
             # The unshaded reading is a guess about the render's shading, so
@@ -644,6 +644,33 @@ class TestEcc:
         _, model, mask, _ = self._disks(0.0)
         noise = np.random.default_rng(1).integers(0, 256, model.shape).astype(np.uint8)
         assert moon_pipeline._ecc(noise, mask, model, mask, 0.0, self.centre, self.radius) is None
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_rigid_ecc_turns_and_shifts_only(self, seed):
+        """With both circles fitted to their limbs the disks are the same
+        size on their canvases: ECC then neither scales nor shears."""
+        user, model, mask, truth = self._disks(20.0, seed)
+        found = moon_pipeline._ecc(user, mask, model, mask, 26.0, self.centre, self.radius, rigid=True)
+        assert found is not None
+        warp, _ = found
+        np.testing.assert_allclose(warp[:2, :2] @ warp[:2, :2].T, np.eye(2), atol=1e-6)
+        assert _ring_error(warp, truth, self.centre, self.radius) < 1.0
+
+    @pytest.mark.parametrize("rigid", [False, True])
+    def test_an_answer_not_found_again_from_another_start_is_none(self, rigid, monkeypatch):
+        """Concentric rings look the same at every turn: ECC stays at
+        whatever rotation it starts from, with a high correlation. The
+        probe from a start ECC_PROBE_DEG away ends elsewhere, so there is
+        no answer."""
+        n = self.size
+        yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+        rings = 128 + 60 * np.sin(np.hypot(xx - self.centre[0], yy - self.centre[1]) / 4.0)
+        disk, mask, _ = moon_pipeline._canvas_masks(n, self.radius)
+        image = (np.clip(rings, 0, 255) * (disk > 0)).astype(np.uint8)
+        assert moon_pipeline._ecc(image, mask, image, mask, 3.0, self.centre, self.radius, rigid=rigid) is None
+        # The probe is what refuses it.
+        monkeypatch.setattr(moon_pipeline, "ECC_PROBE_AGREE", 1.0)
+        assert moon_pipeline._ecc(image, mask, image, mask, 3.0, self.centre, self.radius, rigid=rigid) is not None
 
 
 class TestEccOnDetail:
@@ -1031,6 +1058,14 @@ class TestLitSide:
         user = _side(_half_lit((400, 400), (200.0, 200.0), 120.0, 30.0), (200.0, 200.0, 120.0))
         full = _side(_half_lit((900, 900), (450.0, 450.0), 400.0, 100.0, floor=200), (450.0, 450.0, 400.0))
         assert moon_pipeline._lit_rotation(user, full) is None
+
+    def test_ecc_is_rigid_only_on_a_phase_with_both_circles_on_their_limbs(self):
+        half = _side(_half_lit((400, 400), (200.0, 200.0), 120.0, 30.0), (200.0, 200.0, 120.0))
+        full = _side(_half_lit((400, 400), (200.0, 200.0), 120.0, 30.0, floor=200), (200.0, 200.0, 120.0))
+        assert moon_pipeline._rigid_ecc(half, moon_pipeline.LIMB_MAX_SCALE)
+        # A circle from the search alone may be a few per cent off in size.
+        assert not moon_pipeline._rigid_ecc(half, None)
+        assert not moon_pipeline._rigid_ecc(full, moon_pipeline.LIMB_MAX_SCALE)
 
     def test_crescent_registers_on_the_lit_sides_guide(self, monkeypatch):
         """A crescent (phase 111) against the render made for its moment,

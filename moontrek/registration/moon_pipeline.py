@@ -739,6 +739,20 @@ ECC_MAX_TURN_DEG = 10.0
 ECC_SIGMAS = (3.0, 1.5)
 ECC_ITERATIONS = 60
 ECC_MIN_CORRELATION = 0.3
+# On a half Moon or crescent whose circles were both fitted to their limbs
+# (to about a per cent), the disks are already the same size on their
+# canvases: ECC turns and shifts them only (cv2.MOTION_EUCLIDEAN; see
+# _rigid_ecc), instead of the affine's six freedoms, with which ECC slid
+# along the lit limb (2.2-5.5% of the diameter off, at correlations of
+# 0.5-0.76 as the right answers had).
+ECC_RIGID = True
+# An ECC answer must be found again from a start turned ECC_PROBE_DEG
+# away: on a flat correlation ECC stops wherever it starts (a crescent at
+# 13 degrees off, correlation 0.58, from the polar correlation's edge; 5
+# degrees off from the lit side's rotation). Both within ECC_PROBE_AGREE
+# of the radius of each other over the disk.
+ECC_PROBE_DEG = 5.0
+ECC_PROBE_AGREE = 0.02
 # Last of all, the same on the disks' detail energy (|detail above a blur
 # of DETAIL_SIGMAS[0] px|, blurred by DETAIL_SIGMAS[1] px), where a crater
 # is a ring of energy whether the image shows it as a shaded bowl (a
@@ -950,13 +964,42 @@ def _estimate(src, dst, centre, radius):
     return warp, inliers, "similarity"
 
 
-def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, min_correlation=ECC_MIN_CORRELATION):
+def _ecc(
+    user_work, user_mask, model_work, model_mask, rotation, centre, radius, min_correlation=ECC_MIN_CORRELATION, rigid=False,
+    probe=None,
+):
     """(3x3 warp user canvas -> model canvas, correlation) from ECC on the
-    two normalised disks (affine, started from the polar rotation), or None
-    when it does not converge, correlates too little, turns away from the
-    polar rotation or is implausible. Measured on whole phone photos where
-    ORB's few keypoints failed: 0.8-1.4% of the Moon's diameter, correlation
-    0.41-0.91 on real pairs against 0.09 for a disk of noise."""
+    two normalised disks (affine, or turn and shift only when ``rigid``,
+    started from the polar rotation), or None when it does not converge,
+    correlates too little, turns away from the polar rotation, is
+    implausible, or is not found again from a start ECC_PROBE_DEG away
+    (or from the rotation ``probe``, when given).
+    Measured on whole phone photos where ORB's few keypoints failed:
+    0.8-1.4% of the Moon's diameter, correlation 0.41-0.91 on real pairs
+    against 0.09 for a disk of noise."""
+    motion = cv2.MOTION_EUCLIDEAN if rigid and ECC_RIGID else cv2.MOTION_AFFINE
+    found = _ecc_from(user_work, user_mask, model_work, model_mask, rotation, centre, motion)
+    if found is None:
+        return None
+    warp, correlation = found
+    turned = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
+    if (
+        correlation < min_correlation
+        or abs((turned - rotation + 180.0) % 360.0 - 180.0) > ECC_MAX_TURN_DEG
+        or not _plausible(warp, centre, radius)
+    ):
+        return None
+    start = rotation + ECC_PROBE_DEG if probe is None else probe
+    again = _ecc_from(user_work, user_mask, model_work, model_mask, start, centre, motion)
+    if again is None or _largest_shift(warp, again[0], centre, radius) > ECC_PROBE_AGREE * radius:
+        return None
+    return warp, float(correlation)
+
+
+def _ecc_from(user_work, user_mask, model_work, model_mask, rotation, centre, motion):
+    """(warp, correlation) of ECC with ``motion`` from ``rotation`` about
+    ``centre``, coarse to fine (ECC_SIGMAS), or None when it does not
+    converge."""
     a = np.radians(rotation)
     turn = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
     turn[:2, 2] = centre - turn[:2, :2] @ centre
@@ -969,18 +1012,18 @@ def _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius,
         template = cv2.GaussianBlur(model_f, (0, 0), sigma)
         moving = cv2.GaussianBlur(user_f, (0, 0), sigma)
         try:
-            correlation, matrix = cv2.findTransformECC(template, moving, matrix, cv2.MOTION_AFFINE, criteria, model_mask, 5)
+            correlation, matrix = cv2.findTransformECC(template, moving, matrix, motion, criteria, model_mask, 5)
         except cv2.error:
-            return None  # did not converge
-    warp = np.linalg.inv(np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]]))
-    turned = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
-    if (
-        correlation < min_correlation
-        or abs((turned - rotation + 180.0) % 360.0 - 180.0) > ECC_MAX_TURN_DEG
-        or not _plausible(warp, centre, radius)
-    ):
-        return None
-    return warp, float(correlation)
+            return None
+    return np.linalg.inv(np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]])), float(correlation)
+
+
+def _largest_shift(warp, other, centre, radius):
+    """The largest distance between where ``warp`` and ``other`` take the
+    points of the disk's rim (about ``centre``, of ``radius``)."""
+    angles = np.radians(np.arange(0.0, 360.0, 15.0))
+    rim = np.stack([centre[0] + radius * np.cos(angles), centre[1] + radius * np.sin(angles)], axis=1)
+    return float(np.max(np.hypot(*(map_points(warp, rim) - map_points(other, rim)).T)))
 
 
 def _agreement(user_work, user_mask, model_work, model_mask, warp, sigma=AGREEMENT_SIGMA):
@@ -1019,7 +1062,7 @@ def _detail_rotation(user_work, user_mask, model_work, model_mask, radius):
     return (user_energy, model_energy) + _polar_rotation(user_energy, user_mask, model_energy, model_mask, radius)
 
 
-def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy=None):
+def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy=None, rigid=False):
     """_ecc on the two disks' detail energy, from the rotation polar
     correlation finds on it, for disks whose detail differs in kind (a
     photo's bright rims and rays against a render's shaded bowls): (warp,
@@ -1031,7 +1074,7 @@ def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius,
     if peak < POLAR_MIN_PEAK:
         return None
     return _ecc(
-        user_energy, user_mask, model_energy, model_mask, rotation, centre, radius, min_correlation=DETAIL_MIN_CORRELATION
+        user_energy, user_mask, model_energy, model_mask, rotation, centre, radius, DETAIL_MIN_CORRELATION, rigid
     )
 
 
@@ -1200,14 +1243,15 @@ def _scale_fits(warp, inliers, max_scale):
     return abs(_disk_scale(warp) - 1.0) <= max_scale
 
 
-def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None):
+def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None, rigid=None):
     """Match two described canvases and estimate the warp between them:
     (src, dst, warp, inliers, estimator, matched, guided, ecc_correlation),
     or NotEnoughKeypointsError / HomographyNotFoundError; ``ecc=False``
     leaves ECC out of the fallbacks; ``max_scale`` bounds the scale of
     answers on weak evidence (see _scale_fits); ``lit``, when given, is
     called for the lit side's rotation (_lit_rotation) once the polar one
-    has guided nothing."""
+    has guided nothing; ``rigid``, when given, is called before ECC: True
+    for ECC that turns and shifts only (see ECC_RIGID)."""
     user_work, user_mask, user_to_work, user_kp, user_desc = user_features
     model_work, model_mask, model_to_work, model_kp, model_desc = model_features
     size = user_work.shape[0]
@@ -1280,12 +1324,19 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
+            rigid = bool(ecc and rigid is not None and rigid())
             if ecc and peak >= POLAR_MIN_PEAK:
-                found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius), "ecc"
+                found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, rigid=rigid), "ecc"
             if ecc and lit_turn is not None and not _ecc_fits(found, max_scale):
-                found, estimator = _ecc(user_work, user_mask, model_work, model_mask, lit_turn, centre, radius), "ecc"
+                # Found again from the lit side's own rotation, unless the
+                # polar correlation hardly moved it.
+                probe = lit_rotation if abs((lit_rotation - lit_turn + 180.0) % 360.0 - 180.0) >= 2.0 else None
+                found = _ecc(
+                    user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, rigid=rigid, probe=probe
+                )
+                estimator = "ecc"
             if ecc and not _ecc_fits(found, max_scale):
-                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy)
+                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy, rigid)
                 estimator = "ecc_detail"
             if not _ecc_fits(found, max_scale):
                 raise failure
@@ -1359,6 +1410,17 @@ def _other_disks(pyramid, tried):
     return found[:OTHER_DISKS]
 
 
+def _rigid_ecc(user_side, max_scale):
+    """Whether ECC should turn and shift only (see ECC_RIGID): both circles
+    on their limbs (``max_scale`` set) and the photo's disk showing a phase
+    (its lit side LIT_MIN of the radius off centre or more). A near-full
+    disk's detail holds an affine ECC in place, and there the circles' own
+    per cent of scale and the libration need its freedom: turned and
+    shifted only, the made-up maps' seed 7300 lost 4 photo-render pairs and
+    8 phone photos of 70 with AKAZE."""
+    return max_scale is not None and _lit_direction(user_side)[1] >= LIT_MIN
+
+
 def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=False):
     """(_solve's answer, user features, model features) for two sides,
     described with the detector's ``retry`` setting when asked; raise
@@ -1366,8 +1428,10 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
     user_features = describe(user_side, algorithm, radius, retry=retry)
     model_features = describe(model_side, algorithm, radius, retry=retry)
     lit = functools.cache(lambda: _lit_rotation(user_side, model_side))
+    rigid = functools.cache(lambda: _rigid_ecc(user_side, max_scale))
     try:
-        return _solve(user_features, model_features, algorithm, radius, max_scale=max_scale, lit=lit), user_features, model_features
+        solved = _solve(user_features, model_features, algorithm, radius, max_scale=max_scale, lit=lit, rigid=rigid)
+        return solved, user_features, model_features
     except (NotEnoughKeypointsError, HomographyNotFoundError):
         # An over-exposed photo's highlands are flat white, where the render
         # still shows terrain that matches nothing: flatten the same share
@@ -1387,7 +1451,7 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
             try:
                 solved = _solve(
                     user_features, model_features, algorithm, radius, ecc=not unshaded, max_scale=max_scale,
-                    lit=None if unshaded else lit,
+                    lit=None if unshaded else lit, rigid=rigid,
                 )
                 return solved, user_features, model_features
             except (NotEnoughKeypointsError, HomographyNotFoundError):
@@ -1413,7 +1477,10 @@ def _last_resort(user_side, model_side, algorithm, radius, max_scale, failure):
     if not WEAK_PEAK <= peak < POLAR_MIN_PEAK:
         raise failure
     centre = np.array([user_work.shape[0] / 2.0] * 2)
-    found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, WEAK_PEAK_MIN_CORRELATION)
+    found = _ecc(
+        user_work, user_mask, model_work, model_mask, rotation, centre, radius, WEAK_PEAK_MIN_CORRELATION,
+        _rigid_ecc(user_side, max_scale),
+    )
     if not _ecc_fits(found, max_scale):
         raise failure
     warp, correlation = found
