@@ -749,10 +749,13 @@ ECC_MIN_CORRELATION = 0.3
 # 0.5-0.76 as the right answers had).
 ECC_RIGID = True
 # An ECC answer must be found again from a start turned ECC_PROBE_DEG
-# away: on a flat correlation ECC stops wherever it starts (a crescent at
-# 13 degrees off, correlation 0.58, from the polar correlation's edge; 5
-# degrees off from the lit side's rotation). Both within ECC_PROBE_AGREE
-# of the radius of each other over the disk.
+# away, or from the lit side's rotation when ECC started from the polar
+# correlation's point near it: on a flat correlation ECC stops wherever it
+# starts (a crescent 13 degrees off at a correlation of 0.58 from that
+# point, 5 degrees off from the lit side's rotation). Both answers within
+# ECC_PROBE_AGREE of the radius of each other over the rim; where the
+# probe ran on the phase set and the second generator they agreed within
+# 0.0006 or differed by 0.045.
 ECC_PROBE_DEG = 5.0
 ECC_PROBE_AGREE = 0.02
 # Last of all, the same on the disks' detail energy (|detail above a blur
@@ -967,8 +970,8 @@ def _estimate(src, dst, centre, radius):
 
 
 def _ecc(
-    user_work, user_mask, model_work, model_mask, rotation, centre, radius, min_correlation=ECC_MIN_CORRELATION, rigid=False,
-    probe=None,
+    user_work, user_mask, model_work, model_mask, rotation, centre, radius,
+    min_correlation=ECC_MIN_CORRELATION, rigid=False, probe=None,
 ):
     """(3x3 warp user canvas -> model canvas, correlation) from ECC on the
     two normalised disks (affine, or turn and shift only when ``rigid``,
@@ -1069,7 +1072,7 @@ def _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius,
     correlation finds on it, for disks whose detail differs in kind (a
     photo's bright rims and rays against a render's shaded bowls): (warp,
     correlation) or None. ``energy``: _detail_rotation's answer, when
-    already found."""
+    already found; ``rigid``: as for _ecc."""
     user_energy, model_energy, rotation, peak = energy or _detail_rotation(
         user_work, user_mask, model_work, model_mask, radius
     )
@@ -1326,19 +1329,20 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
-            rigid = bool(ecc and rigid is not None and rigid())
+            turn_only = bool(ecc and rigid is not None and rigid())
             if ecc and peak >= POLAR_MIN_PEAK:
-                found, estimator = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, rigid=rigid), "ecc"
+                found = _ecc(user_work, user_mask, model_work, model_mask, rotation, centre, radius, rigid=turn_only)
+                estimator = "ecc"
             if ecc and lit_turn is not None and not _ecc_fits(found, max_scale):
                 # Found again from the lit side's own rotation, unless the
                 # polar correlation hardly moved it.
                 probe = lit_rotation if abs((lit_rotation - lit_turn + 180.0) % 360.0 - 180.0) >= 2.0 else None
                 found = _ecc(
-                    user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, rigid=rigid, probe=probe
+                    user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, rigid=turn_only, probe=probe
                 )
                 estimator = "ecc"
             if ecc and not _ecc_fits(found, max_scale):
-                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy, rigid)
+                found = _ecc_on_detail(user_work, user_mask, model_work, model_mask, centre, radius, energy, turn_only)
                 estimator = "ecc_detail"
             if not _ecc_fits(found, max_scale):
                 raise failure
