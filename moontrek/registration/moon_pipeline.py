@@ -673,6 +673,12 @@ def _mutual_hamming(desc_a, desc_b):
     return np.column_stack((rows[keep], nearest[keep]))
 
 
+def _turn_between(a, b):
+    """The signed turn from ``b`` to ``a`` in degrees, in [-180, 180)
+    (arrays too)."""
+    return (a - b + 180.0) % 360.0 - 180.0
+
+
 def _consistent(src, dst, centre, radius):
     """Mask of the matches whose radii agree and whose rotation about the
     centre is the dominant one."""
@@ -689,9 +695,9 @@ def _consistent(src, dst, centre, radius):
     histogram = np.bincount((angles[voting] / ANGLE_BIN_DEG).astype(int) % bins, minlength=bins).astype(float)
     smoothed = histogram + 0.5 * (np.roll(histogram, 1) + np.roll(histogram, -1))
     peak = int(np.argmax(smoothed))
-    members = voting & (np.abs(((angles - (peak + 0.5) * ANGLE_BIN_DEG) + 180.0) % 360.0 - 180.0) < ANGLE_BIN_DEG * 1.5)
+    members = voting & (np.abs(_turn_between(angles, (peak + 0.5) * ANGLE_BIN_DEG)) < ANGLE_BIN_DEG * 1.5)
     rotation = float(np.degrees(np.angle(np.mean(np.exp(1j * np.radians(angles[members])))))) % 360.0
-    off = np.abs((angles - rotation + 180.0) % 360.0 - 180.0)
+    off = np.abs(_turn_between(angles, rotation))
     keep = radial & ((off < ANGLE_TOLERANCE_DEG) | ~voting)
     return keep
 
@@ -805,7 +811,7 @@ def _polar_rotation(user_work, user_mask, model_work, model_mask, radius, near=N
     if near is None:
         peak = int(np.argmax(correlation))
     else:
-        window = (np.arange(360) - near + 180.0) % 360.0 - 180.0
+        window = _turn_between(np.arange(360), near)
         peak = int(np.argmax(np.where(np.abs(window) <= LIT_WINDOW_DEG, correlation, -np.inf)))
     height = float((correlation[peak] - np.median(correlation)) / (correlation.std() + 1e-9))
     # Sub-degree peak by a parabola through its neighbours.
@@ -855,8 +861,8 @@ def _lit_rotation(user_side, model_side):
     """The rotation (degrees, user canvas -> model canvas) that turns the
     photo's lit side onto the render's, or None when either disk shows no
     clear phase or the two disks' phases differ (see LIT_MIN, LIT_AGREE)."""
-    user_angle, user_length = _lit_direction(user_side)
-    model_angle, model_length = _lit_direction(model_side)
+    user_angle, user_length = user_side.lit
+    model_angle, model_length = model_side.lit
     if min(user_length, model_length) < LIT_MIN or min(user_length, model_length) < LIT_AGREE * max(user_length, model_length):
         return None
     return (model_angle - user_angle) % 360.0
@@ -990,7 +996,7 @@ def _ecc(
     turned = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
     if (
         correlation < min_correlation
-        or abs((turned - rotation + 180.0) % 360.0 - 180.0) > ECC_MAX_TURN_DEG
+        or abs(_turn_between(turned, rotation)) > ECC_MAX_TURN_DEG
         or not _plausible(warp, centre, radius)
     ):
         return None
@@ -1103,7 +1109,7 @@ def _guided(user_kp, user_desc, model_kp, model_desc, norm, rotation, centre, ra
     turn = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
     if (
         inliers.sum() < min_inliers
-        or abs((turn - rotation + 180.0) % 360.0 - 180.0) > GUIDED_MAX_TURN_DEG
+        or abs(_turn_between(turn, rotation)) > GUIDED_MAX_TURN_DEG
         or not _plausible(warp, centre, radius)
     ):
         return None
@@ -1127,6 +1133,12 @@ class DiskSide:
     @property
     def shape(self):
         return self.pyramid.levels[0].shape
+
+    @functools.cached_property
+    def lit(self):
+        """_lit_direction's reading of the disk, measured once: the lit
+        guide, rigid ECC and the last resort each ask it, on every retry."""
+        return _lit_direction(self)
 
 
 def prepare_side(image, algorithm, *, render=False):
@@ -1336,7 +1348,7 @@ def _solve(user_features, model_features, algorithm, radius, ecc=True, max_scale
             if ecc and lit_turn is not None and not _ecc_fits(found, max_scale):
                 # Found again from the lit side's own rotation, unless the
                 # polar correlation hardly moved it.
-                probe = lit_rotation if abs((lit_rotation - lit_turn + 180.0) % 360.0 - 180.0) >= 2.0 else None
+                probe = lit_rotation if abs(_turn_between(lit_rotation, lit_turn)) >= 2.0 else None
                 found = _ecc(
                     user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, rigid=turn_only, probe=probe
                 )
@@ -1424,7 +1436,7 @@ def _rigid_ecc(user_side, max_scale):
     per cent of scale and the libration need its freedom: turned and
     shifted only, the made-up maps' seed 7300 lost 4 photo-render pairs and
     8 phone photos of 70 with AKAZE."""
-    return max_scale is not None and _lit_direction(user_side)[1] >= LIT_MIN
+    return max_scale is not None and user_side.lit[1] >= LIT_MIN
 
 
 def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=False):
