@@ -1016,6 +1016,37 @@ def test_moon_goes_before_a_yellow_lamp_globe():
     assert_within(_find_moon_fast(image), truth)
 
 
+def _gibbous_moon_beside_a_small_globe():
+    """A dusk sky, portrait, 2 Mpx: a waning gibbous Moon (radius 140 px,
+    its left side past the terminator) and, below it, a yellow lamp globe
+    of 14 px with no post, brighter than the Moon and sharper at its rim
+    (the second generator's seed 70184 on the shared maps)."""
+    height, width = 1872, 1054
+    tint = np.array([0.6, 0.7, 1.0], np.float32)
+    image = np.linspace(40, 110, height, dtype=np.float32)[:, None, None] * tint + np.zeros((1, width, 3), np.float32)
+    radius, size = 140, 320
+    disk = render_moon(size, radius=radius, seed=0).astype(np.float32)
+    xx = np.arange(size, dtype=np.float32)[None, :]
+    disk *= 0.75 * np.clip((xx - (size / 2 - 0.65 * radius)) / (0.15 * radius), 0, 1)[..., None]
+    image[510 - size // 2:510 + size // 2, 800 - size // 2:800 + size // 2] += disk
+    globe = np.zeros((height, width), np.float32)
+    cv2.circle(globe, (690, 820), 14, 1.0, -1, cv2.LINE_AA)
+    glow = cv2.GaussianBlur(globe, (0, 0), 28.0) * 60.0
+    image += (globe * 230.0)[..., None] * np.array([0.55, 0.95, 1.0], np.float32) + glow[..., None]
+    return np.clip(image, 0, 255).astype(np.uint8), (800.0, 510.0, float(radius))
+
+
+def test_moon_goes_before_a_globe_too_small_to_show_a_surface():
+    """The globe outscored the Moon (brighter, its brightness counted
+    squared, and a sharper rim), and being small it was no flat disk to
+    give way (its few pixels of rim and glow read as detail): a disk under
+    _POINT_GLARE_SHARE of the short side now gives way to one three times
+    its size and more that shows a surface."""
+    image, truth = _gibbous_moon_beside_a_small_globe()
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
 def test_moon_above_a_sodium_lamp_head_is_no_lamp_on_its_post():
     """The post under a gibbous Moon ends at a sodium lamp's head, clipped
     in red and green only: under 230 in luminance, it was not taken for a

@@ -116,6 +116,13 @@ _CORE_SHARE = 0.7
 _MOON_SURFACE = 0.03
 _SURFACE_LARGER = 1.5
 _SURFACE_CONTRAST = 0.6
+# A disk too small to show a surface (under _POINT_GLARE_SHARE of the short
+# side) gives way as a flat one does, to a disk this many times its size:
+# its few pixels of rim and glow read as detail, so it is never "flat". A
+# yellow globe of 14 px (1.3% of the side), brighter and sharper than the
+# gibbous Moon ten times its size beside it, was answered (the second
+# generator's seed 70184 on the shared maps).
+_POINT_LARGER = 3.0
 # ... and a limb round at least 0.4 of it: the Moons put first so (cut by
 # the frame) 0.62-0.78, gibbous Moons beside a lamp's globe whose post
 # does not show 0.46-0.49; a circle round roofs lit by a glow, put before
@@ -1864,7 +1871,7 @@ def _surface_first(objects, scene):
     if len(objects) < 2:
         return objects
     first = objects[0]
-    if first.score < _MIN_SCORE or not _flat_bright(scene, first):
+    if first.score < _MIN_SCORE or not (_flat_bright(scene, first) or _point_like(scene, first)):
         return objects
     for c in objects[1:]:
         crescent = (
@@ -1872,12 +1879,19 @@ def _surface_first(objects, scene):
             and c.step >= _SHARP_STEP
             and c.support >= _CRESCENT_SUPPORT
         )
+        larger = _SURFACE_LARGER if _flat_bright(scene, first) else _POINT_LARGER
         if (
-            c.score >= _MIN_SCORE and c.r >= _SURFACE_LARGER * first.r and c.contrast >= _SURFACE_CONTRAST
+            c.score >= _MIN_SCORE and c.r >= larger * first.r and c.contrast >= _SURFACE_CONTRAST
             and (crescent or (c.coverage >= _SURFACE_COVERAGE and _surface(scene, c) >= _MOON_SURFACE))
         ):
             return [c] + [o for o in objects if o is not c]
     return objects
+
+
+def _point_like(scene, c):
+    """Whether a disk is too small to show a surface: a planet's or a
+    lamp's glare (see _POINT_GLARE_SHARE)."""
+    return c.r < _POINT_GLARE_SHARE * min(scene.smooth.shape)
 
 
 def _surface_over(scene, c, sky_around):
