@@ -356,7 +356,8 @@ class TestOverExposed:
         model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
         solve, clips, eccs, lits = moon_pipeline._solve, [], [], []
 
-        def failing(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None, rigid=None):
+        def failing(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None, rigid=None,
+                    ecc_least=0.0):
             clips.append(next(k[3] for k, v in model_side.features.items() if v is model_features))
             eccs.append(ecc)
             # The unshaded reading is a guess about the render's shading, so
@@ -375,6 +376,53 @@ class TestOverExposed:
         assert eccs == [True, True, False][: failures + 1]
         assert lits == eccs
         assert result.inliers > 0
+
+    def test_ecc_against_a_flattened_render_is_held_higher(self, model, monkeypatch):
+        """Against a render flattened where the photo blew out, ECC lines
+        up the two plateaus' edges: its answers there must reach
+        FLATTENED_ECC_MIN, the plain try's the usual bars."""
+        user, circle = self._half_blown()
+        user_side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(user), circle)
+        model_side = moon_pipeline.prepare_side(model, get_algorithm("ORB"), render=True)
+        floors = []
+
+        def failing(user_features, model_features, algorithm, radius, ecc=True, max_scale=None, lit=None, rigid=None,
+                    ecc_least=0.0):
+            floors.append(ecc_least if ecc else None)
+            raise NotEnoughKeypointsError()
+
+        monkeypatch.setattr(moon_pipeline, "_solve", failing)
+        monkeypatch.setattr(moon_pipeline, "_other_disks", lambda pyramid, tried: [])
+        with pytest.raises(NotEnoughKeypointsError):
+            moon_pipeline.register_sides(user_side, model_side, get_algorithm("ORB"))
+        # Plain, then both readings (the unshaded one with no ECC at all);
+        # again with ORB's retry settings.
+        assert floors == [0.0, moon_pipeline.FLATTENED_ECC_MIN, None] * 2
+
+    def test_the_floor_reaches_every_ecc(self, monkeypatch):
+        """_solve's ecc_least raises the bar of each ECC it tries (on the
+        disks, and on their detail energy), never lowers it."""
+        model = render_moon(400, seed=3)
+        user = make_pair(model, angle=20.0, scale=1.0).user
+        algorithm = get_algorithm("ORB")
+        sides = [moon_pipeline.DiskSide(moon_pipeline._Pyramid(image), find_moon(image)) for image in (user, model)]
+        features = [moon_pipeline.describe(side, algorithm, 128) for side in sides]
+        bars = []
+
+        def ecc(*args, **options):
+            bars.append(args[7])
+            return None
+
+        monkeypatch.setattr(moon_pipeline, "_ecc", ecc)
+        monkeypatch.setattr(moon_pipeline, "_mutual_ratio_matches", lambda a, b, norm: np.zeros((0, 2), int))
+        monkeypatch.setattr(moon_pipeline, "_polar_rotation", lambda *args, **options: (20.0, 10.0))
+        monkeypatch.setattr(moon_pipeline, "_guided", lambda *args, **options: None)
+        for least, expected in ((0.0, [moon_pipeline.ECC_MIN_CORRELATION, moon_pipeline.DETAIL_MIN_CORRELATION]),
+                                (0.55, [0.55, 0.55])):
+            bars.clear()
+            with pytest.raises(NotEnoughKeypointsError):
+                moon_pipeline._solve(*features, algorithm, 128, ecc_least=least)
+            assert bars == expected
 
     @staticmethod
     def _solves_until_refused(monkeypatch, user_side, model, error):
@@ -990,6 +1038,23 @@ class TestLimbRefinement:
         warp = np.array([[scale * np.cos(a), -scale * np.sin(a), 5.0], [scale * np.sin(a), scale * np.cos(a), -3.0], [0, 0, 1]])
         assert moon_pipeline._scale_fits(warp, inliers, max_scale) is fits
 
+    @pytest.mark.parametrize(
+        "scale, max_scale, fits",
+        [
+            (1.041, 0.05, False),  # ECC on the detail energy, 3.1% of the diameter off
+            (1.030, 0.05, True),  # the largest right one measured
+            (0.976, 0.05, True),
+            (1.041, None, True),  # a circle not on its limb: any plausible scale
+        ],
+    )
+    def test_ecc_answers_keep_the_disk_size_closer(self, scale, max_scale, fits):
+        """No point match backs an ECC answer: with both circles on their
+        limbs it may scale the disk by ECC_MAX_SCALE at most."""
+        a = np.radians(-40.0)
+        warp = np.array([[scale * np.cos(a), -scale * np.sin(a), 2.0], [scale * np.sin(a), scale * np.cos(a), 4.0], [0, 0, 1]])
+        assert moon_pipeline._ecc_fits((warp, 0.6), max_scale) is fits
+        assert not moon_pipeline._ecc_fits(None, max_scale)
+
     @pytest.mark.parametrize("on_limb, bound", [((True, True), moon_pipeline.LIMB_MAX_SCALE), ((True, False), None), ((False, True), None)])
     def test_the_scale_bound_needs_both_circles_on_their_limbs(self, monkeypatch, on_limb, bound):
         """_register_disk asks _solve for the tight scale only when the
@@ -1073,7 +1138,9 @@ class TestLitSide:
         """A crescent (phase 111) against the render made for its moment,
         on generated maps: the polar rotation does not stand out, and ECC
         on the detail energy slid 3.5% of the side off; guided by the lit
-        sides, ORB's matches give the answer."""
+        sides, ORB's matches give the answer. Without the guide, that ECC
+        answer (scaling the disk by 1.037) is now refused by ECC_MAX_SCALE,
+        and the matching tried after it finds the answer too."""
         maps = list(make_lunar_maps(0, (1440, 720)))
         rng = np.random.default_rng(8)
         phase, radius = float(rng.uniform(100, 135)), float(rng.uniform(120, 300))
@@ -1087,4 +1154,6 @@ class TestLitSide:
 
         assert error() <= 0.02
         monkeypatch.setattr(moon_pipeline, "LIT_MIN", 2.0)
+        assert error() <= 0.02
+        monkeypatch.setattr(moon_pipeline, "ECC_MAX_SCALE", 1.0)
         assert error() > 0.02
