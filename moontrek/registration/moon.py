@@ -1871,15 +1871,16 @@ def _surface_first(objects, scene):
     if len(objects) < 2:
         return objects
     first = objects[0]
-    if first.score < _MIN_SCORE or not (_flat_bright(scene, first) or _point_like(scene, first)):
+    flat = _flat_bright(scene, first)
+    if first.score < _MIN_SCORE or not (flat or _point_like(scene, first)):
         return objects
+    larger = _SURFACE_LARGER if flat else _POINT_LARGER
     for c in objects[1:]:
         crescent = (
             _CRESCENT_COVERAGE <= c.coverage < _PHASE_COVERAGE
             and c.step >= _SHARP_STEP
             and c.support >= _CRESCENT_SUPPORT
         )
-        larger = _SURFACE_LARGER if _flat_bright(scene, first) else _POINT_LARGER
         if (
             c.score >= _MIN_SCORE and c.r >= larger * first.r and c.contrast >= _SURFACE_CONTRAST
             and (crescent or (c.coverage >= _SURFACE_COVERAGE and _surface(scene, c) >= _MOON_SURFACE))
