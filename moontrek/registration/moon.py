@@ -1871,8 +1871,10 @@ def _surface_first(objects, scene):
     if len(objects) < 2:
         return objects
     first = objects[0]
+    if first.score < _MIN_SCORE:
+        return objects
     flat = _flat_bright(scene, first)
-    if first.score < _MIN_SCORE or not (flat or _point_like(scene, first)):
+    if not (flat or _point_like(scene, first)):
         return objects
     larger = _SURFACE_LARGER if flat else _POINT_LARGER
     for c in objects[1:]:
