@@ -1047,6 +1047,30 @@ def test_moon_goes_before_a_globe_too_small_to_show_a_surface():
     assert_within(_find_moon_fast(image), truth)
 
 
+def test_dim_crescent_beside_brighter_lamps_is_found():
+    """A thin evening crescent (radius 88 px, grey 75-100) above five
+    street lamps of 250: measured against the lamps, its brightness
+    (counted squared) and step scored 0.003, under the floor, although its
+    circle was exact and stood clear of the sky (contrast 0.99). With
+    nothing found, the frame is looked at once more, its range taken
+    outside the lamps that were turned down (second generator, seed
+    80122)."""
+    image, truth = _second_generator_scene(80122)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+@pytest.mark.parametrize("seed", [80085, 80103])
+def test_second_look_past_the_lamps_finds_no_moon_in_them(seed):
+    """Night scenes of lamps and no Moon: looked at again with the range
+    taken outside the lamps, their own glass (or its glow) outscores the
+    new floor; the second look answers only a disk clear of every light
+    it set aside."""
+    image, truth = _second_generator_scene(seed)
+    assert truth is None
+    assert_refused(image)
+
+
 def test_moon_above_a_sodium_lamp_head_is_no_lamp_on_its_post():
     """The post under a gibbous Moon ends at a sodium lamp's head, clipped
     in red and green only: under 230 in luminance, it was not taken for a

@@ -12,6 +12,8 @@ and the deepest inscribed circle for a Moon fused with lit cloud), lets each
 circle gather the limb pieces that branches cut off, and picks the one whose
 rim is the brightest, most complete step down to the sky. Craters inside a
 better disk are dropped; several similar disks (coins, lamps) mean no Moon.
+When nothing is the Moon and the brightest things were turned down (lamps,
+a planet), the frame is read once more on the range outside them.
 """
 
 from dataclasses import dataclass
@@ -176,6 +178,13 @@ _MIN_FRAME_SHARE = 0.013
 # scenes' whole Moons under 2% have contrast 0.66 and up; the real ones
 # are larger (the smallest whole one 2.5%) or crescents.
 _POINT_GLARE_SHARE = 0.02
+# _search's second look: a turned-down light's reach over its radius (its
+# glow), how far from its centre its glass may reach (an oblong lamp's:
+# 30 x 10 px round circles of 7-11), and how far below the frame's the level outside the lights must
+# be (of the range above the sky) to be worth it.
+_LIGHT_REACH = 2.0
+_LIGHT_GLASS = 3.0
+_DIMMER = 0.7
 # Nor what overflows two opposite sides of its frame, each by more than this
 # share of its radius: a Moon larger than the photo, which neither a phone
 # photo nor the client's crop (clipped at one side of the photo at most)
@@ -502,7 +511,7 @@ def find_moon_how(image):
             best = _quick(grey, scene, lower=True)
         quick = best is not None
         if best is None:
-            best = _choose(_candidates(grey, scene), scene)[0]
+            best = _search(grey, scene)[0]
     if best is None:
         raise NoMoonError(_NO_MOON)
     return _to_image(best, factor), quick
@@ -522,7 +531,7 @@ def moon_candidates(image, limit=3):
     scene = _prepare(grey, image, factor)
     if scene is None:
         return []
-    best, others = _choose(_candidates(grey, scene), scene)
+    best, others = _search(grey, scene)
     return [_to_image(c, factor) for c in ([best] if best is not None else []) + others][:limit]
 
 
@@ -639,6 +648,76 @@ def _prepare(grey, image=None, factor=1.0):
     noise = _blurred_noise(np.abs(np.diff(grey[::2].astype(np.float32), axis=1)))
     colour = (image, factor) if image is not None and image.ndim == 3 and image.shape[2] >= 3 else None
     return _Scene(smooth, smooth.astype(np.float32), sky, top, noise, colour=colour)
+
+
+def _search(grey, scene):
+    """_choose over every candidate; when nothing is the Moon and the
+    frame's brightest pixels lie in disks that were plausible but turned
+    down (lamps, a planet), once more with the range above the sky taken
+    from the brightest level outside them. A dim Moon beside brighter
+    lights is measured against them otherwise: its brightness, which
+    counts squared, and its step fall below the floor however clean its
+    limb. The second look answers only disks clear of those lights: they
+    outscore the lowered floor themselves."""
+    best, others = _choose(_candidates(grey, scene), scene)
+    if best is not None:
+        return best, others
+    dimmer, lights = _without_lights(scene)
+    if dimmer is None:
+        return best, others
+    again, more = _choose(_candidates(grey, dimmer), dimmer)
+    if again is None or _touches(again, lights):
+        return best, others
+    return again, [c for c in more if not _touches(c, lights)]
+
+
+def _without_lights(scene):
+    """(The scene with its range measured outside every disk turned down,
+    the mask of those disks), or (None, None) when that range is hardly
+    below the frame's (_DIMMER) or too small to hold a Moon."""
+    lights = [c for c in scene.lights or () if c.disk_score >= _MIN_SCORE]
+    if not lights:
+        return None, None
+    height, width = scene.smooth.shape
+    mask = np.zeros((height, width), np.uint8)
+    for c in lights:
+        # The light's region at its level (a lamp's oblong glass reaches
+        # past its circle) within _LIGHT_GLASS radii of its centre, widened
+        # by its glow (a distance transform: a dilation whose cost does not
+        # grow with the reach), all in the box that can hold it.
+        cx, cy = min(max(round(c.x), 0), width - 1), min(max(round(c.y), 0), height - 1)
+        glass, reach = round(_LIGHT_GLASS * c.r) + 1, round(_LIGHT_REACH * c.r + 2)
+        x0, y0 = max(0, cx - glass - reach), max(0, cy - glass - reach)
+        x1, y1 = min(width, cx + glass + reach + 1), min(height, cy + glass + reach + 1)
+        region = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        gx0, gy0 = max(0, cx - glass) - x0, max(0, cy - glass) - y0
+        gx1, gy1 = min(width, cx + glass + 1) - x0, min(height, cy + glass + 1) - y0
+        above = (scene.smooth[y0 + gy0 : y0 + gy1, x0 + gx0 : x0 + gx1] > c.level).astype(np.uint8)
+        _, labels = cv2.connectedComponents(above)
+        label = labels[cy - y0 - gy0, cx - x0 - gx0]
+        if label:
+            region[gy0:gy1, gx0:gx1] = labels == label
+        cv2.circle(region, (cx - x0, cy - y0), round(c.r), 1, -1)
+        mask[y0:y1, x0:x1] |= cv2.distanceTransform(1 - region, cv2.DIST_L2, 5) <= reach
+    outside = scene.smooth[mask == 0]
+    if outside.size == 0:
+        return None, None
+    top = float(outside.max())
+    if top - scene.sky < _MIN_RANGE or top - scene.sky > _DIMMER * (scene.top - scene.sky):
+        return None, None
+    return _Scene(scene.smooth, scene.smooth_f, scene.sky, top, scene.noise, colour=scene.colour), mask
+
+
+def _touches(c, mask):
+    """Whether a circle reaches into the mask's pixels."""
+    height, width = mask.shape
+    x0, y0 = max(0, int(c.x - c.r) - 1), max(0, int(c.y - c.r) - 1)
+    x1, y1 = min(width, int(c.x + c.r) + 2), min(height, int(c.y + c.r) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return False
+    disk = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.circle(disk, (round(c.x) - x0, round(c.y) - y0), round(c.r), 1, -1)
+    return bool(np.any(disk & mask[y0:y1, x0:x1]))
 
 
 def _blurred_noise(steps):
