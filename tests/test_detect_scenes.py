@@ -1071,6 +1071,16 @@ def test_second_look_past_the_lamps_finds_no_moon_in_them(seed):
     assert_refused(image)
 
 
+def test_moon_cut_by_the_frame_is_no_feature_of_a_looser_circle():
+    """A gibbous Moon of 317 px cut by the frame's right edge was dropped
+    as a surface feature of a looser circle 1.38 times its size, which
+    was weighed on its rim inside the frame while the Moon was weighed on
+    its whole rim (second generator, seed 90198 on the shared maps)."""
+    image, truth = _second_generator_scene(90198, shared=True)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
 def test_moon_above_a_sodium_lamp_head_is_no_lamp_on_its_post():
     """The post under a gibbous Moon ends at a sodium lamp's head, clipped
     in red and green only: under 230 in luminance, it was not taken for a

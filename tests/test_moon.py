@@ -362,6 +362,39 @@ class TestDisksAgainstGlare:
             outer = circle(809.0, 118.0, 0.43, contrast, 0.0135, in_frame=0.6)
             assert (moon._drop_surface_features([inner, outer]) == [outer]) is held
 
+    def test_a_moon_cut_by_the_frame_is_weighed_on_its_rim_in_frame_too(self):
+        """A fair rival is weighed on the part of its rim inside the frame;
+        so is the circle it may hold. A gibbous Moon cut by the frame (0.69
+        of its rim in it) lost to a looser circle 1.38 times its size round
+        it (0.56 in the frame), its score 0.0285 against the Moon's 0.0761:
+        counted on its rim in the frame alone it was a fair rival, the Moon
+        counted on its whole rim (second generator, seed 90198 on the
+        shared maps). A crater inside, all in the frame, is still held."""
+        def circle(x, y, r, coverage, contrast, score, in_frame):
+            c = moon._Candidate(x, y, r, coverage, 0.3, 205.0, 54.0, 135.0, 0.9, 0.8, in_frame=in_frame)
+            c.score, c.contrast = score, contrast
+            return c
+
+        moon_ = circle(720.0, 283.0, 109.0, 0.40, 0.80, 0.0761, 0.69)
+        loose = circle(760.0, 271.0, 150.0, 0.31, 0.82, 0.0285, 0.56)
+        assert moon._drop_surface_features([moon_, loose]) == [moon_, loose]
+        crater = circle(700.0, 290.0, 20.0, 0.40, 0.80, 0.0761, 1.0)
+        assert moon._drop_surface_features([crater, loose]) == [loose]
+
+    def test_a_bright_patch_cut_by_the_frame_is_weighed_on_its_whole_rim(self):
+        """A highland inside the Moon, both cut by the frame's lower edge,
+        has the Moon's surface round it (contrast 0.39), not the sky: it is
+        weighed on its whole rim, so the Moon still holds it
+        (`bench_detect.py` scene 59)."""
+        def circle(x, y, r, coverage, contrast, score, in_frame):
+            c = moon._Candidate(x, y, r, coverage, 0.27, 200.0, 120.0, 131.0, 0.97, 0.84, in_frame=in_frame)
+            c.score, c.contrast = score, contrast
+            return c
+
+        patch = circle(175.6, 947.1, 30.5, 0.39, 0.39, 0.0722, 0.61)
+        disk = circle(215.6, 869.4, 210.6, 0.5, 0.9, 0.03, 0.75)
+        assert moon._drop_surface_features([patch, disk]) == [disk]
+
     def test_a_disk_limb_is_sharp_and_a_glare_level_is_not(self):
         """A disk in a wide halo steps down at its rim; a Gaussian glare
         thresholded at the same radius falls smoothly through it."""

@@ -1742,13 +1742,21 @@ def _drop_surface_features(candidates):
     limb, but contains coins, not craters); its coverage, and its score
     as a fair rival, are counted over the part of its rim inside the frame
     (half of it at least), as a Moon cut by the frame's edge shows no more
-    of its limb than that."""
+    of its limb than that. So is the inner circle's score when it stands
+    out of the sky alike (a Moon cut by the frame inside a looser circle
+    round it)."""
     kept = []
     for a in candidates:
         feature = False
+        # A disk standing out of its sky with a sharp limb, cut by the
+        # frame, is weighed on its rim in the frame as its container is; a
+        # bright patch has the surface round it, not the sky.
+        a_score = a.score
+        if a.contrast >= _STANDS_OUT_SHARP and a.step >= _SHARP_STEP:
+            a_score /= max(a.in_frame, 0.5)
         for b in candidates:
             in_frame = max(b.in_frame, 0.5)
-            if b is a or b.r <= a.r or b.score / in_frame < _CONTAINER_SHARE * a.score:
+            if b is a or b.r <= a.r or b.score / in_frame < _CONTAINER_SHARE * a_score:
                 continue
             if b.contrast < _CONTAINER_CONTRAST * a.contrast:
                 continue
