@@ -179,9 +179,9 @@ _MIN_FRAME_SHARE = 0.013
 # are larger (the smallest whole one 2.5%) or crescents.
 _POINT_GLARE_SHARE = 0.02
 # _search's second look: a turned-down light's reach over its radius (its
-# glow), how far from its centre its glass may reach (an oblong lamp's:
-# 30 x 10 px round circles of 7-11), and how far below the frame's the level outside the lights must
-# be (of the range above the sky) to be worth it.
+# glow), how far from its centre its glass may reach, in radii (an oblong
+# lamp's 30 x 10 px glass round circles of 7-11 px), and how far below the
+# frame's range the range outside the lights must be to be worth it.
 _LIGHT_REACH = 2.0
 _LIGHT_GLASS = 3.0
 _DIMMER = 0.7
