@@ -329,6 +329,13 @@ class TestDisksAgainstGlare:
     def _candidate(x, y, r, inside, outside, level):
         return moon._Candidate(x, y, r, 1.0, 0.5, inside, outside, level, 1.0, 1.0)
 
+    @staticmethod
+    def _scored(x, y, r, coverage, contrast, score, in_frame=1.0, step=0.2):
+        """A candidate with what _drop_surface_features reads of it."""
+        c = moon._Candidate(x, y, r, coverage, step, 150.0, 70.0, 100.0, 1.0, 1.0, in_frame=in_frame)
+        c.score, c.contrast = score, contrast
+        return c
+
     def test_a_disk_cut_by_the_frame_contains_its_crater(self):
         """A Moon cut by the frame's edge scores only on the rim inside the
         frame: still the container of a brighter crater inside it that
@@ -351,15 +358,10 @@ class TestDisksAgainstGlare:
         larger stands out of what is round it nearly as much: a crater has
         the Moon's surface round it; a loose circle half in a city sky's
         glow, round the Moon's own circle, does not hold it."""
-        def circle(x, r, coverage, contrast, score, in_frame=1.0):
-            c = moon._Candidate(x, 200.0, r, coverage, 0.2, 150.0, 70.0, 100.0, 1.0, 1.0, in_frame=in_frame)
-            c.score, c.contrast = score, contrast
-            return c
-
         # The figures of that scene: the Moon cut by the frame's edge.
-        inner = circle(773.0, 78.0, 0.44, 0.48, 0.038)
+        inner = self._scored(773.0, 200.0, 78.0, 0.44, 0.48, 0.038)
         for contrast, held in ((0.37, False), (0.9, True)):
-            outer = circle(809.0, 118.0, 0.43, contrast, 0.0135, in_frame=0.6)
+            outer = self._scored(809.0, 200.0, 118.0, 0.43, contrast, 0.0135, in_frame=0.6)
             assert (moon._drop_surface_features([inner, outer]) == [outer]) is held
 
     def test_a_moon_cut_by_the_frame_is_weighed_on_its_rim_in_frame_too(self):
@@ -370,15 +372,10 @@ class TestDisksAgainstGlare:
         counted on its rim in the frame alone it was a fair rival, the Moon
         counted on its whole rim (second generator, seed 90198 on the
         shared maps). A crater inside, all in the frame, is still held."""
-        def circle(x, y, r, coverage, contrast, score, in_frame):
-            c = moon._Candidate(x, y, r, coverage, 0.3, 205.0, 54.0, 135.0, 0.9, 0.8, in_frame=in_frame)
-            c.score, c.contrast = score, contrast
-            return c
-
-        moon_ = circle(720.0, 283.0, 109.0, 0.40, 0.80, 0.0761, 0.69)
-        loose = circle(760.0, 271.0, 150.0, 0.31, 0.82, 0.0285, 0.56)
+        moon_ = self._scored(720.0, 283.0, 109.0, 0.40, 0.80, 0.0761, 0.69, step=0.3)
+        loose = self._scored(760.0, 271.0, 150.0, 0.31, 0.82, 0.0285, 0.56, step=0.3)
         assert moon._drop_surface_features([moon_, loose]) == [moon_, loose]
-        crater = circle(700.0, 290.0, 20.0, 0.40, 0.80, 0.0761, 1.0)
+        crater = self._scored(700.0, 290.0, 20.0, 0.40, 0.80, 0.0761, 1.0, step=0.3)
         assert moon._drop_surface_features([crater, loose]) == [loose]
 
     def test_a_bright_patch_cut_by_the_frame_is_weighed_on_its_whole_rim(self):
@@ -386,13 +383,8 @@ class TestDisksAgainstGlare:
         has the Moon's surface round it (contrast 0.39), not the sky: it is
         weighed on its whole rim, so the Moon still holds it
         (`bench_detect.py` scene 59)."""
-        def circle(x, y, r, coverage, contrast, score, in_frame):
-            c = moon._Candidate(x, y, r, coverage, 0.27, 200.0, 120.0, 131.0, 0.97, 0.84, in_frame=in_frame)
-            c.score, c.contrast = score, contrast
-            return c
-
-        patch = circle(175.6, 947.1, 30.5, 0.39, 0.39, 0.0722, 0.61)
-        disk = circle(215.6, 869.4, 210.6, 0.5, 0.9, 0.03, 0.75)
+        patch = self._scored(175.6, 947.1, 30.5, 0.39, 0.39, 0.0722, 0.61, step=0.27)
+        disk = self._scored(215.6, 869.4, 210.6, 0.5, 0.9, 0.03, 0.75, step=0.27)
         assert moon._drop_surface_features([patch, disk]) == [disk]
 
     def test_a_disk_limb_is_sharp_and_a_glare_level_is_not(self):

@@ -832,7 +832,7 @@ def _doubt(c, scene):
     if _overflows(c, width, height):
         return "frame"
     if (
-        c.r < _POINT_GLARE_SHARE * min(width, height)
+        _point_like(scene, c)
         and c.coverage >= _WHOLE_COVERAGE
         and _contrast(c, scene) < _STANDS_OUT_SHARP
     ):
