@@ -458,6 +458,19 @@ class TestOverExposed:
         assert len(self._solves_until_refused(monkeypatch, user_side, model, HomographyNotFoundError)) == 2
 
 
+def _with_inliers(solved, count):
+    """_solve's answer ``solved`` with only its first ``count`` inliers kept."""
+    kept = np.zeros_like(solved[3])
+    kept[np.flatnonzero(solved[3])[:count]] = True
+    return solved[:3] + (kept,) + solved[4:]
+
+
+def _without_last_resort(monkeypatch):
+    """_last_resort raising the failure it is given, as when its polar peak
+    is out of its band."""
+    monkeypatch.setattr(moon_pipeline, "_last_resort", lambda *args: (_ for _ in ()).throw(args[-1]))
+
+
 class TestDetectorRetry:
     """A detector with a "retry_detector" setting (BRISK: a FAST threshold
     of 12 for 30; every detector has one) describes both disks once more
@@ -511,12 +524,10 @@ class TestDetectorRetry:
             solved, user_features, model_features = solve_sides(
                 user_side, model_side, algorithm, radius, max_scale, retry, ecc
             )
-            inliers = np.zeros_like(solved[3])
-            inliers[np.flatnonzero(solved[3])[: moon_pipeline.RETRY_MIN_INLIERS - 1]] = True
-            return (solved[:3] + (inliers,) + solved[4:]), user_features, model_features
+            return _with_inliers(solved, moon_pipeline.RETRY_MIN_INLIERS - 1), user_features, model_features
 
         monkeypatch.setattr(moon_pipeline, "_solve_sides", weak_retry)
-        monkeypatch.setattr(moon_pipeline, "_last_resort", lambda *args: (_ for _ in ()).throw(args[-1]))
+        _without_last_resort(monkeypatch)
         with pytest.raises(HomographyNotFoundError):
             register_images(pair.user, model, "ORB", pipeline="moon")
 
@@ -556,13 +567,11 @@ class TestFinerCanvas:
                 raise NotEnoughKeypointsError()
             solved, user_features, model_features = original(user_side, model_side, algorithm, radius, *args, **kwargs)
             if inliers is not None:
-                kept = np.zeros_like(solved[3])
-                kept[np.flatnonzero(solved[3])[:inliers]] = True
-                solved = solved[:3] + (kept,) + solved[4:]
+                solved = _with_inliers(solved, inliers)
             return solved, user_features, model_features
 
         monkeypatch.setattr(moon_pipeline, "_solve_sides", coarse_fails)
-        monkeypatch.setattr(moon_pipeline, "_last_resort", lambda *args: (_ for _ in ()).throw(args[-1]))
+        _without_last_resort(monkeypatch)
         return radii
 
     def test_a_larger_disk_is_described_again_finer(self, model, monkeypatch):

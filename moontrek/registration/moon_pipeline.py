@@ -1572,10 +1572,11 @@ def _solve_at(user_side, model_side, algorithm, radius, max_scale, ecc=True):
             # failed, for what the setting costs everywhere.
             if not ALGORITHM_SETTINGS.get(algorithm.name, {}).get("retry_detector"):
                 raise
-            solved = _solve_sides(user_side, model_side, algorithm, radius, max_scale, True, ecc)
-            if int(solved[0][3].sum()) < RETRY_MIN_INLIERS:
+            found = _solve_sides(user_side, model_side, algorithm, radius, max_scale, True, ecc)
+            solved = found[0]
+            if int(solved[3].sum()) < RETRY_MIN_INLIERS:
                 raise HomographyNotFoundError()
-            return solved
+            return found
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
         if not ecc:
             raise
