@@ -26,6 +26,7 @@ from moontrek.synthetic import (
     make_lunar_maps,
     make_no_moon_photo,
     make_phone_photo,
+    make_photo_render_pair,
     render_globe,
     render_moon,
 )
@@ -1410,3 +1411,37 @@ class TestAnyShape:
             except NoMoonError:
                 continue
             assert 0 < found.radius <= max(shape[:2])
+
+
+def _phase_set_crop(seed, index):
+    """bench_accuracy.py's phase-set photo ``index`` of ``seed`` (its
+    phase_items: a client-style crop of a Moon at phase 90-140 degrees,
+    filling its frame), drawn from generated maps. Returns (image, truth)."""
+    maps = _generated_maps()
+    d = index % 2
+    phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
+    pair = make_photo_render_pair(maps[d], maps[1 - d], [seed, index, 12], phase=phase, clipped=False)
+    return pair.user, pair.user_circle
+
+
+def test_a_dim_thin_crescent_filling_its_crop_is_found():
+    """A crescent at phase 133 filling its crop (radius 435 px in 1002),
+    exposed for the scene: its limb is lit round 0.33 of its circle, under
+    the 0.34 asked of a circle that large, and its limb (grey 84) is
+    measured against a crater of 196 on the same Moon, so it scored under
+    the floor too. Its region's hull runs along the circle (support 1.0)
+    and its ring falls 0.9 of the way to the sky: a circle filling its
+    frame like that is the Moon's (phase set seed 3, #10)."""
+    image, truth = _phase_set_crop(3, 10)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+def test_a_bright_crater_gives_way_to_the_moon_filling_its_crop():
+    """A half Moon filling its crop (phase 94, radius 667 px) held a bright
+    crater (radius 32 px) that outscored it by more than twice, so the
+    crater was no surface feature of it and was answered (phase set seed
+    0, #29)."""
+    image, truth = _phase_set_crop(0, 29)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)

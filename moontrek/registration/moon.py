@@ -142,6 +142,28 @@ _CRESCENT_COVERAGE = 0.3
 # 100-140); a glow of lamps in a cloud behind trees, whose edge is trees'
 # silhouettes stepping as sharply, 0.72.
 _CRESCENT_SUPPORT = 0.9
+# A Moon filling its frame (the client's crops): a circle a third of the
+# frame across or larger (_LARGE) whose limb runs round a crescent's share
+# of it at least (_CRESCENT_COVERAGE), its region's hull along the circle
+# (_CRESCENT_SUPPORT) and its ring falling most of the way to the sky
+# (_STANDS_OUT). Its score undersells it on two counts: a thin crescent
+# exposed for the scene has a dim limb (grey 75-85) measured against a
+# crater of 185-200 on the same Moon, and horns too faint to count as limb
+# (phase 125-135: scores 0.0074-0.0085 against the floor of 0.01, limbs
+# round 0.33-0.40 of their circles, support 1.0, contrast 0.9-0.96); and a
+# bright crater inside a half Moon outscored it more than twice (0.0745
+# against 0.0336, 0.0611 against 0.0299), so the Moon was no container of
+# it. Such a circle's score counts up to _FILLING_GAIN times, to the floor
+# at most (a circle above the floor keeps its score: among the circles of
+# one object the best-scoring stays the answer), and as a container it
+# counts that many times. Its limb steps down sharply where it is seen:
+# the step round the circle over its coverage, 0.29 and up on the 881
+# such circles of true Moons in the generated phase set's seeds 0-4 (a
+# twentieth under 0.52), while a twilight sky brightening towards a
+# skyline, its circle a Moon's twice the size, steps 0.14-0.16 (scene
+# 161 of bench_detect.py).
+_FILLING_GAIN = 2.0
+_FILLING_STEP = 0.25
 # A disk with a sharp limb stands out from a little less: an over-exposed
 # Moon in its halo, or a crescent, whose ring falls 0.6-0.8 of the way to the
 # sky (565 of 2238 Moon circles on the phone and clipped sets). The limb
@@ -482,6 +504,7 @@ class _Candidate:
     on_post: bool = False  # doubted as a lamp standing on its post (_on_a_pole)
     glare: bool = False  # doubted as a level of a glare round a small core (_is_glare)
     point: bool = False  # doubted as a point source's whole disk ("small")
+    filling: bool = False  # a Moon filling its frame to every measure (_fills_frame)
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
     spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
@@ -1756,7 +1779,8 @@ def _drop_surface_features(candidates):
             a_score /= max(a.in_frame, 0.5)
         for b in candidates:
             in_frame = max(b.in_frame, 0.5)
-            if b is a or b.r <= a.r or b.score / in_frame < _CONTAINER_SHARE * a_score:
+            b_score = b.score * (_FILLING_GAIN if b.filling else 1.0)
+            if b is a or b.r <= a.r or b_score / in_frame < _CONTAINER_SHARE * a_score:
                 continue
             if b.contrast < _CONTAINER_CONTRAST * a.contrast:
                 continue
@@ -1795,6 +1819,17 @@ def _nested_in_glare(c, candidates):
     return False
 
 
+def _fills_frame(c, scene):
+    """Whether a circle is a Moon filling its frame (see _FILLING_GAIN)."""
+    return (
+        c.r >= _LARGE * min(scene.smooth.shape)
+        and c.coverage >= _CRESCENT_COVERAGE
+        and c.support >= _CRESCENT_SUPPORT
+        and c.contrast >= _STANDS_OUT
+        and c.step >= _FILLING_STEP * c.coverage
+    )
+
+
 def _min_contrast(scene, c):
     """How far a disk must stand above the ring around it (_MIN_CONTRAST)."""
     return max(min(_MIN_CONTRAST, _MIN_CONTRAST_SHARE * (scene.top - scene.sky)), 6.0 * c.noise)
@@ -1814,12 +1849,19 @@ def _choose(candidates, scene):
     for c in candidates:
         c.contrast = _contrast(c, scene)
         c.score = c.step * c.bright**2 * c.coverage * c.support
+        c.filling = _fills_frame(c, scene)
+        if c.filling:
+            c.score = max(c.score, min(_FILLING_GAIN * c.score, _MIN_SCORE))
         # Blobs of noise are round too; the Moon stands far above the noise.
+        # A large circle needs most of a limb, unless it fills its frame
+        # as a thin crescent does (the skyline's and glows' circles run
+        # along their regions' hulls 0.54-0.59: see _LARGE_SUPPORT).
         if (
             c.inside - c.outside < _min_contrast(scene, c)
             or c.r < _MIN_RADIUS_FOUND
             or (
                 c.r >= _LARGE * min(scene.smooth.shape)
+                and not c.filling
                 and (c.coverage < _MIN_COVERAGE or (c.coverage < _PHASE_COVERAGE and c.support < _LARGE_SUPPORT))
             )
         ):
