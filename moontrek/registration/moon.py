@@ -142,11 +142,11 @@ _CRESCENT_COVERAGE = 0.3
 # 100-140); a glow of lamps in a cloud behind trees, whose edge is trees'
 # silhouettes stepping as sharply, 0.72.
 _CRESCENT_SUPPORT = 0.9
-# A Moon filling its frame (the client's crops): a circle a third of the
-# frame across or larger (_LARGE) whose limb runs round a crescent's share
-# of it at least (_CRESCENT_COVERAGE), its region's hull along the circle
-# (_CRESCENT_SUPPORT) and its ring falling most of the way to the sky
-# (_STANDS_OUT). Its score undersells it on two counts: a thin crescent
+# A Moon filling its frame (the client's crops): a circle whose radius is
+# 0.3 of the frame's shorter side or more (_LARGE), whose limb runs round
+# a crescent's share of it at least (_CRESCENT_COVERAGE), its region's hull
+# along the circle (_CRESCENT_SUPPORT) and its ring falling most of the
+# way to the sky (_STANDS_OUT). Its score undersells it on two counts: a thin crescent
 # exposed for the scene has a dim limb (grey 75-85) measured against a
 # crater of 185-200 on the same Moon, and horns too faint to count as limb
 # (phase 125-135: scores 0.0074-0.0085 against the floor of 0.01, limbs
@@ -1767,7 +1767,9 @@ def _drop_surface_features(candidates):
     (half of it at least), as a Moon cut by the frame's edge shows no more
     of its limb than that. So is the inner circle's score when it stands
     out of the sky alike (a Moon cut by the frame inside a looser circle
-    round it)."""
+    round it). A container filling its frame (_fills_frame) counts its
+    score _FILLING_GAIN times: a bright crater inside a half Moon filling
+    its crop outscores the Moon itself."""
     kept = []
     for a in candidates:
         feature = False
@@ -1852,7 +1854,7 @@ def _choose(candidates, scene):
         c.filling = _fills_frame(c, scene)
         if c.filling:
             c.score = max(c.score, min(_FILLING_GAIN * c.score, _MIN_SCORE))
-            if c.r >= _LARGE * min(scene.smooth.shape) and c.coverage < _MIN_COVERAGE:
+            if c.coverage < _MIN_COVERAGE:
                 # Let in with less limb than a circle that large is asked,
                 # it is at the floor at most: the answer only when nothing
                 # else is, not a rival to a circle of the same Moon round
