@@ -146,12 +146,12 @@ _CRESCENT_SUPPORT = 0.9
 # 0.3 of the frame's shorter side or more (_LARGE), whose limb runs round
 # a crescent's share of it at least (_CRESCENT_COVERAGE), its region's hull
 # along the circle (_CRESCENT_SUPPORT) and its ring falling most of the
-# way to the sky (_STANDS_OUT). Its score undersells it on two counts: a thin crescent
-# exposed for the scene has a dim limb (grey 75-85) measured against a
-# crater of 185-200 on the same Moon, and horns too faint to count as limb
-# (phase 125-135: scores 0.0074-0.0085 against the floor of 0.01, limbs
-# round 0.33-0.40 of their circles, support 1.0, contrast 0.9-0.96); and a
-# bright crater inside a half Moon outscored it more than twice (0.0745
+# way to the sky (_STANDS_OUT). Its score undersells it on two counts: a
+# thin crescent exposed for the scene has a dim limb (grey 75-85) measured
+# against a crater of 185-200 on the same Moon, and horns too faint to
+# count as limb (phase 125-135: scores 0.0074-0.0085 against the floor of
+# 0.01, limbs round 0.33-0.40 of their circles, support 1.0, contrast
+# 0.9-0.96); and a bright crater inside a half Moon outscored it more than twice (0.0745
 # against 0.0336, 0.0611 against 0.0299), so the Moon was no container of
 # it. Such a circle's score counts up to _FILLING_GAIN times, to the floor
 # at most (a circle above the floor keeps its score: among the circles of
