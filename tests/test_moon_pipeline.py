@@ -1128,6 +1128,49 @@ class TestLimbRefinement:
         assert max(self._off(side.circle, truth)) <= 0.01
         assert max(self._off(searched, truth)) > 2 * max(self._off(side.circle, truth))
 
+    @staticmethod
+    def _quick_circle_inside(monkeypatch, reduced=True):
+        """A crescent photo whose quick search (mocked) answered a circle
+        19% small and off towards the lit side, as the FIND_SIZE copy of a
+        crescent did (its lit part outscoring the disk): a circle its limb
+        does not settle. Returns (image, truth, that circle)."""
+        image, truth = gibbous_photo(phase=120.0, exposure=1.0)
+        x, y, r = truth
+        inside = moon_pipeline.Circle(x - 0.21 * r, y - 0.09 * r, 0.81 * r)
+        assert moon_pipeline._refine_limb(moon_pipeline._Pyramid(image), inside) is None
+        monkeypatch.setattr(moon_pipeline, "_find_moon_fast_how", lambda pyramid: (inside, reduced))
+        return image, truth, inside
+
+    def test_a_quick_circle_the_limb_does_not_settle_is_searched_again(self, monkeypatch):
+        """The search at the detector's own scale finds the disk, and its
+        limb settles it: that is the side's circle."""
+        image, truth, _ = self._quick_circle_inside(monkeypatch)
+        side = moon_pipeline.prepare_side(image, get_algorithm("ORB"))
+        assert side.on_limb and max(self._off(side.circle, truth)) <= 0.01, (side.circle, truth)
+
+    def test_a_circle_searched_at_full_scale_is_not_searched_again(self, monkeypatch):
+        """A circle the detector found at its own scale already: no second
+        search (it would find the same), the circle is kept."""
+        image, _, inside = self._quick_circle_inside(monkeypatch, reduced=False)
+
+        def searched(pyramid):
+            raise AssertionError("searched again")
+
+        monkeypatch.setattr(moon_pipeline, "_find_moon_searched", searched)
+        side = moon_pipeline.prepare_side(image, get_algorithm("ORB"))
+        assert side.circle is inside and not side.on_limb
+
+    def test_another_disk_found_by_the_second_search_is_not_taken(self, monkeypatch):
+        """The second search answers only for the same Moon: a disk
+        elsewhere (a lamp, another object) leaves the quick circle as it
+        was, for the matching and the other disks to judge."""
+        image, truth, inside = self._quick_circle_inside(monkeypatch)
+        x, y, r = truth
+        elsewhere = moon_pipeline.Circle(x + 3 * r, y + 2 * r, r)
+        monkeypatch.setattr(moon_pipeline, "_find_moon_searched", lambda pyramid: elsewhere)
+        side = moon_pipeline.prepare_side(image, get_algorithm("ORB"))
+        assert side.circle is inside and not side.on_limb
+
     def test_no_limb_keeps_the_circle(self):
         """A glow with no limb anywhere (a Gaussian blob): nothing to refit
         (None), and the pipeline keeps the search's circle."""

@@ -290,11 +290,17 @@ def _find_moon_fast(image):
     """find_moon on a copy no longer than FIND_SIZE: a disk's position and
     size need far fewer pixels than its craters do. ``image`` is an array or
     a :class:`_Pyramid` of one."""
+    return _find_moon_fast_how(image)[0]
+
+
+def _find_moon_fast_how(image):
+    """(_find_moon_fast's circle, whether it was found on the FIND_SIZE copy
+    rather than at the detector's own scale)."""
     pyramid = image if isinstance(image, _Pyramid) else _Pyramid(image)
     image = pyramid.levels[0]
     longer = max(image.shape[:2])
     if longer <= FIND_SIZE:
-        return find_moon(image)
+        return find_moon(image), False
     level, k = pyramid.level(FIND_SIZE / float(longer))
     factor = FIND_SIZE / float(max(level.shape[:2]))
     circle = None
@@ -318,14 +324,20 @@ def _find_moon_fast(image):
         )
         # The quick path's own profile test already tells a disk from a glow.
         if quick:
-            return circle
+            return circle, True
         fine, j = pyramid.level(min(1.0, CONFIRM_SIZE / float(longer)))
         s = 2.0**-j
         if limb_is_sharp(fine, Circle((circle.x + 0.5) * s - 0.5, (circle.y + 0.5) * s - 0.5, circle.radius * s)):
-            return circle
+            return circle, True
     # Uploads are cropped around the disk; a Moon small in its frame (a
     # whole phone photo), or a glare, is looked at again at the detector's
     # own scale.
+    return _find_moon_searched(pyramid), False
+
+
+def _find_moon_searched(pyramid):
+    """find_moon on the pyramid level it works at (see _search_level), in
+    the photo's pixels."""
     level, k = _search_level(pyramid)
     return _Pyramid.to_original(find_moon(level), k)
 
@@ -1188,7 +1200,13 @@ def prepare_side(image, algorithm, *, render=False):
     if circle is not None:
         side = DiskSide(pyramid, circle, on_limb=True)
     else:
-        side = _on_limb(pyramid, _find_moon_or_none(pyramid))
+        try:
+            circle, reduced = _find_moon_fast_how(pyramid)
+        except NoMoonError:
+            circle, reduced = None, False
+        side = _on_limb(pyramid, circle)
+        if reduced and not side.on_limb:
+            side = _searched_on_limb(pyramid, circle) or side
     radius = working_radius(algorithm)
     if radius is not None and side.circle is not None:
         describe(side, algorithm, radius)
@@ -1211,6 +1229,29 @@ def _on_limb(pyramid, circle):
     lit limb where that settles it."""
     refined = _refine_limb(pyramid, circle) if circle is not None else None
     return DiskSide(pyramid, refined, on_limb=True) if refined is not None else DiskSide(pyramid, circle)
+
+
+def _searched_on_limb(pyramid, circle):
+    """A :class:`DiskSide` on the lit limb of the disk find_moon finds at its
+    own scale, when that is ``circle``'s Moon (centre and radius within
+    LIMB_MAX_SHIFT of it) and its limb settles it; else None.
+
+    For a circle found on the FIND_SIZE copy whose limb did not settle it:
+    there a crescent's lit part, brighter than the rest, can outscore the
+    whole disk (phase 114, the unlit side darker than a twilight sky: 19%
+    small, and every algorithm then answered 13.7% off), where the search
+    at its own scale finds the disk."""
+    try:
+        found = _find_moon_searched(pyramid)
+    except NoMoonError:
+        return None
+    if (
+        np.hypot(found.x - circle.x, found.y - circle.y) > LIMB_MAX_SHIFT * circle.radius
+        or abs(found.radius - circle.radius) > LIMB_MAX_SHIFT * circle.radius
+    ):
+        return None
+    refined = _refine_limb(pyramid, found)
+    return DiskSide(pyramid, refined, on_limb=True) if refined is not None else None
 
 
 def working_radius(algorithm, user_radius=None):
@@ -1665,13 +1706,6 @@ def _register_disk(user_side, model_side, algorithm, finer=True):
         },
         inlier_points=(user_points, model_points),
     )
-
-
-def _find_moon_or_none(pyramid):
-    try:
-        return _find_moon_fast(pyramid)
-    except NoMoonError:
-        return None
 
 
 def register_moon(user, model, algorithm):
