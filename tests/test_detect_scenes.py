@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from moontrek.registration import moon as moon_module
 from moontrek.registration.errors import NoMoonError
 from moontrek.registration.moon import find_moon
+from moontrek.registration import moon_pipeline
+from moontrek.registration.algorithms import get_algorithm
 from moontrek.registration.moon_pipeline import _find_moon_fast
 from moontrek.synthetic import (
     PHONE_NO_MOON_KINDS,
@@ -1458,3 +1460,17 @@ def test_a_circle_let_in_with_less_limb_stays_at_the_floor():
     found = _find_moon_fast(image)
     assert abs(found.radius - r) <= 0.012 * r, (found, r)
     assert np.hypot(found.x - x, found.y - y) <= 0.03 * r, (found, (x, y))
+
+
+@pytest.mark.parametrize("seed, index", [(11, 21), (13, 10)])
+def test_a_crescent_whose_lit_part_outscored_its_disk_is_found_again(seed, index):
+    """On the pipeline's 160 px copy of these crescents (phase 115 and 103)
+    a circle round the lit part, brighter than the rest, outscored the
+    disk's: 15% of the radius off, and the limb did not settle it. The
+    search at the detector's own scale finds the disk, and the side the
+    pipeline prepares is on its limb."""
+    image, (x, y, r) = _phase_set_crop(seed, index)
+    side = moon_pipeline.prepare_side(image, get_algorithm("ORB"))
+    assert side.on_limb
+    assert np.hypot(side.circle.x - x, side.circle.y - y) <= 0.02 * r, (side.circle, (x, y, r))
+    assert abs(side.circle.radius - r) <= 0.02 * r, (side.circle, (x, y, r))
