@@ -547,6 +547,50 @@ def generated_maps():
     return list(make_lunar_maps(0, (1440, 720)))
 
 
+class TestWeakAnswersTakeTheLimbsScale:
+    """A similarity on fewer than SECOND_OPINION_INLIERS inliers, with both
+    circles on their limbs, is fitted again turned and shifted only: the
+    limbs know the disks' sizes better than a few points on a sliver."""
+
+    def test_rigid_fit_recovers_a_turn_and_shift_and_never_scales(self):
+        rng = np.random.default_rng(0)
+        src = rng.uniform(0, 256, (8, 2))
+        a = np.radians(37.0)
+        turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        dst = src @ turn.T + [12.0, -5.0]
+        warp = moon_pipeline._rigid_fit(src, dst)
+        assert np.allclose(map_points(warp, src), dst, atol=1e-9)
+        scaled = moon_pipeline._rigid_fit(src, 1.04 * dst)
+        assert moon_pipeline._disk_scale(scaled) == pytest.approx(1.0)
+        assert np.degrees(np.arctan2(scaled[1, 0], scaled[0, 0])) == pytest.approx(37.0)
+
+    @pytest.mark.parametrize("seed, index", [(3, 34), (1206, 1)])
+    def test_a_crescent_on_a_few_inliers_keeps_the_disk_size(self, generated_maps, monkeypatch, seed, index):
+        """Phase-set crescents (made-up maps, phase 134 and 137) that SIFT
+        answers guided on 6-8 inliers: fitted with a scale, they were 2.1%
+        and 2.4% of the side off (scales 0.97-1.04); with the limbs'
+        scale, within 1.2%."""
+        d = index % 2
+        phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
+        pair = make_photo_render_pair(
+            generated_maps[d], generated_maps[1 - d], [seed, index, 12], phase=phase, clipped=False
+        )
+        frame = (pair.user.shape[1], pair.user.shape[0])
+
+        def answer():
+            result = register_images(pair.user, pair.model, "SIFT", pipeline="moon")
+            error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
+            return result, error
+
+        result, error = answer()
+        assert result.extras["estimator"] == "similarity"
+        assert result.inliers < moon_pipeline.SECOND_OPINION_INLIERS
+        assert result.extras["disk_scale"] == pytest.approx(1.0, abs=1e-3)
+        assert error <= 0.012
+        monkeypatch.setattr(moon_pipeline, "_rigid_fit", lambda src, dst: None)
+        assert answer()[1] > 0.02
+
+
 class TestFinerCanvas:
     """When everything at the working radius failed and the photo's disk is
     larger than the canvas by FINER_MIN_GAIN, both disks are described once
