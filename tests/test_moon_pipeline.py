@@ -548,7 +548,7 @@ def generated_maps():
 
 
 class TestWeakAnswersTakeTheLimbsScale:
-    """A similarity on fewer than SECOND_OPINION_INLIERS inliers, with both
+    """A similarity on fewer than HOMOGRAPHY_MIN_INLIERS inliers, with both
     circles on their limbs, is fitted again turned and shifted only: the
     limbs know the disks' sizes better than a few points on a sliver."""
 
@@ -584,7 +584,7 @@ class TestWeakAnswersTakeTheLimbsScale:
 
         result, error = answer()
         assert result.extras["estimator"] == "similarity"
-        assert result.inliers < moon_pipeline.SECOND_OPINION_INLIERS
+        assert result.inliers < moon_pipeline.HOMOGRAPHY_MIN_INLIERS
         assert result.extras["disk_scale"] == pytest.approx(1.0, abs=1e-3)
         assert error <= 0.012
         monkeypatch.setattr(moon_pipeline, "_rigid_fit", lambda src, dst: None)

@@ -776,12 +776,14 @@ GUIDED_MAX_TURN_DEG = 6.0
 # points, and none over 2% that was within it (README, "Pipelines").
 SECOND_OPINION_INLIERS = 10
 # With both circles on their limbs the two disks are the same size on their
-# canvases to about a per cent, which 6-9 matched points along a
-# crescent's sliver tell less surely: their similarity's scale strayed by
-# 2.5-4.2% on the made-up maps' phase set (every such answer 2.0-5.1% of
-# the side off; the right ones 0.979-1.019). Such an answer on fewer than
-# SECOND_OPINION_INLIERS inliers is fitted again turned and shifted only
-# (_rigid_fit, least squares on its inliers).
+# canvases to about a per cent, which a few matched points (along a
+# crescent's sliver, say) tell less surely: on 6-9 inliers the
+# similarity's scale strayed by 2.5-4.2% on the made-up maps' phase set
+# (every such answer 2.0-5.1% of the side off; the right ones
+# 0.979-1.019). A similarity on fewer than HOMOGRAPHY_MIN_INLIERS inliers
+# (too few to try a homography) is fitted again turned and shifted only
+# (_rigid_fit, least squares on its inliers). On more, it made no
+# difference (README, "Pipelines").
 AGREEMENT_SIGMA = 3.0
 # The last resort (_last_resort): ECC from a polar peak under
 # POLAR_MIN_PEAK but at least WEAK_PEAK, held to a higher correlation.
@@ -1455,7 +1457,7 @@ def _solve(
             warp, ecc_correlation = found
             src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
             guided = True
-    if estimator == "similarity" and max_scale is not None and inliers.sum() < SECOND_OPINION_INLIERS:
+    if estimator == "similarity" and max_scale is not None and inliers.sum() < HOMOGRAPHY_MIN_INLIERS:
         rigid_warp = _rigid_fit(src[inliers], dst[inliers])
         if _plausible(rigid_warp, centre, radius):
             warp = rigid_warp
