@@ -775,15 +775,6 @@ GUIDED_MAX_TURN_DEG = 6.0
 # 11 of 15 worse, that one kept; at 3 px 9 of 14, none by more than 0.2
 # points, and none over 2% that was within it (README, "Pipelines").
 SECOND_OPINION_INLIERS = 10
-# With both circles on their limbs the two disks are the same size on their
-# canvases to about a per cent, which a few matched points (along a
-# crescent's sliver, say) tell less surely: on 6-9 inliers the
-# similarity's scale strayed by 2.5-4.2% on the made-up maps' phase set
-# (every such answer 2.0-5.1% of the side off; the right ones
-# 0.979-1.019). A similarity on fewer than HOMOGRAPHY_MIN_INLIERS inliers
-# (too few to try a homography) is fitted again turned and shifted only
-# (_rigid_fit, least squares on its inliers). On more, it made no
-# difference (README, "Pipelines").
 AGREEMENT_SIGMA = 3.0
 # The last resort (_last_resort): ECC from a polar peak under
 # POLAR_MIN_PEAK but at least WEAK_PEAK, held to a higher correlation.
@@ -1457,6 +1448,14 @@ def _solve(
             warp, ecc_correlation = found
             src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
             guided = True
+    # With both circles on their limbs (max_scale set) the two disks are
+    # one size on their canvases to about a per cent, which a few matched
+    # points (along a crescent's sliver, say) tell less surely: on 6-9
+    # inliers the similarity's scale strayed by 2.5-4.2% on the made-up
+    # maps' phase set (every such answer 2.0-5.1% of the side off, the
+    # right ones 0.979-1.019). On too few inliers to try a homography it
+    # is fitted again turned and shifted only; on more it made no
+    # difference (README, "Pipelines").
     if estimator == "similarity" and max_scale is not None and inliers.sum() < HOMOGRAPHY_MIN_INLIERS:
         rigid_warp = _rigid_fit(src[inliers], dst[inliers])
         if _plausible(rigid_warp, centre, radius):
