@@ -540,11 +540,19 @@ def _refine_limb(pyramid, circle):
     if (
         count < max(LIMB_MIN_POINTS, LIMB_MIN_ARC * framed.sum())
         or 360.0 - gaps.max() < LIMB_MIN_SPAN
-        or np.hypot(x - cx, y - cy) > LIMB_MAX_SHIFT * r
-        or abs(radius - r) > LIMB_MAX_SHIFT * r
+        or _shifted_beyond(Circle(x, y, radius), Circle(cx, cy, r))
     ):
         return None
     return _Pyramid.to_original(Circle(x + x0, y + y0, radius), k)
+
+
+def _shifted_beyond(circle, start):
+    """Whether ``circle``'s centre or radius lies more than LIMB_MAX_SHIFT of
+    ``start``'s radius from ``start``'s: then it is no longer the same disk."""
+    return (
+        np.hypot(circle.x - start.x, circle.y - start.y) > LIMB_MAX_SHIFT * start.radius
+        or abs(circle.radius - start.radius) > LIMB_MAX_SHIFT * start.radius
+    )
 
 
 def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0, unshaded=False):
@@ -1245,10 +1253,7 @@ def _searched_on_limb(pyramid, circle):
         found = _find_moon_searched(pyramid)
     except NoMoonError:
         return None
-    if (
-        np.hypot(found.x - circle.x, found.y - circle.y) > LIMB_MAX_SHIFT * circle.radius
-        or abs(found.radius - circle.radius) > LIMB_MAX_SHIFT * circle.radius
-    ):
+    if _shifted_beyond(found, circle):
         return None
     refined = _refine_limb(pyramid, found)
     return DiskSide(pyramid, refined, on_limb=True) if refined is not None else None
