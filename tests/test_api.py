@@ -66,6 +66,23 @@ class TestRegistrar:
         assert payload["inliers"] >= 4 and payload["matches"] >= payload["inliers"]
         assert payload["keypoints"]["user"] > 0 and payload["keypoints"]["model"] > 0
 
+    def test_payload_names_the_companions_features(self, client, pair_files, monkeypatch):
+        """An answer found with another detector's keypoints (the
+        algorithm's own found too little) says whose they were."""
+        from moontrek.registration import moon_pipeline
+
+        original = moon_pipeline._solve_disk
+
+        def own_fails(user_side, model_side, algorithm, max_scale, finer, ecc=True):
+            if algorithm.name == "ORB":
+                raise moon_pipeline.HomographyNotFoundError()
+            return original(user_side, model_side, algorithm, max_scale, finer, ecc)
+
+        monkeypatch.setattr(moon_pipeline, "_solve_disk", own_fails)
+        payload = post_pair(client, pair_files, path="/pyapi/registrar/ORB").json["payload"]
+        assert payload["algorithm"] == "ORB" and payload["features"] == "SIFT"
+        assert payload["inliers"] >= moon_pipeline.COMPANION_MIN_INLIERS
+
     def test_extra_unknown_fields_are_ignored(self, client, pair_files):
         """Fields other than the two files do not disturb a registration."""
         body, headers = multipart(pair_files, fields={"comment": "hello"})

@@ -276,6 +276,16 @@ class TestRealPairs:
 
 
 
+@pytest.fixture
+def without_companions(monkeypatch):
+    """Each algorithm's own attempts only, none of its companion's (see
+    TestCompanionFeatures): for tests that count or refuse them."""
+    for settings in moon_pipeline.ALGORITHM_SETTINGS.values():
+        if "companion" in settings:
+            monkeypatch.delitem(settings, "companion")
+
+
+@pytest.mark.usefixtures("without_companions")
 class TestOverExposed:
     """A photo whose highlands are blown out is matched, when plain matching
     fails, against a render flattened the same way."""
@@ -471,6 +481,7 @@ def _without_last_resort(monkeypatch):
     monkeypatch.setattr(moon_pipeline, "_last_resort", lambda *args: (_ for _ in ()).throw(args[-1]))
 
 
+@pytest.mark.usefixtures("without_companions")
 class TestDetectorRetry:
     """A detector with a "retry_detector" setting (BRISK: a FAST threshold
     of 12 for 30; every detector has one) describes both disks once more
@@ -591,6 +602,86 @@ class TestWeakAnswersTakeTheLimbsScale:
         assert answer()[1] > 0.02
 
 
+class TestCompanionFeatures:
+    """When everything an algorithm has failed on the disk chosen first,
+    its companion detector's point matches (SIFT's) may answer: a
+    crescent's sliver leaves ORB, AKAZE, BRISK and our SURF too few
+    keypoints where SIFT's still match."""
+
+    @staticmethod
+    def _crescent(generated_maps, seed, index):
+        d = index % 2
+        phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
+        return make_photo_render_pair(
+            generated_maps[d], generated_maps[1 - d], [seed, index, 12], phase=phase, clipped=False
+        )
+
+    def test_a_crescent_is_answered_with_the_companions_keypoints(self, generated_maps, monkeypatch):
+        """Made-up maps' phase set, seed 3 #32 (phase 126): refused by
+        AKAZE's own keypoints, 0.7% of the side off on SIFT's 8."""
+        algorithm = "AKAZE"
+        pair = self._crescent(generated_maps, 3, 32)
+        frame = (pair.user.shape[1], pair.user.shape[0])
+        result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
+        assert result.algorithm == algorithm
+        assert result.extras["features"] == "SIFT"
+        assert result.inliers >= moon_pipeline.COMPANION_MIN_INLIERS
+        assert result.extras["estimator"] in ("similarity", "homography")
+        assert disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame) <= 0.012
+        monkeypatch.delitem(moon_pipeline.ALGORITHM_SETTINGS[algorithm], "companion")
+        with pytest.raises((NotEnoughKeypointsError, HomographyNotFoundError)):
+            register_images(pair.user, pair.model, algorithm, pipeline="moon")
+
+    def test_an_answer_of_the_algorithms_own_names_no_features(self, model):
+        pair = photo(model, angle=35.0, scale=0.8)
+        result = register_images(pair.user, model, "ORB", pipeline="moon")
+        assert "features" not in result.extras
+
+    def test_the_companion_needs_its_inliers_and_keeps_the_first_failure(self, model, monkeypatch):
+        """No ECC for the companion (the algorithm's own canvas had it), and
+        too few inliers refuse with what the algorithm's own failure said."""
+        pair = photo(model, angle=35.0, scale=0.8)
+        original = moon_pipeline._solve_disk
+        asked = []
+
+        def own_fails(user_side, model_side, algorithm, max_scale, finer, ecc=True):
+            asked.append((algorithm.name, ecc))
+            if algorithm.name == "ORB":
+                raise HomographyNotFoundError()
+            return original(user_side, model_side, algorithm, max_scale, finer, ecc)
+
+        monkeypatch.setattr(moon_pipeline, "_solve_disk", own_fails)
+        result = register_images(pair.user, model, "ORB", pipeline="moon")
+        assert result.extras["features"] == "SIFT" and result.algorithm == "ORB"
+        assert result.keypoints_user > 0 and relative_error(result, pair) <= SYNTHETIC_TOLERANCE
+        assert asked == [("ORB", True), ("SIFT", False)]
+        monkeypatch.setattr(moon_pipeline, "COMPANION_MIN_INLIERS", result.inliers + 1)
+        with pytest.raises(HomographyNotFoundError):
+            register_images(pair.user, model, "ORB", pipeline="moon")
+
+    def test_no_companion_for_a_disk_white_all_over(self, model, monkeypatch):
+        """Nothing is left on it for any detector: the refusal (saying it is
+        over-exposed) costs no more than before."""
+        pair = photo(model, angle=35.0, scale=0.8)
+        asked = []
+
+        def own_fails(user_side, model_side, algorithm, max_scale, finer, ecc=True):
+            asked.append(algorithm.name)
+            raise NotEnoughKeypointsError()
+
+        monkeypatch.setattr(moon_pipeline, "_solve_disk", own_fails)
+        monkeypatch.setattr(moon_pipeline, "_blown_out_share", lambda side: moon_pipeline.OVEREXPOSED_SHARE)
+        monkeypatch.setattr(moon_pipeline, "_other_disks", lambda pyramid, tried: [])
+        with pytest.raises(NotEnoughKeypointsError):
+            register_images(pair.user, model, "ORB", pipeline="moon")
+        assert asked == ["ORB"]
+
+    def test_every_algorithm_has_another_as_companion(self):
+        for name in AVAILABLE:
+            companion = moon_pipeline._companion(get_algorithm(name))
+            assert companion is not None and companion.name != name
+
+
 class TestFinerCanvas:
     """When everything at the working radius failed and the photo's disk is
     larger than the canvas by FINER_MIN_GAIN, both disks are described once
@@ -675,12 +766,13 @@ class TestFinerCanvas:
 
     def test_only_the_disk_chosen_first_is_tried_finer(self, model, monkeypatch):
         """The other disks a photo may hold (lamps, most often) are tried at
-        the working radius only: a refused request pays once, not per disk."""
+        the working radius only, without the companion detector: a refused
+        request pays once, not per disk."""
         pair = photo(model, angle=35.0, scale=0.8)
         calls = []
 
-        def refused(user_side, model_side, algorithm, finer=True):
-            calls.append(finer)
+        def refused(user_side, model_side, algorithm, finer=True, companion=False):
+            calls.append((finer, companion))
             raise HomographyNotFoundError()
 
         monkeypatch.setattr(moon_pipeline, "_register_disk", refused)
@@ -688,7 +780,7 @@ class TestFinerCanvas:
         monkeypatch.setattr(moon_pipeline, "_other_disks", lambda pyramid, tried: [other])
         with pytest.raises(HomographyNotFoundError):
             register_images(pair.user, model, "ORB", pipeline="moon")
-        assert calls == [True, False]
+        assert calls == [(True, True), (False, False)]
 
 
 class TestGuidedMatching:
@@ -1061,8 +1153,8 @@ class TestOtherDisks:
         original = moon_pipeline._register_disk
         calls = []
 
-        def few_inliers(user_side, model_side, algorithm, finer=True):
-            result = original(user_side, model_side, algorithm, finer)
+        def few_inliers(user_side, model_side, algorithm, finer=True, companion=False):
+            result = original(user_side, model_side, algorithm, finer, companion)
             calls.append(user_side.circle)
             result.inliers = moon_pipeline.OTHER_DISK_MIN_INLIERS - 1
             return result
@@ -1081,8 +1173,8 @@ class TestOtherDisks:
         pair, moon = _moon_with(model, self.BRIGHTER_LAMP)
         original = moon_pipeline._register_disk
 
-        def by_ecc(user_side, model_side, algorithm, finer=True):
-            result = original(user_side, model_side, algorithm, finer)
+        def by_ecc(user_side, model_side, algorithm, finer=True, companion=False):
+            result = original(user_side, model_side, algorithm, finer, companion)
             result.inliers = 2
             result.extras.update(estimator="ecc", ecc_correlation=correlation)
             return result

@@ -25,7 +25,9 @@ is close to a rotation about the centre. The pipeline exploits that:
    and 35-38 with USAC_MAGSAC; this similarity-first rule 37-40; on the
    real pair with branches a free homography drifts to 3-11% of the frame
    while the similarity stays within 2%;
-6. refuse implausible answers with the documented registration errors;
+6. refuse implausible answers with the documented registration errors,
+   after the fallbacks (guided matching, ECC, a finer canvas, and last
+   another detector's point matches: ALGORITHM_SETTINGS' "companion");
 7. compose back to the server's convention (user pixels to pixels of the
    model fitted to the user image).
 """
@@ -38,6 +40,7 @@ import cv2
 import numpy as np
 
 from . import surf_pool
+from .algorithms import get_algorithm
 from .errors import HomographyNotFoundError, NoMoonError, NotEnoughKeypointsError
 from .geometry import fitted_size, map_points
 from .moon import MAX_WORK_PIXELS, Circle, _brightness, find_moon, find_moon_how, limb_is_sharp, moon_candidates
@@ -96,11 +99,17 @@ ALGORITHM_SETTINGS = {
         "radius": 128,
         "detector": {"setMaxFeatures": 400, "setNLevels": 3},
         "retry_detector": {"setFastThreshold": 8, "setMaxFeatures": 800},
+        "companion": "SIFT",
     },
-    "BRISK": {"radius": 128, "retry_detector": {"setThreshold": 12}},
-    "SIFT": {"radius": 128, "retry_detector": {"setContrastThreshold": 0.02}},
-    "AKAZE": {"radius": 128, "retry_detector": {"setThreshold": 0.0003}},
-    "SURF": {"radius": 128, "max_keypoint_size": 0.55, "retry_detector": {"setHessianThreshold": 30}},
+    "BRISK": {"radius": 128, "retry_detector": {"setThreshold": 12}, "companion": "SIFT"},
+    "SIFT": {"radius": 128, "retry_detector": {"setContrastThreshold": 0.02}, "companion": "BRISK"},
+    "AKAZE": {"radius": 128, "retry_detector": {"setThreshold": 0.0003}, "companion": "SIFT"},
+    "SURF": {
+        "radius": 128,
+        "max_keypoint_size": 0.55,
+        "retry_detector": {"setHessianThreshold": 30},
+        "companion": "SIFT",
+    },
 }
 # SURF describes a keypoint by sampling a window 2.8 times its size on a
 # side, pixel by pixel, before shrinking it to 20 x 20: the few keypoints
@@ -126,6 +135,22 @@ ALGORITHM_SETTINGS = {
 # frame 18% off and a whole one wrong. No Moon-less photo was answered
 # (README, "Pipelines").
 RETRY_MIN_INLIERS = 8
+# "companion": the detector whose point matches may answer for the
+# algorithm's when everything of its own (retries, the finer canvas, ECC)
+# failed on the disk chosen first, from COMPANION_MIN_INLIERS inliers.
+# A crescent's sliver, or a disk blown out but for its maria, leaves one
+# detector too few keypoints where another's, on the same canvas, still
+# match: SIFT's for ORB, AKAZE, BRISK and our SURF, BRISK's for SIFT.
+# Point matches only: ECC, which no detector changes, had its turn with
+# the algorithm's own. bench_accuracy seed 1206, made-up maps: phone ORB /
+# AKAZE / BRISK / SURF 28 / 26 / 28 / 25 -> 31 each (SIFT's 31; the 9 left
+# are blown out white), photo-render 38 / 39 / 40 / 38 -> 40 each; phase
+# sets +1 to +4 an algorithm; no answer made wrong (README, "Pipelines").
+# SURF as SIFT's companion answered a made-up crescent 3.9% off on 8.
+# Not for a disk OVEREXPOSED_SHARE blown out: the companion found nothing
+# on any (those it answered were 0.48-0.74 blown out), and it would have
+# doubled or tripled such a refusal's cost.
+COMPANION_MIN_INLIERS = 8
 # When everything at the working radius failed and the photo's disk is
 # larger than the canvas by FINER_MIN_GAIN or more, both disks are
 # described again on a finer canvas, the photo's own radius up to
@@ -1514,7 +1539,7 @@ def register_sides(user_side, model_side, algorithm):
     failure = NoMoonError("No Moon was found in the user-file.")
     if user_side.circle is not None:
         try:
-            return _register_disk(user_side, model_side, algorithm)
+            return _register_disk(user_side, model_side, algorithm, companion=True)
         except (NotEnoughKeypointsError, HomographyNotFoundError) as error:
             failure = error
     for circle in _other_disks(user_side.pyramid, user_side.circle):
@@ -1663,29 +1688,60 @@ def _finer_radius(user_radius, radius):
     return finer if finer >= FINER_MIN_GAIN * radius else None
 
 
-def _register_disk(user_side, model_side, algorithm, finer=True):
-    """register_sides for two sides that have their disks; ``finer``: try a
-    finer canvas when everything at the working radius failed (see
-    FINER_WORK_RADIUS)."""
-    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
-    user_circle, model_circle = user_side.circle, model_side.circle
-    radius = working_radius(algorithm, user_circle.radius)
-    max_scale = LIMB_MAX_SCALE if user_side.on_limb and model_side.on_limb else None
+def _solve_disk(user_side, model_side, algorithm, max_scale, finer, ecc=True):
+    """(radius, _solve_at's answer) for two sides that have their disks:
+    at the working radius, then, with ``finer``, on a finer canvas when
+    everything there failed (point matches only; see FINER_WORK_RADIUS).
+    ``ecc``: as for _solve_at, at the working radius."""
+    radius = working_radius(algorithm, user_side.circle.radius)
     try:
-        solved, user_features, model_features = _solve_at(user_side, model_side, algorithm, radius, max_scale)
+        return radius, _solve_at(user_side, model_side, algorithm, radius, max_scale, ecc)
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
-        larger = _finer_radius(user_circle.radius, radius) if finer else None
+        larger = _finer_radius(user_side.circle.radius, radius) if finer else None
         if larger is None:
             raise
-        radius = larger
         try:
-            solved, user_features, model_features = _solve_at(
-                user_side, model_side, algorithm, radius, max_scale, ecc=False
-            )
+            found = _solve_at(user_side, model_side, algorithm, larger, max_scale, ecc=False)
         except (NotEnoughKeypointsError, HomographyNotFoundError):
             # The first failure says why (an over-exposed photo, say).
             raise failure from None
-        if int(solved[3].sum()) < RETRY_MIN_INLIERS:
+        if int(found[0][3].sum()) < RETRY_MIN_INLIERS:
+            raise failure
+        return larger, found
+
+
+def _companion(algorithm):
+    """The algorithm whose features answer for ``algorithm`` when its own
+    found nothing (ALGORITHM_SETTINGS' "companion"), or None."""
+    name = ALGORITHM_SETTINGS.get(algorithm.name, {}).get("companion")
+    return get_algorithm(name) if name else None
+
+
+def _register_disk(user_side, model_side, algorithm, finer=True, companion=False):
+    """register_sides for two sides that have their disks; ``finer``: try a
+    finer canvas when everything at the working radius failed (see
+    FINER_WORK_RADIUS); ``companion``: then let the companion detector's
+    point matches answer (see COMPANION_MIN_INLIERS)."""
+    user, model = user_side.pyramid.levels[0], model_side.pyramid.levels[0]
+    user_circle, model_circle = user_side.circle, model_side.circle
+    max_scale = LIMB_MAX_SCALE if user_side.on_limb and model_side.on_limb else None
+    features = algorithm
+    try:
+        radius, (solved, user_features, model_features) = _solve_disk(
+            user_side, model_side, algorithm, max_scale, finer
+        )
+    except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
+        features = _companion(algorithm) if companion else None
+        if features is None or _blown_out_share(user_side) >= OVEREXPOSED_SHARE:
+            # Nothing of a disk white all over is left for any detector.
+            raise
+        try:
+            radius, (solved, user_features, model_features) = _solve_disk(
+                user_side, model_side, features, max_scale, finer, ecc=False
+            )
+        except (NotEnoughKeypointsError, HomographyNotFoundError):
+            raise failure from None
+        if int(solved[3].sum()) < COMPANION_MIN_INLIERS:
             raise failure
     src, dst, warp, inliers, estimator, matched, guided, ecc_correlation = solved
     _, _, user_to_work, user_kp, _ = user_features
@@ -1734,6 +1790,8 @@ def _register_disk(user_side, model_side, algorithm, finer=True):
             "disk_scale": round(_disk_scale(warp), 4),
             "working_radius_px": radius,
             **({"ecc_correlation": round(ecc_correlation, 4)} if ecc_correlation is not None else {}),
+            # Whose keypoints answered, when not the algorithm's own.
+            **({"features": features.name} if features.name != algorithm.name else {}),
         },
         inlier_points=(user_points, model_points),
     )
