@@ -604,9 +604,9 @@ class TestWeakAnswersTakeTheLimbsScale:
 
 class TestCompanionFeatures:
     """When everything an algorithm has failed on the disk chosen first,
-    its companion detector's point matches (SIFT's) may answer: a
-    crescent's sliver leaves ORB, AKAZE, BRISK and our SURF too few
-    keypoints where SIFT's still match."""
+    its companion detector's point matches (SIFT's; BRISK's for SIFT) may
+    answer: a crescent's sliver leaves ORB, AKAZE, BRISK and our SURF too
+    few keypoints where SIFT's still match."""
 
     @staticmethod
     def _crescent(generated_maps, seed, index):
