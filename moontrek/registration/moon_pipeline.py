@@ -1222,6 +1222,13 @@ class DiskSide:
         guide, rigid ECC and the last resort each ask it, on every retry."""
         return _lit_direction(self)
 
+    @functools.cached_property
+    def blown_out(self):
+        """_blown_out_share's reading of the disk, measured once: the
+        over-exposure retry, the last resort and the companion each ask
+        it, on every retry and for each detector."""
+        return _blown_out_share(self)
+
 
 def prepare_side(image, algorithm, *, render=False):
     """A :class:`DiskSide` for a BGR ``image``: its disk found (a render's
@@ -1602,7 +1609,7 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
         # An over-exposed photo's highlands are flat white, where the render
         # still shows terrain that matches nothing: flatten the same share
         # of the render's disk and try again.
-        share = _blown_out_share(user_side)
+        share = user_side.blown_out
         if share < BLOWN_OUT_MIN_SHARE:
             raise
         # Two readings of where the photo blew out: under the render's own
@@ -1634,7 +1641,7 @@ def _last_resort(user_side, model_side, algorithm, radius, max_scale, failure):
     WEAK_PEAK: held to WEAK_PEAK_MIN_CORRELATION; else raise ``failure``.
     Last, so that it never takes the place of an answer the matching
     (after the over-exposure or detector retries) would give."""
-    if _blown_out_share(user_side) >= WEAK_PEAK_MAX_BLOWN:
+    if user_side.blown_out >= WEAK_PEAK_MAX_BLOWN:
         raise failure
     user_features = describe(user_side, algorithm, radius)
     model_features = describe(model_side, algorithm, radius)
@@ -1732,7 +1739,7 @@ def _register_disk(user_side, model_side, algorithm, finer=True, companion=False
         )
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
         features = _companion(algorithm) if companion else None
-        if features is None or _blown_out_share(user_side) >= OVEREXPOSED_SHARE:
+        if features is None or user_side.blown_out >= OVEREXPOSED_SHARE:
             # Nothing of a disk white all over is left for any detector.
             raise
         try:
