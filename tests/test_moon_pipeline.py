@@ -1,6 +1,7 @@
 """The Moon-aware registration pipeline (``moontrek.registration.moon_pipeline``)."""
 
 import json
+import threading
 from pathlib import Path
 
 import cv2
@@ -509,16 +510,20 @@ class TestDetectorRetry:
     @pytest.mark.parametrize("algorithm", AVAILABLE)
     def test_detector_describes_again_with_more_keypoints(self, model, monkeypatch, algorithm):
         pair = photo(model, angle=35.0, scale=0.8, blur=1.5)
-        detector = moon_pipeline._detector(get_algorithm(algorithm))
+        found = get_algorithm(algorithm)
         retry = moon_pipeline.ALGORITHM_SETTINGS[algorithm]["retry_detector"]
-        before = {setter: getattr(detector, "get" + setter[3:])() for setter in retry}
+        with moon_pipeline._DETECTORS.lend(found) as detector:
+            before = {setter: getattr(detector, "get" + setter[3:])() for setter in retry}
         seen = self._fails_on_first_features(monkeypatch)
         result = register_images(pair.user, model, algorithm, pipeline="moon")
         assert relative_error(result, pair) <= 0.03
         assert len(seen) >= 2 and seen[-1] > seen[0]
         assert result.keypoints_user == seen[-1]
-        # The thread's detector is set back for the next request.
-        assert {setter: getattr(detector, "get" + setter[3:])() for setter in retry} == before
+        # Every detector is given back set as it was lent, for the next request.
+        idle = moon_pipeline._DETECTORS.idle(found)
+        assert idle
+        for detector in idle:
+            assert {setter: getattr(detector, "get" + setter[3:])() for setter in retry} == before
 
     def test_a_retry_answer_needs_more_inliers(self, model, monkeypatch):
         """More keypoints make a chance consensus likelier: an answer found
@@ -550,6 +555,65 @@ class TestDetectorRetry:
         with pytest.raises(NotEnoughKeypointsError):
             register_images(pair.user, model, "ORB", pipeline="moon")
         assert len(set(seen)) == 1
+
+
+class TestDetectorsLent:
+    """Detectors are lent to one description at a time and kept: as many
+    exist as were in use at once, not one per thread that ever described
+    (a BRISK holds ~47 MB of sampling pattern)."""
+
+    @staticmethod
+    def _counting(monkeypatch):
+        made = []
+        original = moon_pipeline._new_detector
+
+        def counted(algorithm):
+            made.append(algorithm.name)
+            return original(algorithm)
+
+        monkeypatch.setattr(moon_pipeline, "_new_detector", counted)
+        monkeypatch.setattr(moon_pipeline, "_DETECTORS", moon_pipeline._Detectors())
+        return made
+
+    def test_threads_one_after_another_share_one(self, model, monkeypatch):
+        made = self._counting(monkeypatch)
+        pair = photo(model, angle=35.0, scale=0.8)
+        errors = []
+
+        def register_once():
+            try:
+                register_images(pair.user, model, "BRISK", pipeline="moon")
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        for _ in range(3):
+            thread = threading.Thread(target=register_once)
+            thread.start()
+            thread.join()
+        assert not errors
+        assert made == ["BRISK"]
+
+    def test_lent_at_once_are_distinct_and_kept(self, monkeypatch):
+        made = self._counting(monkeypatch)
+        brisk = get_algorithm("BRISK")
+        pool = moon_pipeline._DETECTORS
+        with pool.lend(brisk) as first, pool.lend(brisk) as second:
+            assert first is not second
+        assert made == ["BRISK", "BRISK"]
+        with pool.lend(brisk) as again:
+            assert again in (first, second)
+        assert len(pool.idle(brisk)) == 2
+
+    def test_given_back_when_the_description_fails(self, monkeypatch):
+        made = self._counting(monkeypatch)
+        orb = get_algorithm("ORB")
+        with pytest.raises(RuntimeError):
+            with moon_pipeline._DETECTORS.lend(orb):
+                raise RuntimeError("the detector's call failed")
+        assert len(moon_pipeline._DETECTORS.idle(orb)) == 1
+        with moon_pipeline._DETECTORS.lend(orb):
+            pass
+        assert made == ["ORB"]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ is close to a rotation about the centre. The pipeline exploits that:
    model fitted to the user image).
 """
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -679,18 +680,56 @@ def _median_level(values):
     return (float(low) + float(high)) / 2.0
 
 
-_THREAD = threading.local()
+class _Detectors:
+    """Idle detectors per algorithm, one lent to each description.
+
+    BRISK builds its sampling pattern in its constructor (~40 ms, as long as
+    the rest of a registration, and ~47 MB), so detectors are kept between
+    requests. Kept per thread, every request thread of a server (8 by
+    default) and every decoding thread would come to hold one of each
+    algorithm it ever ran, companions included, though no more than
+    ``max_concurrent_registrations`` registrations (two sides each)
+    describe at once. Lent out and given back, there are only as many as
+    were ever in use at the same time, and none is used by two threads at
+    once (its settings change for a retry)."""
+
+    def __init__(self):
+        self._idle = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(algorithm):
+        return (algorithm.name, algorithm.implementation, algorithm.create)
+
+    @contextlib.contextmanager
+    def lend(self, algorithm):
+        key = self._key(algorithm)
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            detector = idle.pop() if idle else None
+        if detector is None:
+            detector = _new_detector(algorithm)
+        try:
+            yield detector
+        finally:
+            with self._lock:
+                self._idle[key].append(detector)
+
+    def idle(self, algorithm):
+        """The idle detectors of ``algorithm`` (a copy of the list)."""
+        with self._lock:
+            return list(self._idle.get(self._key(algorithm), ()))
 
 
-def _detector(algorithm):
-    # Detectors are reused per thread: BRISK builds its sampling pattern in
-    # its constructor (~40 ms, as long as the rest of a registration), and
-    # one instance per thread keeps concurrent requests apart.
-    cache = _THREAD.__dict__.setdefault("detectors", {})
-    key = (algorithm.name, algorithm.implementation, algorithm.create)
-    if key not in cache:
-        cache[key] = _new_detector(algorithm)
-    return cache[key]
+_DETECTORS = _Detectors()
+
+
+@functools.lru_cache(maxsize=None)
+def _norm(algorithm):
+    """The descriptor distance of ``algorithm``'s detector (as set up by
+    _new_detector: ORB's depends on its WTA_K)."""
+    with _DETECTORS.lend(algorithm) as detector:
+        return detector.defaultNorm()
 
 
 def _new_detector(algorithm):
@@ -1315,17 +1354,19 @@ def describe(side, algorithm, radius, clip=(0.0, False), retry=False):
         settings = ALGORITHM_SETTINGS.get(algorithm.name, {})
         work, mask, to_work = normalise_disk(side.pyramid, side.circle, radius, *clip)
         largest = settings.get("max_keypoint_size")
-        detector = _detector(algorithm)
-        # The thread's own detector, set for this call and set back.
         changes = settings.get("retry_detector", {}) if retry else {}
-        saved = {setter: getattr(detector, "get" + setter[3:])() for setter in changes}
-        try:
-            for setter, value in changes.items():
-                getattr(detector, setter)(value)
-            keypoints, descriptors = _detect_and_compute(detector, work, mask, None if largest is None else largest * radius)
-        finally:
-            for setter, value in saved.items():
-                getattr(detector, setter)(value)
+        # A detector of this call's alone, set for it and set back.
+        with _DETECTORS.lend(algorithm) as detector:
+            saved = {setter: getattr(detector, "get" + setter[3:])() for setter in changes}
+            try:
+                for setter, value in changes.items():
+                    getattr(detector, setter)(value)
+                keypoints, descriptors = _detect_and_compute(
+                    detector, work, mask, None if largest is None else largest * radius
+                )
+            finally:
+                for setter, value in saved.items():
+                    getattr(detector, setter)(value)
         side.features[key] = (work, mask, to_work, keypoints, descriptors)
     return side.features[key]
 
@@ -1392,8 +1433,7 @@ def _solve(
     size = user_work.shape[0]
     centre = np.array([size / 2.0, size / 2.0])
 
-    detector = _detector(algorithm)
-    norm = detector.defaultNorm()
+    norm = _norm(algorithm)
     pairs = _mutual_ratio_matches(user_desc, model_desc, norm)
     src = np.float32([user_kp[i].pt for i in pairs[:, 0]]).reshape(-1, 2)
     dst = np.float32([model_kp[j].pt for j in pairs[:, 1]]).reshape(-1, 2)
@@ -1658,7 +1698,7 @@ def _last_resort(user_side, model_side, algorithm, radius, max_scale, failure):
     if not _ecc_fits(found, max_scale):
         raise failure
     warp, correlation = found
-    pairs = _mutual_ratio_matches(user_desc, model_desc, _detector(algorithm).defaultNorm())
+    pairs = _mutual_ratio_matches(user_desc, model_desc, _norm(algorithm))
     src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
     return (src, dst, warp, inliers, "ecc", len(pairs), True, correlation), user_features, model_features
 
