@@ -1376,7 +1376,7 @@ def _detect_and_compute(detector, work, mask, max_size=None):
     than ``max_size`` before they are described."""
     if hasattr(detector, "setMaxKeypointSize"):
         # moontrek's SURF drops them before orienting them too. Set on
-        # every call: the detector is shared by every canvas of the thread.
+        # every call: the detector is lent to every description in turn.
         detector.setMaxKeypointSize(max_size or 0.0)
         return surf_pool.detect_and_compute(detector, work, mask)
     if max_size is None:
