@@ -1108,6 +1108,25 @@ class TestEccOnTheSphere:
         moved = np.hypot(*(map_points(on_sphere, rim) - rim).T)
         assert moved.mean() < 0.9 * 5.0
 
+    def test_the_payloads_scale_and_turn_are_read_at_the_disk(self):
+        """A sphere answer is a homography: its derivative at the disk's
+        centre, not its linear part (the derivative at the canvas's corner),
+        says how it scales and turns the disk."""
+        warp = np.array([[1.1, 0.2, 3.0], [-0.1, 0.9, 2.0], [1e-3, -2e-3, 1.0]])
+        point, step = np.array([50.0, 70.0]), 1e-4
+        numeric = np.column_stack(
+            [
+                (map_points(warp, [point + d]) - map_points(warp, [point - d]))[0] / (2 * step)
+                for d in (np.array([step, 0.0]), np.array([0.0, step]))
+            ]
+        )
+        np.testing.assert_allclose(moon_pipeline._linear_at(warp, point), numeric, atol=1e-6)
+        shift = np.array([[1.0, 0.0, 6.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        on_sphere = moon_pipeline._on_sphere(shift, self.centre, self.radius)
+        at_centre = moon_pipeline._linear_at(on_sphere, self.centre)
+        assert np.sqrt(abs(np.linalg.det(at_centre))) == pytest.approx(1.0, abs=2e-3)
+        assert moon_pipeline._disk_scale(on_sphere) > 1.01
+
     @pytest.mark.parametrize(
         "render_libration, offset, roll, phase, blur",
         [

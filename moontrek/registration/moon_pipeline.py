@@ -1407,6 +1407,15 @@ def _disk_scale(warp):
     return float(np.sqrt(abs(np.linalg.det(warp[:2, :2]))))
 
 
+def _linear_at(warp, point):
+    """The 2x2 derivative of the 3x3 ``warp`` at ``point`` (its linear part
+    where the warp is affine)."""
+    x, y = point
+    w = warp[2, 0] * x + warp[2, 1] * y + warp[2, 2]
+    mapped = (warp[:2, 0] * x + warp[:2, 1] * y + warp[:2, 2]) / w
+    return (warp[:2, :2] - np.outer(mapped, warp[2, :2])) / w
+
+
 def _scale_fits(warp, inliers, max_scale):
     """Whether an answer on ``inliers`` point matches scales the disk by at
     most ``max_scale`` (None: any plausible scale), when its evidence is weak
@@ -1878,7 +1887,10 @@ def _register_disk(user_side, model_side, algorithm, finer=True, companion=False
     fitted_circle = dataclasses.replace(
         model_circle, x=model_circle.x * fx, y=model_circle.y * fy, radius=model_circle.radius * np.sqrt(fx * fy)
     )
-    linear = warp[:2, :2]
+    # Read at the disk's centre: a homography's linear part is its
+    # derivative at the canvas's corner, not on the disk.
+    size = user_features[0].shape[0]
+    linear = _linear_at(warp, (size / 2.0, size / 2.0))
     return RegistrationResult(
         homography=homography,
         algorithm=algorithm.name,
@@ -1899,7 +1911,7 @@ def _register_disk(user_side, model_side, algorithm, finer=True, companion=False
             "guided": guided,
             "consistent_matches": int(len(src)),
             "rotation_deg": round(float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))) % 360.0, 3),
-            "disk_scale": round(_disk_scale(warp), 4),
+            "disk_scale": round(float(np.sqrt(abs(np.linalg.det(linear)))), 4),
             "working_radius_px": radius,
             **({"ecc_correlation": round(ecc_correlation, 4)} if ecc_correlation is not None else {}),
             # Whose keypoints answered, when not the algorithm's own.
