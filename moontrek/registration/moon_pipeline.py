@@ -26,8 +26,9 @@ is close to a rotation about the centre. The pipeline exploits that:
    real pair with branches a free homography drifts to 3-11% of the frame
    while the similarity stays within 2%;
 6. refuse implausible answers with the documented registration errors,
-   after the fallbacks (guided matching, ECC, a finer canvas, and last
-   another detector's point matches: ALGORITHM_SETTINGS' "companion");
+   after the fallbacks (guided matching, ECC, whose answer is taken as a
+   turn of the globe: _on_sphere, a finer canvas, and last another
+   detector's point matches: ALGORITHM_SETTINGS' "companion");
 7. compose back to the server's convention (user pixels to pixels of the
    model fitted to the user image).
 """
