@@ -626,6 +626,17 @@ def generated_maps():
     return list(make_lunar_maps(0, (1440, 720)))
 
 
+def _phase_set_pair(generated_maps, seed, index):
+    """Item ``index`` of bench_accuracy's phase set of ``seed`` on the
+    generated maps: a crescent or half Moon (phase 90-140) against the
+    render made for its moment."""
+    d = index % 2
+    phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
+    return make_photo_render_pair(
+        generated_maps[d], generated_maps[1 - d], [seed, index, 12], phase=phase, clipped=False
+    )
+
+
 class TestWeakAnswersTakeTheLimbsScale:
     """A similarity on fewer than HOMOGRAPHY_MIN_INLIERS inliers, with both
     circles on their limbs, is fitted again turned and shifted only: the
@@ -649,11 +660,7 @@ class TestWeakAnswersTakeTheLimbsScale:
         answers guided on 6-8 inliers: fitted with a scale, they were 2.1%
         and 2.4% of the side off (scales 0.97-1.04); with the limbs'
         scale, within 1.2%."""
-        d = index % 2
-        phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
-        pair = make_photo_render_pair(
-            generated_maps[d], generated_maps[1 - d], [seed, index, 12], phase=phase, clipped=False
-        )
+        pair = _phase_set_pair(generated_maps, seed, index)
         frame = (pair.user.shape[1], pair.user.shape[0])
 
         def answer():
@@ -676,19 +683,11 @@ class TestCompanionFeatures:
     answer: a crescent's sliver leaves ORB, AKAZE, BRISK and our SURF too
     few keypoints where SIFT's still match."""
 
-    @staticmethod
-    def _crescent(generated_maps, seed, index):
-        d = index % 2
-        phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
-        return make_photo_render_pair(
-            generated_maps[d], generated_maps[1 - d], [seed, index, 12], phase=phase, clipped=False
-        )
-
     def test_a_crescent_is_answered_with_the_companions_keypoints(self, generated_maps, monkeypatch):
         """Made-up maps' phase set, seed 3 #32 (phase 126): refused by
         AKAZE's own keypoints, 0.7% of the side off on SIFT's 8."""
         algorithm = "AKAZE"
-        pair = self._crescent(generated_maps, 3, 32)
+        pair = _phase_set_pair(generated_maps, 3, 32)
         frame = (pair.user.shape[1], pair.user.shape[0])
         result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
         assert result.algorithm == algorithm

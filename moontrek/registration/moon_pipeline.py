@@ -1404,7 +1404,8 @@ def _blown_out_share(side):
 
 
 def _disk_scale(warp):
-    """How much ``warp`` scales the disk: the root of its linear part's determinant."""
+    """How much ``warp`` scales the disk: the root of its linear part's
+    determinant (``warp`` a 3x3 warp, or a 2x2 derivative of one)."""
     return float(np.sqrt(abs(np.linalg.det(warp[:2, :2]))))
 
 
@@ -1912,7 +1913,7 @@ def _register_disk(user_side, model_side, algorithm, finer=True, companion=False
             "guided": guided,
             "consistent_matches": int(len(src)),
             "rotation_deg": round(float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))) % 360.0, 3),
-            "disk_scale": round(float(np.sqrt(abs(np.linalg.det(linear)))), 4),
+            "disk_scale": round(_disk_scale(linear), 4),
             "working_radius_px": radius,
             **({"ecc_correlation": round(ecc_correlation, 4)} if ecc_correlation is not None else {}),
             # Whose keypoints answered, when not the algorithm's own.
