@@ -73,6 +73,17 @@ def protocol_sentence(error, max_body):
     return "The server hit an unexpected error; it has been logged."
 
 
+def cors_origin(origin, allow_origins):
+    """The Access-Control-Allow-Origin value for a request from ``origin``
+    (None when it gets none), by the app's own rule (falcon.CORSMiddleware's):
+    "*" for every origin, or the origin itself when it is listed."""
+    if origin is None or allow_origins is None:
+        return None
+    if allow_origins == "*":
+        return "*"
+    return origin if origin in allow_origins else None
+
+
 class EnvelopeErrorTask(waitress.task.ErrorTask):
     """waitress's error answer, as the JSON envelope with the same status."""
 
@@ -83,6 +94,12 @@ class EnvelopeErrorTask(waitress.task.ErrorTask):
         body = json.dumps({"ok": False, "status": error.code, "error": message}).encode("utf-8")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
+        # A client on another origin (a browser page calling the API) can
+        # read no answer without this, so it would see a network error
+        # instead of, say, the upload limit.
+        allowed = cors_origin(self.request.headers.get("ORIGIN"), getattr(server, "moontrek_cors_origins", None))
+        if allowed is not None:
+            self.response_headers.append(("Access-Control-Allow-Origin", allowed))
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -128,6 +145,7 @@ def make_server(app, config, *, sockets=None, metrics=None):
     )
     server.channel_class = EnvelopeChannel
     server.moontrek_metrics = metrics
+    server.moontrek_cors_origins = config["cors_allow_origins"]
     return server
 
 

@@ -105,3 +105,48 @@ class TestProtocolErrors:
         exchange(port, b"NONSENSE\r\n\r\n")
         assert metrics.protocol_errors.labels("400")._value.get() == before + 1
         assert "400 protocol error 127.0.0.1" in log.read_text()
+
+
+def too_large(origin=None):
+    head = request_line() + b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 5000000\r\n"
+    if origin is not None:
+        head += f"Origin: {origin}\r\n".encode()
+    return head + b"\r\n" + b"x" * 100
+
+
+class TestCorsOnProtocolErrors:
+    """A browser page on another origin reads no answer that lacks
+    Access-Control-Allow-Origin: the upload limit would reach it as a
+    network error. waitress's own answers follow the app's CORS rule."""
+
+    def test_any_origin_with_the_default(self, live):
+        port, _, _ = live
+        status, headers, body = exchange(port, too_large("https://moon-trek.example"))
+        assert status == 413 and json.loads(body)["status"] == 413
+        assert headers["access-control-allow-origin"] == "*"
+
+    def test_none_without_an_origin(self, live):
+        port, _, _ = live
+        status, headers, _ = exchange(port, too_large())
+        assert status == 413 and "access-control-allow-origin" not in headers
+
+    def test_listed_origins_only(self, tmp_path):
+        from moontrek.config import validate_config
+
+        allowed = "https://moon-trek.example"
+        config = validate_config({"log_filepath": str(tmp_path / "moontrek.log"), "port": 0,
+                                  "max_upload_bytes": MAX_UPLOAD, "cors_allow_origins": [allowed]},
+                                 source="test config")
+        server = make_server(create_app(config), config)
+        stop = threading.Event()
+        loop = threading.Thread(target=run_until_stopped, args=(server, stop), kwargs={"grace": 5})
+        loop.start()
+        try:
+            port = int(server.effective_port)
+            status, headers, _ = exchange(port, too_large(allowed))
+            assert status == 413 and headers["access-control-allow-origin"] == allowed
+            status, headers, _ = exchange(port, too_large("https://elsewhere.example"))
+            assert status == 413 and "access-control-allow-origin" not in headers
+        finally:
+            stop.set()
+            loop.join(30)
