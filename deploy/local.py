@@ -81,6 +81,11 @@ def _wait(check, what, timeout=60, process=None):
         time.sleep(0.05)
 
 
+def _listening(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
 def _http_ok(port, path="/api/health"):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.status == 200
@@ -208,6 +213,16 @@ class LocalDeployment:
             replica.start()
         for replica in self.replicas:
             replica.wait_healthy()
+        self.start_nginx()
+        # Through nginx to a replica: /pyapi/registrar is the algorithm list.
+        _wait(lambda: _http_ok(self.port, "/pyapi/registrar"), "nginx", process=self.nginx)
+        return self
+
+    def start_nginx(self):
+        """nginx alone, listening once this returns (the replicas may be
+        down: tests of nginx's own answers start only this)."""
+        if self.nginx_executable is None:
+            raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx-light)")
         main = self.write_nginx_conf()
         self.nginx_console = open(self.folder / "nginx-console.txt", "ab")
         self.nginx = subprocess.Popen(
@@ -215,8 +230,7 @@ class LocalDeployment:
              "-g", "daemon off;"],
             stdout=self.nginx_console, stderr=subprocess.STDOUT,
         )
-        # Through nginx to a replica: /pyapi/registrar is the algorithm list.
-        _wait(lambda: _http_ok(self.port, "/pyapi/registrar"), "nginx", process=self.nginx)
+        _wait(lambda: _listening(self.port), "nginx", process=self.nginx)
         return self
 
     def stop(self):

@@ -2,6 +2,7 @@
 real on loopback without Docker (deploy/local.py, from the same nginx
 template and replica config that docker-compose.yml uses)."""
 
+import http.client
 import importlib.util
 import ipaddress
 import json
@@ -216,3 +217,50 @@ class TestRedisRestarted:
                 time.sleep(0.2)
         finally:
             deployment.stop()
+
+
+def post_headers_only(port, headers):
+    """A POST to /pyapi/ whose headers are sent and whose body never is:
+    (status, headers, parsed JSON body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("POST", "/pyapi/registrar/ORB")
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.headers, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+class TestNginxOwnAnswers:
+    """What nginx answers itself on /pyapi/ is the JSON envelope too, and a
+    page on another origin can read it."""
+
+    ORIGIN = {"Origin": "https://moon-trek.example"}
+
+    def test_body_over_nginx_limit(self, deployment):
+        """Over client_max_body_size (30M): 413 in the envelope, refused
+        from the Content-Length before any body is read."""
+        status, headers, payload = post_headers_only(deployment.port, {
+            **self.ORIGIN, "Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(30 * 2**20 + 1)})
+        assert status == 413 and payload == {"ok": False, "status": 413, "error": payload["error"]}
+        assert "upload limit of 31457280 bytes" in payload["error"]
+        assert headers["Access-Control-Allow-Origin"] == "*"
+        assert headers["Content-Type"] == "application/json"
+
+    def test_no_replica_answering(self, tmp_path, body):
+        """Every replica down: 502 in the envelope with Retry-After."""
+        needs("nginx")
+        alone = local_module().LocalDeployment(tmp_path, replicas=2).start_nginx()
+        try:
+            payload, base = body
+            status, headers, raw = request(alone.port, "POST", "/pyapi/registrar/ORB", payload,
+                                           {**base, **self.ORIGIN})
+        finally:
+            alone.stop()
+        answer = json.loads(raw)
+        assert status == 502 and answer == {"ok": False, "status": 502, "error": answer["error"]}
+        assert "try again" in answer["error"]
+        assert headers["Access-Control-Allow-Origin"] == "*" and int(headers["Retry-After"]) >= 1
