@@ -6,12 +6,15 @@ port. Skipped with a message where Chromium or Playwright is absent; the
 browser is never downloaded.
 """
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moontrek.synthetic import encode, make_pair, render_moon
+from moontrek.registration.geometry import fitted_size, scale_matrix
+from moontrek.synthetic import _crop_box, encode, make_pair, render_moon, to_rgba_render
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -269,3 +273,133 @@ class TestBrowserPngs:
         np.testing.assert_array_equal(fast, reference[..., [2, 1, 0, 3][: reference.shape[2]]])
         np.testing.assert_array_equal(decode_image(data, keep_alpha=True), reference if reference.shape[2] == 4
                                       else cv2.cvtColor(reference, cv2.COLOR_BGR2BGRA))
+
+
+class ClientSite:
+    """The client stand-in (tests/client/index.html) and its images, served
+    from a loopback port of their own: another origin than the server's."""
+
+    PAGE = Path(__file__).resolve().parent / "client" / "index.html"
+
+    def __init__(self, folder):
+        self.folder = folder
+        shutil.copy(self.PAGE, folder / "index.html")
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class TestMoonTrekClient:
+    """The Moon-Trek client's fallback, as it runs in a browser: the Moon cut
+    out of a whole photo, posted with the client's render from a page on
+    another origin to /pyapi/registrar/<algorithm>, and a map layer drawn
+    with the answer the way the client draws it (the fitted model's canvas
+    centred on the crop). The layer's marks must land where the true
+    homography puts them, drawn by the same code."""
+
+    RENDER_RADIUS = 920
+    # RGB, exact: the stand-in scales the layer without smoothing.
+    COLOURS = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "yellow": (255, 220, 0)}
+    MARKS = {"red": (-0.45, -0.3), "green": (0.4, -0.35), "blue": (-0.3, 0.45), "yellow": (0.35, 0.4)}
+    PHOTO = (1600, 1200)
+    SCALE = 0.2
+
+    @pytest.fixture(scope="class")
+    def site(self, tmp_path_factory):
+        folder = tmp_path_factory.mktemp("client")
+        model = render_moon(2000, radius=self.RENDER_RADIUS, seed=11)
+        (folder / "render.png").write_bytes(encode(to_rgba_render(model)))
+        layer = np.zeros((2000, 2000, 4), np.uint8)
+        import cv2
+
+        # A black ring the client drops, and a coloured mark per quadrant.
+        cv2.circle(layer, (1000, 1000), 700, (0, 0, 0, 255), 30)
+        for name, (dx, dy) in self.MARKS.items():
+            r, g, b = self.COLOURS[name]
+            centre = (int(1000 + dx * self.RENDER_RADIUS), int(1000 + dy * self.RENDER_RADIUS))
+            cv2.circle(layer, centre, 60, (b, g, r, 255), -1)
+        (folder / "layer.png").write_bytes(encode(layer))
+        site = ClientSite(folder)
+        yield site, model
+        site.stop()
+
+    def photo(self, site, model, name, centre):
+        """A whole photo with the Moon at ``centre``; the client's circle
+        (integers) and the map from render pixels to photo pixels."""
+        site, _ = site
+        width, height = self.PHOTO
+        shift = (centre[0] - width / 2.0, centre[1] - height / 2.0)
+        pair = make_pair(model, angle=-20.0, scale=self.SCALE, shift=shift, user_size=self.PHOTO)
+        rng = np.random.default_rng(3)
+        sky = np.clip(14 + 6 * np.linspace(0, 1, height)[:, None, None] + rng.normal(0, 2.5, (height, width, 1)),
+                      0, 255).astype(np.uint8)
+        photo = np.maximum(pair.user, sky)
+        (site.folder / name).write_bytes(encode(photo))
+        x, y, _ = pair.model_to_user @ np.array([1000.0, 1000.0, 1.0])
+        return (round(x), round(y), round(self.RENDER_RADIUS * self.SCALE)), pair.model_to_user
+
+    @pytest.mark.parametrize("algorithm", ["SURF", "SIFT"])
+    @pytest.mark.parametrize("where", ["middle", "edge"])
+    def test_layer_lands_where_the_truth_draws_it(self, browser, server, site, where, algorithm):
+        site_, model = site
+        width, height = self.PHOTO
+        # "edge": the Moon 0.95 r from the right border, so the client's
+        # crop is clipped there and is not square.
+        centre = (700, 520) if where == "middle" else (width - 175, 600)
+        name = f"photo-{where}.png"
+        circle, model_to_user = self.photo(site, model, name, centre)
+        page = browser.new_page()
+        try:
+            page.goto(site_.url)
+            posted = page.evaluate("([server, algorithm, photo, circle]) => register(server, algorithm, photo, circle)",
+                                   [server.url, algorithm, name, list(circle)])
+            assert posted["status"] == 200 and posted["answer"]["ok"] is True, posted
+            x1, y1, x2, y2 = posted["box"]
+            assert (x1, y1, x2, y2) == _crop_box(*circle, width, height)
+            crop_w, crop_h = posted["size"]
+            assert (where == "edge") == (crop_w != crop_h)
+            fit_w, fit_h = fitted_size(2000, 2000, crop_w, crop_h)
+            assert posted["fitted"] == [fit_w, fit_h]
+            shift = np.array([[1.0, 0, x1], [0, 1.0, y1], [0, 0, 1.0]])
+            truth = scale_matrix(fit_w / 2000, fit_h / 2000) @ np.linalg.inv(model_to_user) @ shift
+            truth = (truth / truth[2, 2]).tolist()
+            answer = posted["answer"]["payload"]["homography_matrix"]
+            drawn = {}
+            for label, matrix in (("answer", answer), ("truth", truth)):
+                drawn[label] = page.evaluate("([size, H, colours]) => drawLayer(size, H, colours)",
+                                             [[crop_w, crop_h], matrix, self.COLOURS])
+        finally:
+            page.close()
+        seen = [name for name, centroid in drawn["truth"].items() if centroid is not None]
+        assert len(seen) >= 3, drawn
+        diameter = 2 * circle[2]
+        for colour in seen:
+            got = drawn["answer"][colour]
+            assert got is not None, (colour, drawn)
+            want = drawn["truth"][colour]
+            assert np.hypot(got[0] - want[0], got[1] - want[1]) <= 0.02 * diameter, (colour, got, want)
+
+    def test_upload_limit_read_across_origins(self, browser, strict_server, site):
+        """A photo over the server's limit, posted from the client's origin:
+        the page reads the 413 envelope (waitress refuses it before the app
+        and still answers CORS)."""
+        site_, _ = site
+        page = browser.new_page()
+        try:
+            page.goto(site_.url)
+            posted = page.evaluate("([server, bytes]) => postBytes(server, bytes)", [strict_server.url, 1_500_000])
+        finally:
+            page.close()
+        assert posted["status"] == 413
+        assert "upload limit of 1000000 bytes" in posted["answer"]["error"]
