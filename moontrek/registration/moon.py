@@ -123,8 +123,11 @@ _SURFACE_CONTRAST = 0.6
 # its few pixels of rim and glow read as detail, so it is never "flat". A
 # yellow globe of 14 px (1.3% of the side), brighter and sharper than the
 # gibbous Moon ten times its size beside it, was answered (the second
-# generator's seed 70184 on the shared maps).
-_POINT_LARGER = 3.0
+# generator's seed 70184 on the shared maps). Not 3 times: a globe's
+# circle takes in some of its bloom, and a full Moon 2.99 times a globe of
+# 1.4% of the side (its surface 0.07) was the globe's answer (the second
+# generator's seed 91018).
+_POINT_LARGER = 2.5
 # ... and a limb round at least 0.4 of it: the Moons put first so (cut by
 # the frame) 0.62-0.78, gibbous Moons beside a lamp's globe whose post
 # does not show 0.46-0.49; a circle round roofs lit by a glow, put before
