@@ -31,6 +31,8 @@ from moontrek.synthetic import (
     disk_error,
     encode,
     globe_correspondences,
+    _model_render,
+    make_globe_phone_photo,
     make_lunar_maps,
     make_pair,
     make_photo_render_pair,
@@ -635,6 +637,35 @@ def _phase_set_pair(generated_maps, seed, index):
     return make_photo_render_pair(
         generated_maps[d], generated_maps[1 - d], [seed, index, 12], phase=phase, clipped=False
     )
+
+
+def _phone_set_pair(generated_maps, seed, index):
+    """Item ``index`` of bench_accuracy's phone set of ``seed`` on the
+    generated maps: a whole phone photo against its render."""
+    d = index % 2
+    model = _model_render(generated_maps[d], np.random.default_rng([seed, d, 7]))
+    megapixels = float(np.exp(np.random.default_rng([seed, index, 3]).uniform(np.log(2.0), np.log(12.0))))
+    return make_globe_phone_photo(
+        generated_maps[1 - d], model, [seed, index, 5], aspect=("4:3", "16:9")[(index // 2) % 2],
+        orientation=("landscape", "portrait")[(index // 4) % 2], megapixels=megapixels,
+    )
+
+
+def test_a_disk_cut_by_the_frame_inside_its_halo_is_found(generated_maps):
+    """A full Moon 2.1 times over-exposed in a strong halo, cut by the
+    frame's right edge (phone set seed 1206 #3, 4554 x 2562): its circle
+    (limb round 0.72 of it, 0.87 of its rim in the frame) lay inside a
+    looser circle through the halo, cut by the edge too, whose limb was
+    counted over its rim in the frame (0.91) and the disk's over its whole
+    circle: the disk was dropped as a feature of it, and that circle (35%
+    too large) was the answer. Both are counted over their rims in the
+    frame now."""
+    pair = _phone_set_pair(generated_maps, 1206, 3)
+    x, y, r = pair.user_circle
+    assert x + r > pair.user.shape[1]  # cut by the frame
+    found = find_moon(pair.user)
+    assert np.hypot(found.x - x, found.y - y) < 0.05 * r
+    assert abs(found.radius - r) < 0.03 * r
 
 
 class TestWeakAnswersTakeTheLimbsScale:

@@ -1770,7 +1770,9 @@ def _drop_surface_features(candidates):
     (half of it at least), as a Moon cut by the frame's edge shows no more
     of its limb than that. So is the inner circle's score when it stands
     out of the sky alike (a Moon cut by the frame inside a looser circle
-    round it). A container filling its frame (_fills_frame) counts its
+    round it), and its coverage when it is a disk (half its limb or more:
+    a crescent's arc or a fragment keeps its coverage as it is). A
+    container filling its frame (_fills_frame) counts its
     score _FILLING_GAIN times: a bright crater inside a half Moon filling
     its crop outscores the Moon itself."""
     kept = []
@@ -1793,7 +1795,11 @@ def _drop_surface_features(candidates):
             sharp_arc = b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             if seen < 0.4 and not (sharp_arc and seen >= _ARC_SEEN):
                 continue
-            if seen < a.coverage + 0.05 and not (sharp_arc and a.r < _CRATER * b.r):
+            # Both limbs over their rims in the frame: a disk cut by the
+            # frame inside a looser circle round it and its halo, both cut,
+            # shows no less of its limb than that circle does.
+            a_seen = a.coverage / max(a.in_frame, 0.5) if a.coverage >= _PHASE_COVERAGE else a.coverage
+            if seen < a_seen + 0.05 and not (sharp_arc and a.r < _CRATER * b.r):
                 continue
             offset = np.hypot(a.x - b.x, a.y - b.y)
             if offset + a.r > 1.15 * b.r:
