@@ -81,7 +81,7 @@ class TestRegistrar:
         monkeypatch.setattr(moon_pipeline, "_solve_disk", own_fails)
         payload = post_pair(client, pair_files, path="/pyapi/registrar/ORB").json["payload"]
         assert payload["algorithm"] == "ORB" and payload["features"] == "SIFT"
-        assert payload["inliers"] >= moon_pipeline.COMPANION_MIN_INLIERS
+        assert payload["inliers"] >= moon_pipeline.COMPANION_MIN_INLIERS["SIFT"]
 
     def test_extra_unknown_fields_are_ignored(self, client, pair_files):
         """Fields other than the two files do not disturb a registration."""
