@@ -1,11 +1,14 @@
 """Real `python -m moontrek serve` processes for the tests: free loopback
-ports, config files in a temporary folder, bounded start-up waits."""
+ports, config files in a temporary folder, bounded start-up waits; and
+moontrek's waitress server run in the test's own process."""
 
+import contextlib
 import http.client
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +32,25 @@ def request(port, method, path, body=None, headers=None, *, host="127.0.0.1", so
         return response.status, response.headers, response.read()
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def in_process(config, metrics=None):
+    """moontrek's waitress server for a validated ``config`` (its error
+    task included), in a thread of this process on the config's port (0: a
+    free one); yields the port, and stops the server on leaving."""
+    from moontrek.app import create_app
+    from moontrek.server import make_server, run_until_stopped
+
+    server = make_server(create_app(config, metrics=metrics), config, metrics=metrics)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_until_stopped, args=(server, stop), kwargs={"grace": 5})
+    loop.start()
+    try:
+        yield int(server.effective_port)
+    finally:
+        stop.set()
+        loop.join(30)
 
 
 def write_config(path, config):

@@ -3,13 +3,11 @@ envelope with the same status: checked over a real socket, with raw bytes."""
 
 import json
 import socket
-import threading
 
 import pytest
 
-from moontrek.app import create_app
 from moontrek.metrics import Metrics
-from moontrek.server import make_server, run_until_stopped
+from tests.servers import in_process
 
 MAX_UPLOAD = 1000
 
@@ -24,13 +22,8 @@ def live(tmp_path_factory):
     config = validate_config({"log_filepath": str(folder / "moontrek.log"), "port": 0,
                               "max_upload_bytes": MAX_UPLOAD}, source="test config")
     metrics = Metrics()
-    server = make_server(create_app(config, metrics=metrics), config, metrics=metrics)
-    stop = threading.Event()
-    loop = threading.Thread(target=run_until_stopped, args=(server, stop), kwargs={"grace": 5})
-    loop.start()
-    yield int(server.effective_port), folder / "moontrek.log", metrics
-    stop.set()
-    loop.join(30)
+    with in_process(config, metrics) as port:
+        yield port, folder / "moontrek.log", metrics
 
 
 def exchange(port, data):
@@ -137,16 +130,8 @@ class TestCorsOnProtocolErrors:
         config = validate_config({"log_filepath": str(tmp_path / "moontrek.log"), "port": 0,
                                   "max_upload_bytes": MAX_UPLOAD, "cors_allow_origins": [allowed]},
                                  source="test config")
-        server = make_server(create_app(config), config)
-        stop = threading.Event()
-        loop = threading.Thread(target=run_until_stopped, args=(server, stop), kwargs={"grace": 5})
-        loop.start()
-        try:
-            port = int(server.effective_port)
+        with in_process(config) as port:
             status, headers, _ = exchange(port, too_large(allowed))
             assert status == 413 and headers["access-control-allow-origin"] == allowed
             status, headers, _ = exchange(port, too_large("https://elsewhere.example"))
             assert status == 413 and "access-control-allow-origin" not in headers
-        finally:
-            stop.set()
-            loop.join(30)

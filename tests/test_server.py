@@ -219,25 +219,14 @@ class TestForwardedOverWaitress:
         """Under real waitress (which by default drops X-Forwarded-For from
         peers it does not trust itself) the header reaches moontrek, which
         believes it from a trusted proxy only."""
-        import threading
-
-        from moontrek.app import create_app
-        from moontrek.server import make_server, run_until_stopped
+        from tests.servers import in_process
         from tests.servers import request as send
 
         config = make_config(port=0, trusted_proxies=["127.0.0.2"])
-        server = make_server(create_app(config), config)
-        stop = threading.Event()
-        loop = threading.Thread(target=run_until_stopped, args=(server, stop), kwargs={"grace": 5})
-        loop.start()
-        try:
-            port = int(server.effective_port)
+        with in_process(config) as port:
             forged = {"X-Forwarded-For": "198.51.100.7"}
             assert send(port, "GET", "/api/health", headers=forged, source="127.0.0.2")[0] == 200
             assert send(port, "GET", "/api/health", headers=forged, source="127.0.0.3")[0] == 200
-        finally:
-            stop.set()
-            loop.join(30)
         from pathlib import Path
 
         log = Path(config["log_filepath"]).read_text()
