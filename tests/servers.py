@@ -53,6 +53,17 @@ def in_process(config, metrics=None):
         loop.join(30)
 
 
+def alive(pid):
+    """Whether process ``pid`` runs (a zombie waiting to be reaped does
+    not). It may be reaped between any two reads of /proc: then it is gone."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
 def write_config(path, config):
     path.write_text("CONFIG = " + repr(config) + "\n")
     return path

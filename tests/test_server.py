@@ -239,24 +239,25 @@ def _descendants(pid):
     from pathlib import Path
 
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return found
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended, or a process reaped, meanwhile
+        for child in children:
             found += [int(child), *_descendants(int(child))]
     return found
-
-
-def _running(pid):
-    from pathlib import Path
-
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" not in status.read_text()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the SURF workers run on Linux only")
 def test_surf_runs_on_worker_processes_that_stop_with_the_server(tmp_path, pair_files):
     """With ``surf_processes`` the served SURF answers from worker processes,
     and a SIGTERM ends them with the server, cleanly."""
-    from tests.servers import Serve
+    from tests.servers import Serve, alive
 
     serve = Serve(tmp_path, {"surf_processes": 2, "default_rate_limits": []}).wait_healthy()
     try:
@@ -269,7 +270,7 @@ def test_surf_runs_on_worker_processes_that_stop_with_the_server(tmp_path, pair_
     finally:
         assert serve.stop() == 0
     deadline = time.monotonic() + 30
-    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_running(pid) for pid in helpers)
+    assert not any(alive(pid) for pid in helpers)
     assert "Traceback" not in serve.console() and "moontrek stopped" in serve.log_text()

@@ -16,6 +16,7 @@ from moontrek.registration import surf_pool
 from moontrek.registration.surf import SURF
 from moontrek.synthetic import render_moon
 from tests.conftest import keypoint_rows
+from tests.servers import alive
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the SURF workers run on Linux only")
 
@@ -63,8 +64,7 @@ def _worker_pids():
 def _gone(pids, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
-        if not alive:
+        if not any(alive(pid) for pid in pids):
             return True
         time.sleep(0.1)
     return False

@@ -13,7 +13,7 @@ import pytest
 from moontrek import server as server_module
 from moontrek.config import ConfigError, validate_config
 from tests.conftest import multipart
-from tests.servers import Serve, metric_value, request
+from tests.servers import Serve, alive, metric_value, request
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="several workers need Linux")
 
@@ -23,19 +23,6 @@ STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 def worker_pids(log):
     """{index: pid} of the workers started last, from the supervisor's lines."""
     return {int(index): int(pid) for index, pid in STARTED.findall(log)}
-
-
-def alive(pid):
-    """Running (a zombie waiting to be reaped does not count)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture
