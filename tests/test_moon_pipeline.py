@@ -746,6 +746,12 @@ class TestCompanionFeatures:
         with pytest.raises((NotEnoughKeypointsError, HomographyNotFoundError)):
             register_images(pair.user, pair.model, "AKAZE", pipeline="moon")
 
+    def test_every_companion_has_its_bar(self):
+        companions = {settings["companion"] for settings in moon_pipeline.ALGORITHM_SETTINGS.values()
+                      if "companion" in settings}
+        assert companions == set(moon_pipeline.COMPANION_MIN_INLIERS) == {"SIFT", "BRISK"}
+        assert all(bar >= moon_pipeline.MIN_INLIERS for bar in moon_pipeline.COMPANION_MIN_INLIERS.values())
+
     def test_an_answer_of_the_algorithms_own_names_no_features(self, model):
         pair = photo(model, angle=35.0, scale=0.8)
         result = register_images(pair.user, model, "ORB", pipeline="moon")
