@@ -1781,9 +1781,14 @@ def _drop_surface_features(candidates):
         # A disk standing out of its sky with a sharp limb, cut by the
         # frame, is weighed on its rim in the frame as its container is; a
         # bright patch has the surface round it, not the sky.
+        a_in_frame = max(a.in_frame, 0.5)
         a_score = a.score
         if a.contrast >= _STANDS_OUT_SHARP and a.step >= _SHARP_STEP:
-            a_score /= max(a.in_frame, 0.5)
+            a_score /= a_in_frame
+        # Both limbs over their rims in the frame: a disk cut by the frame
+        # inside a looser circle round it and its halo, both cut, shows no
+        # less of its limb than that circle does.
+        a_seen = a.coverage / a_in_frame if a.coverage >= _PHASE_COVERAGE else a.coverage
         for b in candidates:
             in_frame = max(b.in_frame, 0.5)
             b_score = b.score * (_FILLING_GAIN if b.filling else 1.0)
@@ -1795,10 +1800,6 @@ def _drop_surface_features(candidates):
             sharp_arc = b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             if seen < 0.4 and not (sharp_arc and seen >= _ARC_SEEN):
                 continue
-            # Both limbs over their rims in the frame: a disk cut by the
-            # frame inside a looser circle round it and its halo, both cut,
-            # shows no less of its limb than that circle does.
-            a_seen = a.coverage / max(a.in_frame, 0.5) if a.coverage >= _PHASE_COVERAGE else a.coverage
             if seen < a_seen + 0.05 and not (sharp_arc and a.r < _CRATER * b.r):
                 continue
             offset = np.hypot(a.x - b.x, a.y - b.y)
