@@ -1540,9 +1540,7 @@ def _solve(
                 estimator = "ecc_detail"
             if not _ecc_fits(found, max_scale):
                 raise failure
-            warp, ecc_correlation = found
-            if max_scale is not None:
-                warp = _on_sphere(warp, centre, radius)
+            warp, ecc_correlation = _ecc_answer(found, max_scale, centre, radius)
             src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
             guided = True
     # With both circles on their limbs (max_scale set) the two disks are
@@ -1587,6 +1585,16 @@ def _ecc_fits(found, max_scale):
     if max_scale is not None:
         max_scale = min(max_scale, ECC_MAX_SCALE)
     return found is not None and _scale_fits(found[0], 0, max_scale)
+
+
+def _ecc_answer(found, max_scale, centre, radius):
+    """An ECC answer that fits (warp, correlation) as the one to give: its
+    warp read as a turn of the globe (_on_sphere) when both circles are on
+    their limbs (``max_scale`` set)."""
+    warp, correlation = found
+    if max_scale is not None:
+        warp = _on_sphere(warp, centre, radius)
+    return warp, correlation
 
 
 # An ECC answer lines the disks' detail up by turning and shifting the
@@ -1778,9 +1786,7 @@ def _last_resort(user_side, model_side, algorithm, radius, max_scale, failure):
     )
     if not _ecc_fits(found, max_scale):
         raise failure
-    warp, correlation = found
-    if max_scale is not None:
-        warp = _on_sphere(warp, centre, radius)
+    warp, correlation = _ecc_answer(found, max_scale, centre, radius)
     pairs = _mutual_ratio_matches(user_desc, model_desc, _norm(algorithm))
     src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
     return (src, dst, warp, inliers, "ecc", len(pairs), True, correlation), user_features, model_features
