@@ -1282,6 +1282,110 @@ def test_full_moon_behind_branches_over_trees():
     assert_within(_find_moon_fast(pair.user), pair.user_circle)
 
 
+def make_moon_through_branches(seed, size=(1200, 1600)):
+    """A full Moon seen through the branches of a tree at night: five to
+    seven limbs cross the disk in every direction, each with twigs, so
+    the lit pieces between them each hold a short stretch of the rim.
+    Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    image = _sky(size, [30, 24, 20], [60, 60, 70])
+    moon, (x, y, r) = _moon_light(rng, size, 0.07, 0.6, (0.0, 30.0))
+    image += rng.uniform(200, 280) * moon
+    dark = (8, 8, 8)
+    for _ in range(int(rng.integers(5, 8))):
+        angle = rng.uniform(0, np.pi)
+        offset = rng.uniform(-0.8, 0.8) * r
+        cx, cy = x - offset * np.sin(angle), y + offset * np.cos(angle)
+        dx, dy = 1.6 * r * np.cos(angle), 1.6 * r * np.sin(angle)
+        a, b = (round(cx - dx), round(cy - dy)), (round(cx + dx), round(cy + dy))
+        cv2.line(image, a, b, dark, max(2, round(rng.uniform(0.03, 0.08) * r)), cv2.LINE_AA)
+        for _ in range(3):
+            t = rng.uniform(0.2, 0.8)
+            sx, sy = a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])
+            twig = angle + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)
+            length = rng.uniform(0.3, 0.7) * r
+            end = (round(sx + length * np.cos(twig)), round(sy + length * np.sin(twig)))
+            cv2.line(image, (round(sx), round(sy)), end, dark, max(1, round(rng.uniform(0.015, 0.04) * r)), cv2.LINE_AA)
+    return _finish(image, rng), (x, y, r)
+
+
+@pytest.mark.parametrize("seed", [0, 10, 11, 3])
+def test_moon_seen_through_branches_is_found(seed):
+    """Branches cut the disk into pieces, none holding enough of the rim
+    for a circle of the whole; closing the dark gaps between them
+    (_Joiner) gives the disk back. Seeds 0, 10 and 11 were refused
+    before (3 of 12 seeds); 3 was found either way."""
+    image, truth = make_moon_through_branches(seed)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+def test_moon_behind_branches_and_a_thick_limb_on_the_second_generator():
+    """The second generator's scene 93038 (a 1334 x 2001 portrait photo, a
+    full Moon of radius 135 behind bare trees at night, a trunk across its
+    right side; "No Moon" before) and 110046 (at twilight; before, a circle
+    through one side of it, 0.35 r off its centre)."""
+    for seed in (93038, 110046):
+        image, truth = _second_generator_scene(seed)
+        assert_within(find_moon(image), truth)
+
+
+def test_a_lump_a_branch_cuts_off_the_disk_is_no_moon_of_its_own():
+    """Scene 60086 of the second generator on the shared maps (a twilight
+    Moon, a thick branch across its upper half): the pieces above the
+    branch, joined, made a circle a third of the Moon's size that
+    outscored the Moon's own, until a joined circle inside an unjoined
+    Moon counted as a lump of it (_JOINED_INSIDE)."""
+    image, truth = _second_generator_scene(60086, shared=True)
+    assert_within(find_moon(image), truth)
+
+
+def test_a_glare_joined_across_noise_is_no_moon():
+    """The second generator's Moon-less scene 50071 (the Sun's glare in a
+    day sky): at a level through the glare's gentle slope its region is
+    ragged with noise, and closed it made a disk of radius 234. Joining
+    asks for gaps well below the level (_CLOSE_NOISE, _CLOSE_DARK). (The
+    pipeline's search on its FIND_SIZE copy answers this glare with or
+    without joining: a miss of its own, left for now.)"""
+    image, truth = _second_generator_scene(50071)
+    assert truth is None
+    with pytest.raises(NoMoonError):
+        find_moon(image)
+
+
+def test_lamps_joined_across_the_gap_between_them_are_no_moon():
+    """The second generator's Moon-less scene 5023 (street lamps at night):
+    two lamps' glare a gap apart, closed, made a disk of radius 136.
+    Joined regions must be several gaps in radius (_CLOSE_SIZE)."""
+    image, truth = _second_generator_scene(5023)
+    assert truth is None
+    assert_refused(image)
+
+
+@pytest.mark.parametrize("seed, shared", [(110019, False), (162, True)])
+def test_lights_joined_into_an_arc_are_no_moon(seed, shared):
+    """A level joined across a lamp and its neighbours makes arcs of
+    circles round them: the second generator's Moon-less scene 110019
+    answered one (limb round 0.38 of it), and scene 162 on the shared
+    maps answered one (0.26) before its Moon. A joined circle must show
+    _JOINED_COVERAGE of its limb."""
+    image, truth = _second_generator_scene(seed, shared=shared)
+    if truth is None:
+        with pytest.raises(NoMoonError):
+            find_moon(image)
+    else:
+        assert_within(find_moon(image), truth)
+
+
+def test_joined_circles_have_no_vote_on_a_lamps_post():
+    """The second generator's scene 93018 on the shared maps (a Moon above
+    a lamp on its post): the lamp's levels, joined, added circles to its
+    object that no post was read under, and outvoted the circles on the
+    post (_mostly_on_post): the lamp was answered."""
+    image, truth = _second_generator_scene(93018, shared=True)
+    assert_within(find_moon(image), truth)
+
+
 def make_moon_behind_a_lamp_post(seed, size=(1200, 1600)):
     """A gibbous or full Moon behind a street lamp's post, the lamp's globe
     on it above the disk: the post rises from the frame's bottom through
