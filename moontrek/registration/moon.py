@@ -1981,9 +1981,9 @@ def _choose(candidates, scene):
     # neighbours, a level makes arcs of circles round them.
     unjoined = [o for o in candidates if not o.joined and o.score >= _MIN_SCORE]
     for c in candidates:
-        if c.joined and c.score and c.coverage < _JOINED_COVERAGE:
-            c.score = 0.0
-        elif c.joined and c.score and any(
+        if not (c.joined and c.score):
+            continue
+        if c.coverage < _JOINED_COVERAGE or any(
             c.r <= _JOINED_LUMP * o.r and np.hypot(c.x - o.x, c.y - o.y) + c.r <= _JOINED_INSIDE * o.r
             for o in unjoined
         ):
