@@ -324,6 +324,14 @@ _BLOWN_OUT = 220.0
 _SUN_SKY = 120.0
 _SUN_CORE = 250.0
 _SUN_SIZE = 1.5  # the glare's core radius over the disk's, at least
+# A circle in a day sky holding a whole disk doubted as the Sun, at most
+# this share of its radius, is a level of the Sun's glare: the glare's fall
+# inside it reads as a Moon's unlit part (the second generator's 94051: 40
+# px round a Sun of 32; 50071 on the pipeline's copy: 100 round 28; 93111).
+# Below 1, so that a blown-out day Moon doubted as the Sun at one level
+# takes no circle through its own limb at the next with it. At 0.85 no
+# Moon of the cached sets was lost.
+_SUN_LOOSE = 0.85
 # Where a circle has no limb, a Moon's inside and outside are both its sky
 # (the dark side at a phase, or what hides the disk: a roof, a tree); a
 # circle fitted to a treeline under a twilight sky has the open sky, far
@@ -535,6 +543,7 @@ class _Candidate:
     point: bool = False  # doubted as a point source's whole disk ("small")
     filling: bool = False  # a Moon filling its frame to every measure (_fills_frame)
     joined: bool = False  # fitted to a region joined across dark gaps (_Joiner)
+    sun: bool = False  # doubted as the Sun ("sun")
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
     spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
@@ -1973,6 +1982,14 @@ def _choose(candidates, scene):
             c.point = doubt == "small" and c.coverage >= _WHOLE_COVERAGE
         if c.coverage < _MIN_ANY_COVERAGE:
             # Not the Moon, but still counted as a look-alike (a coin's circle).
+            c.score = 0.0
+        c.sun = doubt == "sun"
+    # The Sun is never in front of the Moon: a circle round it is its glare.
+    suns = [o for o in candidates if o.sun and o.coverage >= _WHOLE_COVERAGE]
+    for c in candidates:
+        if c.score and any(
+            o.r <= _SUN_LOOSE * c.r and np.hypot(o.x - c.x, o.y - c.y) + o.r <= c.r for o in suns
+        ):
             c.score = 0.0
     # A circle through pieces joined across gaps, well inside a much larger
     # circle that needed no joining and is a Moon to the scores, is a lump
