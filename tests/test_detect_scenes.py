@@ -1366,6 +1366,30 @@ def test_a_loose_circle_round_the_sun_is_no_moon(seed):
     assert_refused(image)
 
 
+@pytest.mark.parametrize("seed", [95095, 110155])
+def test_headlights_whose_glares_meet_are_still_a_pair(seed):
+    """Two headlights close together: their glares meet between them, and
+    each disk's limb shows round about three quarters of it, under the
+    whole disk's 0.8 that a pair of flat disks asked. The second
+    generator's Moon-less scenes 95095 (0.76 each) and 110155 answered one
+    of the two. _PAIR_COVERAGE."""
+    image, truth = _second_generator_scene(seed)
+    assert truth is None
+    assert_refused(image)
+
+
+@pytest.mark.parametrize("seed", [100115, 110135])
+def test_headlights_in_a_wide_glare_are_still_flat(seed):
+    """A headlight's circle through its glare's fall reads the fall as
+    detail; it is flat when a circle round the same centre, nearly its
+    size, is (_flat_core). In a wider glare that core's circle is 0.70 of
+    it (the second generator's Moon-less scene 110135: 7.2 px inside 10.3),
+    under the 0.7 asked, and one of the pair was answered. _CORE_SHARE."""
+    image, truth = _second_generator_scene(seed)
+    assert truth is None
+    assert_refused(image)
+
+
 def test_lamps_joined_across_the_gap_between_them_are_no_moon():
     """The second generator's Moon-less scene 5023 (street lamps at night):
     two lamps' glare a gap apart, closed, made a disk of radius 136.
