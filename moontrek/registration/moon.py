@@ -550,7 +550,7 @@ class _Candidate:
     point: bool = False  # doubted as a point source's whole disk ("small")
     filling: bool = False  # a Moon filling its frame to every measure (_fills_frame)
     joined: bool = False  # fitted to a region joined across dark gaps (_Joiner)
-    sun: bool = False  # doubted as the Sun ("sun")
+    sun: bool = False  # doubted as the Sun ("sun"), its whole disk
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
     spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
@@ -1987,12 +1987,12 @@ def _choose(candidates, scene):
             c.on_post = doubt == "lamp"
             c.glare = doubt == "glare"
             c.point = doubt == "small" and c.coverage >= _WHOLE_COVERAGE
+            c.sun = doubt == "sun" and c.coverage >= _WHOLE_COVERAGE
         if c.coverage < _MIN_ANY_COVERAGE:
             # Not the Moon, but still counted as a look-alike (a coin's circle).
             c.score = 0.0
-        c.sun = doubt == "sun"
     # The Sun is never in front of the Moon: a circle round it is its glare.
-    suns = [o for o in candidates if o.sun and o.coverage >= _WHOLE_COVERAGE]
+    suns = [o for o in candidates if o.sun]
     for c in candidates:
         if c.score and any(
             o.r <= _SUN_LOOSE * c.r and np.hypot(o.x - c.x, o.y - c.y) + o.r <= c.r for o in suns
