@@ -1,16 +1,19 @@
 """Shared fixtures: configs, apps, clients, multipart bodies, synthetic pairs."""
 
+import functools
 import logging
+import sys
 import uuid
 from pathlib import Path
 
+import cv2
 import falcon.testing
 import numpy as np
 import pytest
 
 from moontrek.app import create_app
 from moontrek.config import validate_config
-from moontrek.synthetic import encode, make_pair, make_phone_photo, render_moon
+from moontrek.synthetic import encode, make_lunar_maps, make_pair, make_phone_photo, render_moon
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -35,6 +38,60 @@ def gibbous_photo(seed=3, **options):
     settings.update(options)
     image, truth, _ = make_phone_photo(seed, **settings)
     return image, truth
+
+
+@functools.lru_cache(maxsize=1)
+def _benchmarks():
+    """benchmarks/bench_detect_second.py (the scene generator written apart
+    from moontrek.synthetic) and bench_register_second.py (the renders made
+    for its Moons)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_detect_second
+    import bench_register_second
+
+    return bench_detect_second, bench_register_second
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_maps():
+    """The lunar maps in ../shared/data/textures; skips the test without them."""
+    return [cv2.imread(str(shared_data("textures", name)), cv2.IMREAD_COLOR) for name in ("moon-2k.jpg", "ldam_10.png")]
+
+
+@functools.lru_cache(maxsize=2)
+def _generated_maps(size):
+    return list(make_lunar_maps(0, size))
+
+
+def second_generator_scene(seed, shared=False):
+    """The second generator's scene ``seed`` as its benchmark builds it,
+    its Moon drawn from generated maps (``shared``: from the shared ones,
+    as the benchmark does where they exist); the Moon-less scenes draw on
+    no map. Returns (image, truth circle or None)."""
+    second, _ = _benchmarks()
+    second.MAPS = _shared_maps() if shared else _generated_maps((720, 360))
+    image, truth, _ = second.scene(seed, seed % 2 == 0, second.KINDS[(seed // 2) % len(second.KINDS)])
+    return image, (tuple(float(v) for v in truth) if len(truth) else None)
+
+
+@functools.lru_cache(maxsize=4)
+def second_generator_pair(seed):
+    """The Moon scene ``seed`` (even) of bench_register_second.py on the
+    generated maps: (photo JPEG bytes, render RGBA PNG bytes, the true
+    homography, the photo's true circle, the Moon's diameter in the frame
+    the homography maps into), as the benchmark scores it."""
+    from moontrek.registration.geometry import fitted_size
+    from moontrek.synthetic import globe_truth, to_rgba_render
+
+    _, register_second = _benchmarks()
+    maps = _generated_maps((1440, 720))
+    [(_, _, image, circle, view, photo_map, sun)] = list(register_second.scenes(seed, 1, maps))
+    height, width = image.shape[:2]
+    model, model_view = register_second.model_for(seed, maps, photo_map, view, sun)
+    expected, _ = globe_truth(view, model_view, (2000, 2000), (width, height))
+    diameter = 2 * model_view.radius * fitted_size(2000, 2000, width, height)[0] / 2000
+    photo = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    return photo, encode(to_rgba_render(model)), expected, circle, diameter
 
 
 def keypoint_rows(keypoints):

@@ -32,7 +32,7 @@ from moontrek.synthetic import (
     render_globe,
     render_moon,
 )
-from tests.conftest import shared_data
+from tests.conftest import second_generator_scene
 
 
 def assert_within(found, truth):
@@ -1010,47 +1010,12 @@ def _bench_phone_photo(seed, index):
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _second_generator():
-    """benchmarks/bench_detect_second.py, the scene generator written apart
-    from moontrek.synthetic."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import bench_detect_second
-
-    return bench_detect_second
-
-
-@functools.lru_cache(maxsize=1)
-def _shared_maps():
-    """The lunar maps in ../shared/data/textures; skips the test without them."""
-    return [cv2.imread(str(shared_data("textures", name)), cv2.IMREAD_COLOR) for name in ("moon-2k.jpg", "ldam_10.png")]
-
-
-@functools.lru_cache(maxsize=1)
-def _generated_maps_of_the_benchmark():
-    return list(make_lunar_maps(0, (720, 360)))
-
-
-def _second_generator_scene(seed, shared=False):
-    """The second generator's scene ``seed`` as its benchmark builds it,
-    its Moon drawn from generated maps (``shared``: from the shared ones,
-    as the benchmark does where they exist); the Moon-less scenes draw on
-    no map. Returns (image, truth circle or None)."""
-    second = _second_generator()
-    second.MAPS = _shared_maps() if shared else _generated_maps_of_the_benchmark()
-    image, truth, _ = second.scene(seed, seed % 2 == 0, second.KINDS[(seed // 2) % len(second.KINDS)])
-    return image, (tuple(float(v) for v in truth) if len(truth) else None)
-
-
 def test_moon_goes_before_a_yellow_lamp_globe():
     """A sodium lamp's globe, flat and clipped in red and green, reads 227
     in luminance, under blown out (230); it ranked before the gibbous Moon
     seven times its size beside it, which shows its surface. A flat globe
     from 210 up now gives way as a blown-out one does."""
-    image, truth = _second_generator_scene(30062)
+    image, truth = second_generator_scene(30062)
     assert_within(find_moon(image), truth)
     assert_within(_find_moon_fast(image), truth)
 
@@ -1094,7 +1059,7 @@ def test_dim_crescent_beside_brighter_lamps_is_found():
     nothing found, the frame is looked at once more, its range taken
     outside the lamps that were turned down (second generator, seed
     80122)."""
-    image, truth = _second_generator_scene(80122)
+    image, truth = second_generator_scene(80122)
     assert_within(find_moon(image), truth)
     assert_within(_find_moon_fast(image), truth)
 
@@ -1105,7 +1070,7 @@ def test_second_look_past_the_lamps_finds_no_moon_in_them(seed):
     taken outside the lamps, their own glass (or its glow) outscores the
     new floor; the second look answers only a disk clear of every light
     it set aside."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1115,7 +1080,7 @@ def test_moon_cut_by_the_frame_is_no_feature_of_a_looser_circle():
     as a surface feature of a looser circle 1.38 times its size, which
     was weighed on its rim inside the frame while the Moon was weighed on
     its whole rim (second generator, seed 90198 on the shared maps)."""
-    image, truth = _second_generator_scene(90198, shared=True)
+    image, truth = second_generator_scene(90198, shared=True)
     assert_within(find_moon(image), truth)
     assert_within(_find_moon_fast(image), truth)
 
@@ -1126,7 +1091,7 @@ def test_moon_above_a_sodium_lamp_head_is_no_lamp_on_its_post():
     head of its own and the Moon was a lamp on that post (second generator,
     seed 38 on the shared maps; the generated maps' blander Moon is missed
     there for other reasons)."""
-    image, truth = _second_generator_scene(38, shared=True)
+    image, truth = second_generator_scene(38, shared=True)
     assert_within(find_moon(image), truth)
 
 
@@ -1135,7 +1100,7 @@ def test_sky_lit_by_a_city_is_no_moon_larger_than_its_frame(seed):
     """A city's glow above trees or roofs, brightening down to the
     silhouettes, gave circles 1.2-1.3 times the frame's width, past both its
     sides: no Moon a phone photo or the client's crop shows."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1147,7 +1112,7 @@ def test_glow_over_silhouettes_is_no_large_crescent(seed):
     under half of them, as a crescent's does; but a crescent's lit region
     lies within its circle, its hull along the limb (0.99), and theirs
     did not (0.54, 0.59)."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1157,7 +1122,7 @@ def test_day_sky_between_roofs_is_no_twin_of_a_crescent():
     patches of sky between the roofs are as bright beyond them ("open"),
     and as such counted as look-alikes, so the crescent had four twins and
     was refused. They do not outshine the sky around them: sky, no disk."""
-    image, truth = _second_generator_scene(50006)
+    image, truth = second_generator_scene(50006)
     assert truth is not None
     assert_within(find_moon(image), truth)
     assert_within(_find_moon_fast(image), truth)
@@ -1170,7 +1135,7 @@ def test_loose_circle_round_a_lamp_globe_is_a_level_of_its_glare(seed):
     looser circle round it, hardly larger (under 1.25 times, about the same
     centre), escaped that rule by its size or its coverage and was answered
     as a Moon."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1326,7 +1291,7 @@ def test_moon_behind_branches_and_a_thick_limb_on_the_second_generator(seed):
     full Moon of radius 135 behind bare trees at night, a trunk across its
     right side; "No Moon" before) and 110046 (at twilight; before, a circle
     through one side of it, 0.35 r off its centre)."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert_within(find_moon(image), truth)
 
 
@@ -1336,7 +1301,7 @@ def test_a_lump_a_branch_cuts_off_the_disk_is_no_moon_of_its_own():
     branch, joined, made a circle a third of the Moon's size that
     outscored the Moon's own, until a joined circle inside an unjoined
     Moon counted as a lump of it (_JOINED_INSIDE)."""
-    image, truth = _second_generator_scene(60086, shared=True)
+    image, truth = second_generator_scene(60086, shared=True)
     assert_within(find_moon(image), truth)
 
 
@@ -1347,7 +1312,7 @@ def test_a_glare_joined_across_noise_is_no_moon():
     asks for gaps well below the level (_CLOSE_NOISE, _CLOSE_DARK). The
     pipeline's search, on its own copy, answered a circle round the Sun
     (see the next test)."""
-    image, truth = _second_generator_scene(50071)
+    image, truth = second_generator_scene(50071)
     assert truth is None
     assert_refused(image)
 
@@ -1361,7 +1326,7 @@ def test_a_loose_circle_round_the_sun_is_no_moon(seed):
     answered a circle of radius 100 round a Sun of 28, on the working
     copy), 93111 and 94051 (find_moon answered one of 40 round a Sun of
     32). _SUN_LOOSE."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1373,7 +1338,7 @@ def test_headlights_whose_glares_meet_are_still_a_pair(seed):
     whole disk's 0.8 that a pair of flat disks asked. The second
     generator's Moon-less scenes 95095 (0.76 each) and 110155 answered one
     of the two. _PAIR_COVERAGE."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1385,7 +1350,7 @@ def test_headlights_in_a_wide_glare_are_still_flat(seed):
     size, is (_flat_core). In a wider glare that core's circle is 0.70 of
     it (the second generator's Moon-less scene 110135: 7.2 px inside 10.3),
     under the 0.7 asked, and one of the pair was answered. _CORE_SHARE."""
-    image, truth = _second_generator_scene(seed)
+    image, truth = second_generator_scene(seed)
     assert truth is None
     assert_refused(image)
 
@@ -1394,7 +1359,7 @@ def test_lamps_joined_across_the_gap_between_them_are_no_moon():
     """The second generator's Moon-less scene 5023 (street lamps at night):
     two lamps' glare a gap apart, closed, made a disk of radius 136.
     Joined regions must be several gaps in radius (_CLOSE_SIZE)."""
-    image, truth = _second_generator_scene(5023)
+    image, truth = second_generator_scene(5023)
     assert truth is None
     assert_refused(image)
 
@@ -1406,7 +1371,7 @@ def test_lights_joined_into_an_arc_are_no_moon(seed, shared):
     answered one (limb round 0.38 of it), and scene 162 on the shared
     maps answered one (0.26) before its Moon. A joined circle must show
     _JOINED_COVERAGE of its limb."""
-    image, truth = _second_generator_scene(seed, shared=shared)
+    image, truth = second_generator_scene(seed, shared=shared)
     if truth is None:
         with pytest.raises(NoMoonError):
             find_moon(image)
@@ -1419,7 +1384,7 @@ def test_joined_circles_have_no_vote_on_a_lamps_post():
     a lamp on its post): the lamp's levels, joined, added circles to its
     object that no post was read under, and outvoted the circles on the
     post (_mostly_on_post): the lamp was answered."""
-    image, truth = _second_generator_scene(93018, shared=True)
+    image, truth = second_generator_scene(93018, shared=True)
     assert_within(find_moon(image), truth)
 
 
@@ -1651,3 +1616,4 @@ def test_a_crescent_whose_lit_part_outscored_its_disk_is_found_again(seed, index
     assert side.on_limb
     assert np.hypot(side.circle.x - x, side.circle.y - y) <= 0.02 * r, (side.circle, (x, y, r))
     assert abs(side.circle.radius - r) <= 0.02 * r, (side.circle, (x, y, r))
+
