@@ -1617,3 +1617,34 @@ def test_a_crescent_whose_lit_part_outscored_its_disk_is_found_again(seed, index
     assert np.hypot(side.circle.x - x, side.circle.y - y) <= 0.02 * r, (side.circle, (x, y, r))
     assert abs(side.circle.radius - r) <= 0.02 * r, (side.circle, (x, y, r))
 
+
+@pytest.mark.parametrize(
+    "seed, shared", [(97744, False), (90154, True), (97262, True), (97466, True)],
+    ids=["half Moon, generated maps", "headlights by day", "gibbous among lamps", "gibbous over trees"],
+)
+def test_a_moon_cut_by_the_frame_is_its_sharpest_circle(seed, shared):
+    """Moons cut by the frame (the second generator's), where a circle
+    through the limb and the terminator holds more of its level's outline
+    than the true one, of which the frame leaves a third, and outscored it,
+    19-31% small. The true circle's limb is the sharper step: it stands for
+    the Moon (_sharper_container), for find_moon and the pipeline alike."""
+    image, truth = second_generator_scene(seed, shared)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+def test_only_a_circle_cut_by_the_frame_stands_for_a_smaller_one():
+    """Inside the frame, the best-scoring circle stands for its object
+    whatever the sharpness of a larger one round it (a halo's, a glow's):
+    _sharper_container looks only at circles the frame cuts."""
+    image, truth = second_generator_scene(97744)
+    grey, factor = moon_module._working_copy(image)
+    scene = moon_module._prepare(grey, image, factor)
+    candidates = sorted(moon_module._candidates(grey, scene), key=lambda c: -c.disk_score)
+    moon_module._choose(candidates, scene)
+    best = max(candidates, key=lambda c: c.score)
+    promoted = moon_module._sharper_container(best, sorted(candidates, key=lambda c: -c.score), scene)
+    assert promoted is not best and promoted.in_frame < 1.0
+    for c in candidates:
+        c.in_frame = 1.0
+    assert moon_module._sharper_container(best, sorted(candidates, key=lambda c: -c.score), scene) is best
