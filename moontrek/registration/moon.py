@@ -2056,7 +2056,8 @@ def _choose(candidates, scene):
     for c in candidates:
         if not any(_same_object(c, o) for o in objects):
             objects.append(c)
-    objects = [_sharper_container(o, candidates, scene) for o in objects]
+    # Two objects may give way to one circle round both: it stands once.
+    objects = list({id(c): c for c in (_sharper_container(o, candidates, scene) for o in objects)}.values())
     for c in objects:
         c.rank = c.score * c.contrast**_RANK_POWER
     candidates = _surface_first(sorted(objects, key=lambda c: -c.rank), scene)
