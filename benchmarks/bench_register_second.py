@@ -73,6 +73,19 @@ def model_for(seed, maps, photo_map, view, sun):
     return (np.clip(image * rng.uniform(0.7, 1.0), 0, 1) * 255 + 0.5).astype(np.uint8), model_view
 
 
+def request_for(seed, maps, image, view, photo_map, sun):
+    """What a client sends for the photo ``image`` of scene ``seed``, and
+    how it is scored: (photo JPEG bytes, render RGBA PNG bytes, the true
+    homography into the fitted render, the Moon's diameter there)."""
+    height, width = image.shape[:2]
+    model, model_view = model_for(seed, maps, photo_map, view, sun)
+    expected, _ = globe_truth(view, model_view, (2000, 2000), (width, height))
+    # The errors are in the fitted render's pixels: over its Moon's diameter.
+    diameter = 2 * model_view.radius * fitted_size(2000, 2000, width, height)[0] / 2000
+    photo = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    return photo, encode(to_rgba_render(model)), expected, diameter
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=50000)
@@ -88,11 +101,7 @@ def main(argv=None):
     for s, label, image, (x, y, r), view, photo_map, sun in scenes(args.seed, args.count, maps):
         height, width = image.shape[:2]
         kind = "whole" if r <= x <= width - r and r <= y <= height - r else "cut"
-        model, model_view = model_for(s, maps, photo_map, view, sun)
-        expected, _ = globe_truth(view, model_view, (2000, 2000), (width, height))
-        # The errors are in the fitted render's pixels: over its Moon's diameter.
-        diameter = 2 * model_view.radius * fitted_size(2000, 2000, width, height)[0] / 2000
-        files = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes(), encode(to_rgba_render(model))
+        *files, expected, diameter = request_for(s, maps, image, view, photo_map, sun)
         for algorithm in algorithms:
             tally[algorithm, kind, "n"] += 1
             try:

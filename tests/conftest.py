@@ -80,18 +80,11 @@ def second_generator_pair(seed):
     generated maps: (photo JPEG bytes, render RGBA PNG bytes, the true
     homography, the photo's true circle, the Moon's diameter in the frame
     the homography maps into), as the benchmark scores it."""
-    from moontrek.registration.geometry import fitted_size
-    from moontrek.synthetic import globe_truth, to_rgba_render
-
     _, register_second = _benchmarks()
     maps = _generated_maps((1440, 720))
     [(_, _, image, circle, view, photo_map, sun)] = list(register_second.scenes(seed, 1, maps))
-    height, width = image.shape[:2]
-    model, model_view = register_second.model_for(seed, maps, photo_map, view, sun)
-    expected, _ = globe_truth(view, model_view, (2000, 2000), (width, height))
-    diameter = 2 * model_view.radius * fitted_size(2000, 2000, width, height)[0] / 2000
-    photo = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-    return photo, encode(to_rgba_render(model)), expected, circle, diameter
+    photo, render, expected, diameter = register_second.request_for(seed, maps, image, view, photo_map, sun)
+    return photo, render, expected, circle, diameter
 
 
 def keypoint_rows(keypoints):
