@@ -1640,11 +1640,12 @@ def test_only_a_circle_cut_by_the_frame_stands_for_a_smaller_one():
     image, truth = second_generator_scene(97744)
     grey, factor = moon_module._working_copy(image)
     scene = moon_module._prepare(grey, image, factor)
-    candidates = sorted(moon_module._candidates(grey, scene), key=lambda c: -c.disk_score)
+    candidates = moon_module._candidates(grey, scene)
     moon_module._choose(candidates, scene)
-    best = max(candidates, key=lambda c: c.score)
-    promoted = moon_module._sharper_container(best, sorted(candidates, key=lambda c: -c.score), scene)
+    by_score = sorted(candidates, key=lambda c: -c.score)
+    best = by_score[0]
+    promoted = moon_module._sharper_container(best, by_score, scene)
     assert promoted is not best and promoted.in_frame < 1.0
     for c in candidates:
         c.in_frame = 1.0
-    assert moon_module._sharper_container(best, sorted(candidates, key=lambda c: -c.score), scene) is best
+    assert moon_module._sharper_container(best, by_score, scene) is best

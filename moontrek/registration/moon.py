@@ -2129,15 +2129,14 @@ def _choose(candidates, scene):
     return None, _runners_up(everything, None, excluded)
 
 
-def _sharper_container(best, candidates, scene):
+def _sharper_container(best, candidates, scene, own=None):
     """The circle that stands for ``best``'s object (see _SHARPER): a
     larger circle of the same object, cut by the frame, round ``best``,
     whose limb is sharper by _SHARPER and whose score is a Moon's and
     _SHARPER_SHARE of ``best``'s at least; itself weighed so in turn. Else
-    ``best``."""
+    ``best``. ``own``: ``best``'s limb sharpness, when read already."""
     if not best.score:
         return best
-    own = None
     for c in candidates:
         if (
             c is best
@@ -2153,7 +2152,7 @@ def _sharper_container(best, candidates, scene):
                 return best
         sharp = _sharpness_and_floor(scene, c)[0]
         if np.isfinite(sharp) and sharp >= _SHARPER * own:
-            return _sharper_container(c, candidates, scene)
+            return _sharper_container(c, candidates, scene, sharp)
     return best
 
 
