@@ -707,6 +707,48 @@ class TestWeakAnswersTakeTheLimbsScale:
         monkeypatch.setattr(moon_pipeline, "_rigid_fit", lambda src, dst: None)
         assert answer()[1] > 0.02
 
+    def test_a_crescents_ecc_answer_tilting_the_globe_too_far_is_refused(self, generated_maps, monkeypatch):
+        """Made-up maps' phase set, seed 2207 #51 (phase 114): ECC on the
+        disks, read on the sphere, tilted the globe 6.5 degrees towards the
+        viewer (the libration is 3 at most) and was 3.4% of the side off;
+        refused, ECC on the detail energy answers 0.4% off."""
+        pair = _phase_set_pair(generated_maps, 2207, 51)
+        frame = (pair.user.shape[1], pair.user.shape[0])
+
+        def answer():
+            result = register_images(pair.user, pair.model, "SIFT", pipeline="moon")
+            error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
+            return result, error
+
+        result, error = answer()
+        assert result.extras["estimator"] == "ecc_detail"
+        assert error <= 0.01
+        monkeypatch.setattr(moon_pipeline, "ECC_MAX_TILT_DEG", 90.0)
+        result, error = answer()
+        assert result.extras["estimator"] == "ecc"
+        assert error > 0.03
+
+    def test_an_ecc_answer_off_the_searchs_circle_keeps_the_disk_size(self, generated_maps, monkeypatch):
+        """Made-up maps' phase set, seed 1206 #37 (phase 126): a crescent
+        whose circle its limb does not settle. ECC scaled the disk by 1.054,
+        5.1% of the side off; refused (ECC_FREE_MAX_SCALE), AKAZE's matches
+        answer 1.1% off."""
+        pair = _phase_set_pair(generated_maps, 1206, 37)
+        frame = (pair.user.shape[1], pair.user.shape[0])
+
+        def answer():
+            result = register_images(pair.user, pair.model, "AKAZE", pipeline="moon")
+            error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
+            return result, error
+
+        result, error = answer()
+        assert result.extras["estimator"] in ("similarity", "homography")
+        assert error <= 0.015
+        monkeypatch.setattr(moon_pipeline, "ECC_FREE_MAX_SCALE", 1.0)
+        result, error = answer()
+        assert result.extras["estimator"] == "ecc"
+        assert error > 0.04
+
 
 class TestCompanionFeatures:
     """When everything an algorithm has failed on the disk chosen first,
@@ -1589,16 +1631,46 @@ class TestLimbRefinement:
             (1.041, 0.05, False),  # ECC on the detail energy, 3.1% of the diameter off
             (1.030, 0.05, True),  # the largest right one measured
             (0.976, 0.05, True),
-            (1.041, None, True),  # a circle not on its limb: any plausible scale
+            (1.041, None, True),  # a circle not on its limb: the search's own few per cent
+            (0.974, None, True),  # the farthest right one measured so
+            (1.054, None, False),  # a crescent's, 5.1% of the side off
+            (1.10, None, False),  # a whole Moon's behind trees, 6.9% of the diameter off
         ],
     )
     def test_ecc_answers_keep_the_disk_size_closer(self, scale, max_scale, fits):
         """No point match backs an ECC answer: with both circles on their
-        limbs it may scale the disk by ECC_MAX_SCALE at most."""
+        limbs it may scale the disk by ECC_MAX_SCALE at most; with the
+        search's circle, by ECC_FREE_MAX_SCALE."""
+        centre, radius = np.array([138.0, 138.0]), 128
         a = np.radians(-40.0)
-        warp = np.array([[scale * np.cos(a), -scale * np.sin(a), 2.0], [scale * np.sin(a), scale * np.cos(a), 4.0], [0, 0, 1]])
-        assert moon_pipeline._ecc_fits((warp, 0.6), max_scale) is fits
-        assert not moon_pipeline._ecc_fits(None, max_scale)
+        linear = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        warp = np.eye(3)
+        warp[:2, :2], warp[:2, 2] = linear, centre + (2.0, 4.0) - linear @ centre
+        assert moon_pipeline._ecc_fits((warp, 0.6), max_scale, centre, radius) is fits
+        assert not moon_pipeline._ecc_fits(None, max_scale, centre, radius)
+
+    @pytest.mark.parametrize(
+        "turn, shift, fits",
+        [
+            (0.0, 0.0, True),
+            (140.0, 0.0, True),  # a roll tilts nothing
+            (25.0, 0.05, True),  # ~3.5 degrees: a libration
+            (25.0, 0.14, False),  # ~10 degrees: a crescent's, 7.2% of the side off
+        ],
+    )
+    def test_ecc_answers_turn_the_globe_by_a_libration_at_most(self, turn, shift, fits):
+        """With both circles on their limbs an ECC answer that shifts the
+        face against the limb is read as the globe tilted towards the
+        viewer (_on_sphere): the libration between a photo and its render,
+        a few degrees; ECC_MAX_TILT_DEG at most."""
+        centre, radius = np.array([138.0, 138.0]), 128
+        warp = np.vstack([cv2.getRotationMatrix2D(tuple(centre), turn, 1.0), [0.0, 0.0, 1.0]])
+        warp[0, 2] += shift * radius
+        tilt = moon_pipeline._tilt_deg(moon_pipeline._globe_turn(warp, centre, radius))
+        assert (tilt <= moon_pipeline.ECC_MAX_TILT_DEG) is fits
+        assert moon_pipeline._ecc_fits((warp, 0.6), moon_pipeline.LIMB_MAX_SCALE, centre, radius) is fits
+        # Without the limbs no tilt is read: the shift alone refuses nothing.
+        assert moon_pipeline._ecc_fits((warp, 0.6), None, centre, radius)
 
     @pytest.mark.parametrize("on_limb, bound", [((True, True), moon_pipeline.LIMB_MAX_SCALE), ((True, False), None), ((False, True), None)])
     def test_the_scale_bound_needs_both_circles_on_their_limbs(self, monkeypatch, on_limb, bound):

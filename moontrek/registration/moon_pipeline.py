@@ -524,6 +524,23 @@ LIMB_MAX_SCALE = 0.05
 # matching tried after it answered 5 of those 9 requests right, one 2.2%
 # off.
 ECC_MAX_SCALE = 0.035
+# Read on the sphere (_on_sphere), an ECC answer turns the globe; the part
+# of that turn out of the image plane is the libration between the photo
+# and the render, which the client makes for the photo's moment: a few
+# degrees. On the phone, photo-against-render and phase sets of four
+# seeds (both lunar maps and the made-up ones, every algorithm), the 1,610
+# right ECC answers with both circles on their limbs tilted the globe by
+# 4.85 degrees at most (99% under 4.5); the wrong ones (29 requests, half
+# Moons and crescents) by 0.8-9.7, seven beyond ECC_MAX_TILT_DEG (2.6-7.2%
+# of the side off). Refused, the matching or ECC tried after answered 20 of
+# those registrations right and refused 5 (README, "Pipelines").
+ECC_MAX_TILT_DEG = 5.5
+# Where a circle is not on its limb no tilt can be read, but the canvases'
+# disks still have one size to a few per cent (the search's circles):
+# ECC's 25 right answers there scaled the disk by 0.974-0.993, its wrong
+# ones by 1.054 (5.1% of the side off) and 1.10 (6.9% of the diameter);
+# refused, AKAZE's matches answered both right, SIFT and BRISK refused one.
+ECC_FREE_MAX_SCALE = 0.05
 
 
 def _refine_limb(pyramid, circle):
@@ -1540,7 +1557,7 @@ def _solve(
                     user_work, user_mask, model_work, model_mask, rotation, centre, radius, least, rigid=turn_only
                 )
                 estimator = "ecc"
-            if ecc and lit_turn is not None and not _ecc_fits(found, max_scale):
+            if ecc and lit_turn is not None and not _ecc_fits(found, max_scale, centre, radius):
                 # Found again from the lit side's own rotation, unless the
                 # polar correlation hardly moved it.
                 probe = lit_rotation if abs(_turn_between(lit_rotation, lit_turn)) >= 2.0 else None
@@ -1548,13 +1565,13 @@ def _solve(
                     user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, least, turn_only, probe
                 )
                 estimator = "ecc"
-            if ecc and not _ecc_fits(found, max_scale):
+            if ecc and not _ecc_fits(found, max_scale, centre, radius):
                 found = _ecc_on_detail(
                     user_work, user_mask, model_work, model_mask, centre, radius, energy, turn_only,
                     max(DETAIL_MIN_CORRELATION, ecc_least),
                 )
                 estimator = "ecc_detail"
-            if not _ecc_fits(found, max_scale):
+            if not _ecc_fits(found, max_scale, centre, radius):
                 raise failure
             warp, ecc_correlation = _ecc_answer(found, max_scale, centre, radius)
             src, dst, inliers = _ecc_inliers(user_kp, model_kp, pairs, warp, radius)
@@ -1596,11 +1613,20 @@ def _ecc_inliers(user_kp, model_kp, pairs, warp, radius):
     return src, dst, np.hypot(*(map_points(warp, src) - dst).T) <= 2 * RANSAC_THRESHOLD * radius
 
 
-def _ecc_fits(found, max_scale):
-    """Whether an ECC answer (warp, correlation) exists and its scale fits."""
-    if max_scale is not None:
-        max_scale = min(max_scale, ECC_MAX_SCALE)
-    return found is not None and _scale_fits(found[0], 0, max_scale)
+def _ecc_fits(found, max_scale, centre, radius):
+    """Whether an ECC answer (warp, correlation) exists and is one the
+    disks allow: with both circles on their limbs (``max_scale`` set) it
+    scales the disk by ECC_MAX_SCALE at most and turns the globe out of the
+    image plane by ECC_MAX_TILT_DEG at most (read as _on_sphere reads it);
+    else it scales the disk by ECC_FREE_MAX_SCALE at most."""
+    if found is None:
+        return False
+    if max_scale is None:
+        return abs(_disk_scale(found[0]) - 1.0) <= ECC_FREE_MAX_SCALE
+    if not _scale_fits(found[0], 0, min(max_scale, ECC_MAX_SCALE)):
+        return False
+    turn = _globe_turn(found[0], centre, radius)
+    return turn is not None and _tilt_deg(turn) <= ECC_MAX_TILT_DEG
 
 
 def _ecc_answer(found, max_scale, centre, radius):
@@ -1649,20 +1675,37 @@ def _lifted(points, centre, radius):
     return np.column_stack([xy, np.sqrt(np.clip(1.0 - (xy * xy).sum(axis=1), 0.0, None))])
 
 
+def _globe_turn(warp, centre, radius):
+    """The turn of the globe (a 3x3 rotation of _lifted's unit vectors)
+    closest to ``warp`` (user canvas -> model canvas, the disks at
+    ``radius`` about ``centre`` on both) over the inner SPHERE_READ of the
+    disk, or None when ``warp`` moves that disk too far off the other to
+    read one."""
+    src = _disk_grid(centre, radius, SPHERE_READ)
+    dst = map_points(warp, src)
+    keep = np.hypot(*(dst - centre).T) < 0.97 * radius
+    if keep.sum() < 10:
+        return None
+    # The rotation taking one set of unit vectors closest to the other
+    # (Kabsch: the SVD of their cross-covariance, kept proper).
+    u, _, vt = np.linalg.svd(_lifted(src[keep], centre, radius).T @ _lifted(dst[keep], centre, radius))
+    return vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
+
+
+def _tilt_deg(turn):
+    """How far (degrees) a turn of the globe moves the point facing the
+    viewer: the libration part of it, not the roll about the line of sight."""
+    return float(np.degrees(np.arccos(np.clip(turn[2, 2], -1.0, 1.0))))
+
+
 def _on_sphere(warp, centre, radius):
     """``warp`` (user canvas -> model canvas, the disks at ``radius`` about
     ``centre`` on both) read as a turn of the globe: the homography fitted
     to that turn (see SPHERE_READ), or ``warp`` itself when it moves the
     inner disk too far off the other to read one."""
-    src = _disk_grid(centre, radius, SPHERE_READ)
-    dst = map_points(warp, src)
-    keep = np.hypot(*(dst - centre).T) < 0.97 * radius
-    if keep.sum() < 10:
+    turn = _globe_turn(warp, centre, radius)
+    if turn is None:
         return warp
-    # The rotation taking one set of unit vectors closest to the other
-    # (Kabsch: the SVD of their cross-covariance, kept proper).
-    u, _, vt = np.linalg.svd(_lifted(src[keep], centre, radius).T @ _lifted(dst[keep], centre, radius))
-    turn = vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
     points = _disk_grid(centre, radius, SPHERE_FIT)
     seen = _lifted(points, centre, radius) @ turn.T
     visible = seen[:, 2] > 0
@@ -1800,7 +1843,7 @@ def _last_resort(user_side, model_side, algorithm, radius, max_scale, failure):
         user_work, user_mask, model_work, model_mask, rotation, centre, radius, WEAK_PEAK_MIN_CORRELATION,
         _rigid_ecc(user_side, max_scale),
     )
-    if not _ecc_fits(found, max_scale):
+    if not _ecc_fits(found, max_scale, centre, radius):
         raise failure
     warp, correlation = _ecc_answer(found, max_scale, centre, radius)
     pairs = _mutual_ratio_matches(user_desc, model_desc, _norm(algorithm))
