@@ -639,6 +639,14 @@ def _phase_set_pair(generated_maps, seed, index):
     )
 
 
+def _answer(pair, algorithm):
+    """(register_images's moon answer for a generated pair, its error over
+    the photo's inner disk as a fraction of the photo's longer side)."""
+    frame = (pair.user.shape[1], pair.user.shape[0])
+    result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
+    return result, disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
+
+
 def _phone_set_pair(generated_maps, seed, index):
     """Item ``index`` of bench_accuracy's phone set of ``seed`` on the
     generated maps: a whole phone photo against its render."""
@@ -692,20 +700,13 @@ class TestWeakAnswersTakeTheLimbsScale:
         and 2.4% of the side off (scales 0.97-1.04); with the limbs'
         scale, within 1.2%."""
         pair = _phase_set_pair(generated_maps, seed, index)
-        frame = (pair.user.shape[1], pair.user.shape[0])
-
-        def answer():
-            result = register_images(pair.user, pair.model, "SIFT", pipeline="moon")
-            error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
-            return result, error
-
-        result, error = answer()
+        result, error = _answer(pair, "SIFT")
         assert result.extras["estimator"] == "similarity"
         assert result.inliers < moon_pipeline.HOMOGRAPHY_MIN_INLIERS
         assert result.extras["disk_scale"] == pytest.approx(1.0, abs=1e-3)
         assert error <= 0.012
         monkeypatch.setattr(moon_pipeline, "_rigid_fit", lambda src, dst: None)
-        assert answer()[1] > 0.02
+        assert _answer(pair, "SIFT")[1] > 0.02
 
     def test_a_crescents_ecc_answer_tilting_the_globe_too_far_is_refused(self, generated_maps, monkeypatch):
         """Made-up maps' phase set, seed 2207 #51 (phase 114): ECC on the
@@ -713,18 +714,11 @@ class TestWeakAnswersTakeTheLimbsScale:
         viewer (the libration is 3 at most) and was 3.4% of the side off;
         refused, ECC on the detail energy answers 0.4% off."""
         pair = _phase_set_pair(generated_maps, 2207, 51)
-        frame = (pair.user.shape[1], pair.user.shape[0])
-
-        def answer():
-            result = register_images(pair.user, pair.model, "SIFT", pipeline="moon")
-            error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
-            return result, error
-
-        result, error = answer()
+        result, error = _answer(pair, "SIFT")
         assert result.extras["estimator"] == "ecc_detail"
         assert error <= 0.01
         monkeypatch.setattr(moon_pipeline, "ECC_MAX_TILT_DEG", 90.0)
-        result, error = answer()
+        result, error = _answer(pair, "SIFT")
         assert result.extras["estimator"] == "ecc"
         assert error > 0.03
 
@@ -734,18 +728,11 @@ class TestWeakAnswersTakeTheLimbsScale:
         5.1% of the side off; refused (ECC_FREE_MAX_SCALE), AKAZE's matches
         answer 1.1% off."""
         pair = _phase_set_pair(generated_maps, 1206, 37)
-        frame = (pair.user.shape[1], pair.user.shape[0])
-
-        def answer():
-            result = register_images(pair.user, pair.model, "AKAZE", pipeline="moon")
-            error = disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
-            return result, error
-
-        result, error = answer()
+        result, error = _answer(pair, "AKAZE")
         assert result.extras["estimator"] in ("similarity", "homography")
         assert error <= 0.015
         monkeypatch.setattr(moon_pipeline, "ECC_FREE_MAX_SCALE", 1.0)
-        result, error = answer()
+        result, error = _answer(pair, "AKAZE")
         assert result.extras["estimator"] == "ecc"
         assert error > 0.04
 
