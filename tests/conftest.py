@@ -59,7 +59,9 @@ def _shared_maps():
 
 
 @functools.lru_cache(maxsize=2)
-def _generated_maps(size):
+def generated_lunar_maps(size):
+    """The two lunar maps made in code (a render-like mosaic, an albedo map)
+    of ``size``, built once for every test module."""
     return list(make_lunar_maps(0, size))
 
 
@@ -69,7 +71,7 @@ def second_generator_scene(seed, shared=False):
     as the benchmark does where they exist); the Moon-less scenes draw on
     no map. Returns (image, truth circle or None)."""
     second, _ = _benchmarks()
-    second.MAPS = _shared_maps() if shared else _generated_maps((720, 360))
+    second.MAPS = _shared_maps() if shared else generated_lunar_maps((720, 360))
     image, truth, _ = second.scene(seed, seed % 2 == 0, second.KINDS[(seed // 2) % len(second.KINDS)])
     return image, (tuple(float(v) for v in truth) if len(truth) else None)
 
@@ -81,7 +83,7 @@ def second_generator_pair(seed):
     homography, the photo's true circle, the Moon's diameter in the frame
     the homography maps into), as the benchmark scores it."""
     _, register_second = _benchmarks()
-    maps = _generated_maps((1440, 720))
+    maps = generated_lunar_maps((1440, 720))
     [(_, _, image, circle, view, photo_map, sun)] = list(register_second.scenes(seed, 1, maps))
     photo, render, expected, diameter = register_second.request_for(seed, maps, image, view, photo_map, sun)
     return photo, render, expected, circle, diameter

@@ -32,7 +32,7 @@ from moontrek.synthetic import (
     render_globe,
     render_moon,
 )
-from tests.conftest import second_generator_scene
+from tests.conftest import generated_lunar_maps, second_generator_scene
 
 
 def assert_within(found, truth):
@@ -987,16 +987,11 @@ def test_moon_over_a_pair_of_headlights(seed):
     assert_within(_find_moon_fast(image), truth)
 
 
-@functools.lru_cache(maxsize=1)
-def _generated_maps():
-    return make_lunar_maps(0, (1440, 720))
-
-
 def _bench_phone_photo(seed, index):
     """bench_accuracy.py's phone photo ``index`` of ``seed`` (its
     phone_items: map direction, aspect, orientation and size drawn as
     there), rebuilt on generated maps; a GlobePair."""
-    maps = _generated_maps()
+    maps = generated_lunar_maps((1440, 720))
     d = index % 2
     model = _model_render(maps[d], np.random.default_rng([seed, d, 7]))
     megapixels = float(np.exp(np.random.default_rng([seed, index, 3]).uniform(np.log(2.0), np.log(12.0))))
@@ -1561,7 +1556,7 @@ def _phase_set_crop(seed, index):
     """bench_accuracy.py's phase-set photo ``index`` of ``seed`` (its
     phase_items: a client-style crop of a Moon at phase 90-140 degrees,
     filling its frame), drawn from generated maps. Returns (image, truth)."""
-    maps = _generated_maps()
+    maps = generated_lunar_maps((1440, 720))
     d = index % 2
     phase = float(np.random.default_rng([seed, index, 11]).uniform(90, 140))
     pair = make_photo_render_pair(maps[d], maps[1 - d], [seed, index, 12], phase=phase, clipped=False)

@@ -33,7 +33,6 @@ from moontrek.synthetic import (
     globe_correspondences,
     _model_render,
     make_globe_phone_photo,
-    make_lunar_maps,
     make_pair,
     make_photo_render_pair,
     perturb_photo,
@@ -41,7 +40,7 @@ from moontrek.synthetic import (
     render_moon,
     to_rgba_render,
 )
-from tests.conftest import gibbous_photo, second_generator_pair, second_generator_scene
+from tests.conftest import generated_lunar_maps, gibbous_photo, second_generator_pair, second_generator_scene
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AVAILABLE = [name for name in ALGORITHM_NAMES if algorithm_table()[name].available]
@@ -625,7 +624,7 @@ class TestDetectorsLent:
 @pytest.fixture(scope="module")
 def generated_maps():
     """The two generated lunar maps (a render-like mosaic, an albedo map)."""
-    return list(make_lunar_maps(0, (1440, 720)))
+    return generated_lunar_maps((1440, 720))
 
 
 def _phase_set_pair(generated_maps, seed, index):
