@@ -1622,7 +1622,7 @@ def _ecc_fits(found, max_scale, centre, radius):
     if found is None:
         return False
     if max_scale is None:
-        return abs(_disk_scale(found[0]) - 1.0) <= ECC_FREE_MAX_SCALE
+        return _scale_fits(found[0], 0, ECC_FREE_MAX_SCALE)
     if not _scale_fits(found[0], 0, min(max_scale, ECC_MAX_SCALE)):
         return False
     turn = _globe_turn(found[0], centre, radius)
