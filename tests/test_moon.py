@@ -455,6 +455,34 @@ class TestDisksAgainstGlare:
             cv2.ellipse(head, centre, axes, 0, 0, 360, 230, -1)
             assert judged(head)
 
+    def test_a_circle_the_frame_cuts_is_judged_by_the_arcs_it_keeps_whole(self):
+        """A pair of headlights at the frame's foot, a circle through their
+        outer edges cut by the frame's edge: each light reaches far past the
+        chord of its own arc. A crescent or a disk the frame cuts is lit
+        over arcs that run off the frame, and those are not judged."""
+        yy, xx = np.mgrid[0:400, 0:400]
+        sky = np.full((400, 400), 12.0, np.float32)
+        limb = np.hypot(xx - 200, yy - 330) <= 80  # its foot 10 px off the frame
+
+        rim = np.linspace(0, 2 * np.pi, 360, endpoint=False)
+        in_frame = float(np.mean(330 + 80 * np.sin(rim) <= 399))
+        circle = moon._Candidate(200, 330, 80, 1.0, 0.5, 230.0, 12, 120, 1.0, 1.0, in_frame=in_frame)
+
+        def judged(image):
+            image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)
+            return moon._side_of_a_light(self._scene(image), circle)
+
+        lights = sky.copy()
+        for x in (138, 262):
+            lights[np.hypot(xx - x, yy - 330) <= 18] = 230
+        assert judged(lights)
+        crescent = sky.copy()
+        crescent[limb & (np.hypot(xx - 165, yy - 295) > 80)] = 230
+        assert not judged(crescent)
+        whole = sky.copy()
+        whole[limb] = 230
+        assert not judged(whole)
+
     def test_samples_far_more_points_than_a_remap_row_takes(self):
         """cv2.remap takes maps under 32767 on a side: a long profile of a
         large circle goes in several rows, read exactly as in one."""

@@ -470,7 +470,9 @@ _SIDE_PAST_CHORD = 0.15
 _SIDE_PAST_CHORD_UNBENT = 0.1
 _SIDE_UNBENT_SPAN = 45.0
 _SIDE_SHOULDERS = (0.15, 0.85)
-_SIDE_IN_FRAME = 0.98
+# An arc that ends within this many directions of the frame's edge may go
+# on off the frame: it is not judged.
+_SIDE_NEAR_CUT = 5
 _SIDE_GAP = 4  # directions of 5 degrees
 _SIDE_HIDDEN = 10.0
 _SIDE_BEYOND = 1.08
@@ -1243,11 +1245,11 @@ def _side_of_a_light(scene, c):
     crescent (its terminator bulges towards the limb), or a disk cut off
     by a roof or a cloud (a straight edge at most): either way within the
     chord joining the ends of that arc. A light one edge of the circle fits
-    reaches past that chord, towards the centre and beyond. Not judged for
-    a circle the frame cuts (its lit arc ends at the frame's edge) or lit
-    over a longer arc (a half or gibbous Moon's terminator bulges inwards)."""
-    if c.in_frame < _SIDE_IN_FRAME:
-        return False
+    reaches past that chord, towards the centre and beyond. Not judged over
+    an arc the frame's edge ends or cuts (the rest of the lit arc lies off
+    the frame; a pair of headlights at the frame's foot is judged by its
+    two sides), nor over a longer arc (a half or gibbous Moon's terminator
+    bulges inwards)."""
     bins = _ANGLE_BINS
     n = max(24, min(int(np.ceil(c.r)), _SIDE_SAMPLES))
     theta = (np.arange(bins) + 0.5) / bins * 2 * np.pi - np.pi
@@ -1261,7 +1263,9 @@ def _side_of_a_light(scene, c):
         lit = profile > c.outside + 0.5 * (c.inside - c.outside)
     first = np.argmax(lit, axis=0)
     band = int(_SIDE_START * n) + 1
-    from_limb = lit.any(axis=0) & (first < band)
+    # Directions whose limb lies off the frame.
+    cut = np.isnan(profile[0])
+    from_limb = lit.any(axis=0) & (first < band) & ~cut
     if from_limb.sum() < 3 or from_limb.all():
         return False
     # The arcs between directions whose limb shows the sky: neither darker
@@ -1272,7 +1276,7 @@ def _side_of_a_light(scene, c):
     outer = _sample(scene.smooth_f, c.x + _SIDE_BEYOND * c.r * np.cos(theta), c.y + _SIDE_BEYOND * c.r * np.sin(theta))
     margin = max(_SIDE_HIDDEN, 0.3 * (c.inside - c.outside))
     with np.errstate(invalid="ignore"):
-        disk = (limb < c.outside - margin) | ~(limb - outer <= _SIDE_STEP * (c.inside - c.outside))
+        disk = ((limb < c.outside - margin) | ~(limb - outer <= _SIDE_STEP * (c.inside - c.outside))) & ~cut
     # How deep the light reaches from the limb, in radii, in each direction.
     beyond = (np.arange(n + 1)[:, None] >= first) & ~lit
     depth = np.where(beyond.any(axis=0), np.argmax(beyond, axis=0), n + 1) / n
@@ -1286,6 +1290,9 @@ def _side_of_a_light(scene, c):
         start = shown[(breaks[k - 1] + 1) % len(shown)]
         run = (start + np.arange((shown[end] - start) % bins + 1)) % bins
         if len(run) * 360.0 / bins > _SIDE_SPAN:
+            continue
+        near = np.arange(1, _SIDE_NEAR_CUT + 1)
+        if cut[run].any() or cut[np.concatenate([run[0] - near, run[-1] + near]) % bins].any():
             continue
         middle = run[max(0, len(run) // 2 - len(run) // 6) : len(run) // 2 + len(run) // 6 + 1]
         middle = middle[from_limb[middle]]
