@@ -53,7 +53,7 @@ def _benchmarks():
 
 
 @functools.lru_cache(maxsize=1)
-def _shared_maps():
+def shared_lunar_maps():
     """The lunar maps in ../shared/data/textures; skips the test without them."""
     return [cv2.imread(str(shared_data("textures", name)), cv2.IMREAD_COLOR) for name in ("moon-2k.jpg", "ldam_10.png")]
 
@@ -71,7 +71,7 @@ def second_generator_scene(seed, shared=False):
     as the benchmark does where they exist); the Moon-less scenes draw on
     no map. Returns (image, truth circle or None)."""
     second, _ = _benchmarks()
-    second.MAPS = _shared_maps() if shared else generated_lunar_maps((720, 360))
+    second.MAPS = shared_lunar_maps() if shared else generated_lunar_maps((720, 360))
     image, truth, _ = second.scene(seed, seed % 2 == 0, second.KINDS[(seed // 2) % len(second.KINDS)])
     return image, (tuple(float(v) for v in truth) if len(truth) else None)
 

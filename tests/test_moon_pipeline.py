@@ -40,7 +40,7 @@ from moontrek.synthetic import (
     render_moon,
     to_rgba_render,
 )
-from tests.conftest import generated_lunar_maps, gibbous_photo, second_generator_pair, second_generator_scene
+from tests.conftest import generated_lunar_maps, gibbous_photo, second_generator_pair, second_generator_scene, shared_lunar_maps
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AVAILABLE = [name for name in ALGORITHM_NAMES if algorithm_table()[name].available]
@@ -1016,6 +1016,24 @@ class TestGuidedMatching:
         assert bool(calls) is asked and was_guided is taken
         assert bool(inliers.sum() > moon_pipeline.SECOND_OPINION_INLIERS) == (taken or unique > 10)
         assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
+
+    def test_a_turned_answer_on_fourteen_inliers_asks_the_guided_matching(self, monkeypatch):
+        """bench_accuracy's phone set, shared maps, seed 4409 #47 (a 2.3 Mpx
+        portrait photo), ORB: plain matching's similarity on 14 inliers is
+        turned 6 degrees, 5.4% of the Moon's diameter off; the guided
+        matching's answer, asked below SECOND_OPINION_INLIERS, is within 2%
+        (1.8%). Asked below 10 inliers only, the turned answer stood."""
+        pair = _phone_set_pair(shared_lunar_maps(), 4409, 47)
+        frame = (pair.user.shape[1], pair.user.shape[0])
+
+        def error():
+            result = register_images(pair.user, pair.model, "ORB", pipeline="moon")
+            return disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / (
+                2 * pair.model_circle[2])
+
+        assert error() < 0.02
+        monkeypatch.setattr(moon_pipeline, "SECOND_OPINION_INLIERS", 10)
+        assert error() > 0.04
 
     def test_detail_energy_rotation_guides_when_the_plain_one_is_weak(self, monkeypatch):
         """Plain matching fails and the disks' polar peak is too low to guide
