@@ -905,6 +905,69 @@ def test_lamp_head_with_little_bloom_is_no_moon(seed):
 
 
 
+# Lamp colours (BGR): sodium orange, warm yellow, pale yellow.
+_GLOBE_COLOURS = ((120, 200, 255), (150, 235, 255), (175, 245, 255))
+
+
+def make_coloured_globe(seed, size=(1600, 1200), moon=False):
+    """A night scene with a yellow or orange disk blown out in its
+    luminance, in a little bloom, no post showing: a lamp's globe, flat in
+    every channel, or (``moon``) a full Moon in the same colour cast, red
+    and green clipped, its blue short of clipping and showing the maria.
+    Returns (image, circle)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = _sky(size, [14, 8, 12], [24, 14, 20])
+    colour = np.float32(_GLOBE_COLOURS[seed % len(_GLOBE_COLOURS)])
+    r = float(rng.uniform(0.02, 0.05)) * width
+    x, y = float(rng.uniform(1.5 * r, width - 1.5 * r)), float(rng.uniform(1.5 * r, 0.6 * height))
+    if moon:
+        view = GlobeView(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(0, 360), x, y, r)
+        light, _ = render_globe(_albedo_map(), size, view, sun=(rng.uniform(0, 15), rng.uniform(0, 360)),
+                                shading="lommel")
+        light = light.reshape(height, width, -1)[..., :1]
+        highlands = float(np.percentile(light[light > 0], 90))
+        # Blue at 215 on the highlands; red and green three times over clipping.
+        gain = np.float32(215.0 / highlands) * np.float32([1.0, 3.0, 3.0])
+        image += light * gain * colour / colour[0]
+    else:
+        disk = np.zeros_like(image)
+        cv2.circle(disk, (round(x), round(y)), round(r), colour.tolist(), -1, cv2.LINE_AA)
+        image += disk
+    image += 0.15 * colour * _bloom(size, x, y, 1.5 * r)[..., None].astype(np.float32)
+    return _finish(image, rng), (x, y, r)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_coloured_lamp_globe_is_no_moon(seed):
+    """A yellow or orange globe, blown out in its luminance and flat, no
+    post showing: a Moon that bright would show its maria in its darkest
+    channel, which does not clip; the globe is flat in every channel.
+    Each was taken for a Moon before; a full Moon in the same colour cast
+    is still found."""
+    image, _ = make_coloured_globe(seed)
+    assert_refused(image)
+    image, truth = make_coloured_globe(seed, moon=True)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+def test_a_coloured_globe_is_told_from_a_moon_by_its_darkest_channel(monkeypatch):
+    """_coloured_globe reads the darkest channel: with every disk's
+    luminance taken for flat (the bar raised), the Moon in a colour cast
+    is still no globe, its blue showing the maria; the globe is one."""
+    monkeypatch.setattr(moon_module, "_FLAT_SURFACE", 0.05)
+    for moon, globe in ((True, False), (False, True)):
+        image, (x, y, r) = make_coloured_globe(0, moon=moon)
+        grey, factor = moon_module._working_copy(image)
+        scene = moon_module._prepare(grey, image, factor)
+        inside = float(np.percentile(grey[round(y * factor) - 5 : round(y * factor) + 5,
+                                          round(x * factor) - 5 : round(x * factor) + 5], 50))
+        candidate = moon_module._Candidate(x * factor, y * factor, r * factor, 1.0, 0.8, inside, 10.0, 120.0, 1.0, 1.0)
+        assert moon_module._surface(scene, candidate) < 0.05
+        assert moon_module._coloured_globe(scene, candidate) is globe
+
+
 def make_lamp_on_a_faint_post(seed, size=(1200, 1600)):
     """A lamp's blown-out globe in its bloom on a post only 6-9 grey levels
     darker than the night sky beside it."""
