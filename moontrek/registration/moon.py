@@ -920,12 +920,12 @@ def _doubt(c, scene):
     source, too small for its frame), "sun" (blown out in a daylight sky),
     "open" (the frame as bright beyond it), "glare" (a level of a glare
     round a small core), "lamp" (on its post, or a coloured globe),
-    "window" (its region a rectangle) or, for what is no disk at all and so no look-alike
-    either, "dim" (no brighter than the sky around), "soft" (a glare's
-    level, with no limb), "side" (fitted along one side of a light that
-    reaches far into it), "gap" (a patch of sky against silhouettes,
-    the same sky running on past the rest of it) or "frame" (larger than
-    its frame: see _OVERFLOW)."""
+    "window" (its region a rectangle) or, for what is no disk at all and
+    so no look-alike either, "dim" (no brighter than the sky around),
+    "soft" (a glare's level, with no limb), "side" (fitted along one side
+    of a light that reaches far into it), "gap" (a patch of sky against
+    silhouettes, the same sky running on past the rest of it) or "frame"
+    (larger than its frame: see _OVERFLOW)."""
     height, width = scene.smooth.shape
     if c.r < _MIN_FRAME_SHARE * min(width, height):
         return "small"
