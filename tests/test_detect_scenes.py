@@ -904,7 +904,6 @@ def test_lamp_head_with_little_bloom_is_no_moon(seed):
     assert_refused(make_lamp_head(seed, bloom=(0, 20)))
 
 
-
 # Lamp colours (BGR): sodium orange, warm yellow, pale yellow.
 _GLOBE_COLOURS = ((120, 200, 255), (150, 235, 255), (175, 245, 255))
 

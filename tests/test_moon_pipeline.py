@@ -1018,11 +1018,12 @@ class TestGuidedMatching:
         assert np.degrees(np.arctan2(warp[1, 0], warp[0, 0])) == pytest.approx(33.0, abs=0.1)
 
     def test_a_turned_answer_on_fourteen_inliers_asks_the_guided_matching(self, monkeypatch):
-        """bench_accuracy's phone set, shared maps, seed 4409 #47 (a 2.3 Mpx
-        portrait photo), ORB: plain matching's similarity on 14 inliers is
-        turned 6 degrees, 5.4% of the Moon's diameter off; the guided
-        matching's answer, asked below SECOND_OPINION_INLIERS, is within 2%
-        (1.8%). Asked below 10 inliers only, the turned answer stood."""
+        """bench_accuracy's phone set, shared maps, seed 4409 #47 (an 11 Mpx
+        portrait photo, 2536 x 4508), ORB: plain matching's similarity on 14
+        inliers is turned 6 degrees, 5.4% of the Moon's diameter off; the
+        guided matching's answer, asked below SECOND_OPINION_INLIERS, is
+        within 2% (1.8%). Asked below 10 inliers only, the turned answer
+        stood."""
         pair = _phone_set_pair(shared_lunar_maps(), 4409, 47)
         frame = (pair.user.shape[1], pair.user.shape[0])
 
