@@ -638,22 +638,24 @@ def _phase_set_pair(generated_maps, seed, index):
     )
 
 
-def _answer(pair, algorithm):
+def _answer(pair, algorithm, per=None):
     """(register_images's moon answer for a generated pair, its error over
-    the photo's inner disk as a fraction of the photo's longer side)."""
+    the photo's inner disk as a fraction of ``per`` pixels: by default the
+    photo's longer side)."""
     frame = (pair.user.shape[1], pair.user.shape[0])
     result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
-    return result, disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame)
+    return result, disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / (per or max(frame))
 
 
-def _phone_set_pair(generated_maps, seed, index):
-    """Item ``index`` of bench_accuracy's phone set of ``seed`` on the
-    generated maps: a whole phone photo against its render."""
+def _phone_set_pair(maps, seed, index):
+    """Item ``index`` of bench_accuracy's phone set of ``seed`` on ``maps``
+    (the generated ones or the shared ones): a whole phone photo against
+    its render."""
     d = index % 2
-    model = _model_render(generated_maps[d], np.random.default_rng([seed, d, 7]))
+    model = _model_render(maps[d], np.random.default_rng([seed, d, 7]))
     megapixels = float(np.exp(np.random.default_rng([seed, index, 3]).uniform(np.log(2.0), np.log(12.0))))
     return make_globe_phone_photo(
-        generated_maps[1 - d], model, [seed, index, 5], aspect=("4:3", "16:9")[(index // 2) % 2],
+        maps[1 - d], model, [seed, index, 5], aspect=("4:3", "16:9")[(index // 2) % 2],
         orientation=("landscape", "portrait")[(index // 4) % 2], megapixels=megapixels,
     )
 
@@ -1025,16 +1027,10 @@ class TestGuidedMatching:
         within 2% (1.8%). Asked below 10 inliers only, the turned answer
         stood."""
         pair = _phone_set_pair(shared_lunar_maps(), 4409, 47)
-        frame = (pair.user.shape[1], pair.user.shape[0])
-
-        def error():
-            result = register_images(pair.user, pair.model, "ORB", pipeline="moon")
-            return disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / (
-                2 * pair.model_circle[2])
-
-        assert error() < 0.02
+        diameter = 2 * pair.model_circle[2]
+        assert _answer(pair, "ORB", per=diameter)[1] < 0.02
         monkeypatch.setattr(moon_pipeline, "SECOND_OPINION_INLIERS", 10)
-        assert error() > 0.04
+        assert _answer(pair, "ORB", per=diameter)[1] > 0.04
 
     def test_detail_energy_rotation_guides_when_the_plain_one_is_weak(self, monkeypatch):
         """Plain matching fails and the disks' polar peak is too low to guide
