@@ -540,7 +540,9 @@ ECC_MAX_TILT_DEG = 5.5
 # ECC's 25 right answers there scaled the disk by 0.974-0.993, its wrong
 # ones by 1.054 (5.1% of the side off) and 1.10 (6.9% of the diameter);
 # refused, AKAZE's matches answered both right, SIFT and BRISK refused one.
-ECC_FREE_MAX_SCALE = 0.05
+# Held to ECC_MAX_SCALE's 0.035 since ECC reads the photo's own mask (the
+# first of those wrong answers came back at 1.046, 4.8% off).
+ECC_FREE_MAX_SCALE = 0.035
 
 
 def _refine_limb(pyramid, circle):
@@ -1179,18 +1181,43 @@ def _ecc_from(user_work, user_mask, model_work, model_mask, rotation, centre, mo
     turn = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
     turn[:2, 2] = centre - turn[:2, :2] @ centre
     # ECC warps its input (the photo) onto its template (the model): its
-    # matrix maps model canvas pixels to photo canvas pixels.
-    matrix = np.linalg.inv(turn)[:2].astype(np.float32)
+    # matrix maps model canvas pixels to photo canvas pixels. OpenCV reads
+    # a Euclidean matrix's angle back by its sine, so ECC from a turn past
+    # 90 degrees either way diverges: the photo's canvas is first turned
+    # by whole quarters (exactly, by np.rot90) to leave ECC 45 at most.
+    quarters = int(np.round(rotation / 90.0)) % 4
+    if quarters:
+        user_work = np.ascontiguousarray(np.rot90(user_work, -quarters))
+        user_mask = np.ascontiguousarray(np.rot90(user_mask, -quarters))
+    unturn = np.linalg.matrix_power(_quarter_turn(user_work.shape[0]), (4 - quarters) % 4)
+    matrix = (np.linalg.inv(unturn) @ np.linalg.inv(turn))[:2].astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-5)
     model_f, user_f = model_work.astype(np.float32), user_work.astype(np.float32)
     for sigma in ECC_SIGMAS:
         template = cv2.GaussianBlur(model_f, (0, 0), sigma)
         moving = cv2.GaussianBlur(user_f, (0, 0), sigma)
         try:
-            correlation, matrix = cv2.findTransformECC(template, moving, matrix, motion, criteria, model_mask, 5)
+            correlation, matrix = _find_transform_ecc(template, moving, model_mask, user_mask, matrix, motion, criteria)
         except cv2.error:
             return None
-    return np.linalg.inv(np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]])), float(correlation)
+    model_to_user = unturn @ np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(model_to_user), float(correlation)
+
+
+def _find_transform_ecc(template, moving, template_mask, moving_mask, matrix, motion, criteria):
+    """cv2.findTransformECC over the pixels valid in both images, each mask
+    in its own image's frame (the photo's leaves out its unlit side and
+    branches, the render's its own); with the moving image's mask alone
+    where the OpenCV build has no findTransformECCWithMask."""
+    if hasattr(cv2, "findTransformECCWithMask"):
+        return cv2.findTransformECCWithMask(template, moving, template_mask, moving_mask, matrix, motion, criteria, 5)
+    return cv2.findTransformECC(template, moving, matrix, motion, criteria, moving_mask, 5)
+
+
+def _quarter_turn(size):
+    """The 3x3 map from the pixels of np.rot90(canvas) to those of a
+    ``size`` x ``size`` canvas."""
+    return np.array([[0.0, -1.0, size - 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _largest_shift(warp, other, centre, radius):
@@ -1812,12 +1839,16 @@ def _solve_sides(user_side, model_side, algorithm, radius, max_scale, retry=Fals
         # point matches may back it, as ECC lines up the few specks of maria
         # left anywhere near (2 of its 4 answers there on the phone sets
         # were 2.5% and 3.6% of the diameter off). On the first, ECC is
-        # held to FLATTENED_ECC_MIN.
+        # held to FLATTENED_ECC_MIN, and not asked of a disk blown out over
+        # OVEREXPOSED_SHARE: against a render flattened as much, both
+        # canvases are flat but for the rounding the normalisation lifts,
+        # which ECC lined up at 0.65 for a white lamp globe.
         for unshaded in (False, True):
             model_features = describe(model_side, algorithm, radius, (round(share, 2), unshaded), retry=retry)
             try:
                 solved = _solve(
-                    user_features, model_features, algorithm, radius, ecc=ecc and not unshaded, max_scale=max_scale,
+                    user_features, model_features, algorithm, radius,
+                    ecc=ecc and not unshaded and share < OVEREXPOSED_SHARE, max_scale=max_scale,
                     lit=None if unshaded else lit, rigid=rigid, ecc_least=FLATTENED_ECC_MIN,
                 )
                 return solved, user_features, model_features
