@@ -1099,12 +1099,17 @@ class TestEcc:
         truth = np.vstack([cv2.invertAffineTransform(turn), [0.0, 0.0, 1.0]])
         return user.astype(np.uint8), model.astype(np.uint8), mask, truth
 
+    def _lined_up(self, turn, seed=0, rigid=False):
+        """(warp, correlation, truth) of ECC on _disks(turn), started 6
+        degrees off the turn; it must answer."""
+        user, model, mask, truth = self._disks(turn, seed)
+        found = moon_pipeline._ecc(user, mask, model, mask, turn + 6.0, self.centre, self.radius, rigid=rigid)
+        assert found is not None
+        return found[0], found[1], truth
+
     @pytest.mark.parametrize("seed", range(3))
     def test_lines_the_disks_up_from_a_rotation_some_degrees_off(self, seed):
-        user, model, mask, truth = self._disks(20.0, seed)
-        found = moon_pipeline._ecc(user, mask, model, mask, 26.0, self.centre, self.radius)
-        assert found is not None
-        warp, correlation = found
+        warp, correlation, truth = self._lined_up(20.0, seed)
         assert correlation > 0.5
         assert _ring_error(warp, truth, self.centre, self.radius) < 1.0
 
@@ -1135,10 +1140,7 @@ class TestEcc:
         pairs a person sends: OpenCV reads a Euclidean matrix's angle back
         by its sine, so rigid ECC from such a turn diverged (NaN) and gave
         nothing."""
-        user, model, mask, truth = self._disks(turn)
-        found = moon_pipeline._ecc(user, mask, model, mask, turn + 6.0, self.centre, self.radius, rigid=rigid)
-        assert found is not None
-        warp, correlation = found
+        warp, correlation, truth = self._lined_up(turn, rigid=rigid)
         assert correlation > 0.9
         assert _ring_error(warp, truth, self.centre, self.radius) < 1.0
 
@@ -1162,10 +1164,7 @@ class TestEcc:
     def test_rigid_ecc_turns_and_shifts_only(self, seed):
         """With both circles fitted to their limbs the disks are the same
         size on their canvases: ECC then neither scales nor shears."""
-        user, model, mask, truth = self._disks(20.0, seed)
-        found = moon_pipeline._ecc(user, mask, model, mask, 26.0, self.centre, self.radius, rigid=True)
-        assert found is not None
-        warp, _ = found
+        warp, _, truth = self._lined_up(20.0, seed, rigid=True)
         np.testing.assert_allclose(warp[:2, :2] @ warp[:2, :2].T, np.eye(2), atol=1e-6)
         assert _ring_error(warp, truth, self.centre, self.radius) < 1.0
 
