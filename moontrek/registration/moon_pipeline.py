@@ -65,6 +65,15 @@ SHADING_SIGMA = 0.08
 DETAIL_SIGMA = 1.0
 # Darker than this fraction of the disk's median is an occluder.
 OCCLUDER_FRACTION = 0.3
+# And so is black (under BLACK_LEVEL), whatever the median: a render's unlit
+# side, and a photo's crushed to black. On a crescent the unlit side is most
+# of the disk and the median is black itself, so the black side stayed in:
+# its edge, the terminator against nothing, ruled the normalisation and
+# ECC, and matches nothing in a photo lit by its own Sun. Phase sets (30
+# pairs, every algorithm), registered (wrong): made-up maps seed 7001 122
+# (23) -> 148 (2), seed 8102 130 (15) -> 137 (11); shared maps seed 7002
+# 149 (1) -> 150 (0), seed 8101 140 (5) -> 146 (0).
+BLACK_LEVEL = 1.0
 RATIO = 0.85
 # Matches must agree on the distance from the centre within this fraction
 # of the radius (mild perspective and disk-fit error included).
@@ -642,7 +651,7 @@ def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0, unshaded=F
     # lit lunar terrain: fill them with the disk's level and keep detection
     # away from their edges, which are strong but match nothing.
     level = _median_level(grey[disk > 0])
-    dark = ((grey < OCCLUDER_FRACTION * level) & (disk > 0)).astype(np.uint8)
+    dark = ((grey < max(OCCLUDER_FRACTION * level, BLACK_LEVEL)) & (disk > 0)).astype(np.uint8)
     if OCCLUDER_FRACTION > 0 and dark.any():
         grow = max(1, int(round(0.015 * radius)))
         dark = cv2.dilate(dark, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
