@@ -585,6 +585,7 @@ class _Candidate:
     contrast: float = 0.0  # see _contrast
     rect_fill: float = 0.0  # the region's share of its smallest enclosing rectangle (_MAX_RECT_FILL)
     spread: float = None  # _spread's reading, kept: the look-alike tests ask it of the same circles again
+    least_channel: tuple = None  # _least_channel's reading, kept: the Sun and lamp-globe tests both ask it
 
 
 def find_moon(image):
@@ -1293,6 +1294,11 @@ def _side_of_a_light(scene, c):
     # across gaps of up to _SIDE_GAP directions (a branch across the limb);
     # a light crossing the circle lights two opposite ones.
     shown = np.flatnonzero(disk | from_limb)
+    # Directions within _SIDE_NEAR_CUT of one whose limb is off the frame:
+    # an arc holding any may go on off the frame.
+    near_cut = np.zeros(bins, bool)
+    for shift in range(-_SIDE_NEAR_CUT, _SIDE_NEAR_CUT + 1):
+        near_cut |= np.roll(cut, shift)
     gaps = np.diff(np.append(shown, shown[0] + bins)) - 1
     breaks = np.flatnonzero(gaps > _SIDE_GAP)
     for k, end in enumerate(breaks):
@@ -1300,8 +1306,7 @@ def _side_of_a_light(scene, c):
         run = (start + np.arange((shown[end] - start) % bins + 1)) % bins
         if len(run) * 360.0 / bins > _SIDE_SPAN:
             continue
-        near = np.arange(1, _SIDE_NEAR_CUT + 1)
-        if cut[run].any() or cut[np.concatenate([run[0] - near, run[-1] + near]) % bins].any():
+        if near_cut[run].any():
             continue
         middle = run[max(0, len(run) // 2 - len(run) // 6) : len(run) // 2 + len(run) // 6 + 1]
         middle = middle[from_limb[middle]]
@@ -2293,7 +2298,13 @@ def _least_channel_surface(scene, c):
 def _least_channel(scene, c):
     """(The disk's level on the image's darkest channel, the 75th
     percentile within 0.8 r; _least_channel_surface's reading), or (inf,
-    inf) where there is nothing to read."""
+    inf) where there is nothing to read; kept on the candidate."""
+    if c.least_channel is None:
+        c.least_channel = _read_least_channel(scene, c)
+    return c.least_channel
+
+
+def _read_least_channel(scene, c):
     if scene.colour is None:
         return np.inf, np.inf
     image, factor = scene.colour
