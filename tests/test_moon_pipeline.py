@@ -744,10 +744,14 @@ class TestWeakAnswersTakeTheLimbsScale:
         and 2.4% of the side off (scales 0.97-1.04); with the limbs'
         scale, within 1.2%. With the render's black side left out
         (BLACK_LEVEL) they get more inliers or ECC's answer, within 1.1%;
-        the few inliers are those of the canvases with it in."""
+        with it in, ECC asked of the lit side's weak matches
+        (LIT_SECOND_OPINION_INLIERS) answers within 1.8%. The few inliers
+        are those of the canvases with the black side in, taken as they
+        come."""
         pair = _phase_set_pair(generated_maps, seed, index)
         assert _answer(pair, "SIFT")[1] <= 0.011
         monkeypatch.setattr(moon_pipeline, "BLACK_LEVEL", 0.0)
+        monkeypatch.setattr(moon_pipeline, "LIT_SECOND_OPINION_INLIERS", 0)
         result, error = _answer(pair, "SIFT")
         assert result.extras["estimator"] == "similarity"
         assert result.inliers < moon_pipeline.HOMOGRAPHY_MIN_INLIERS
@@ -1225,6 +1229,20 @@ class TestEcc:
         # The probe is what refuses it.
         monkeypatch.setattr(moon_pipeline, "ECC_PROBE_AGREE", 1.0)
         assert moon_pipeline._ecc(image, mask, image, mask, 3.0, self.centre, self.radius, rigid=rigid) is not None
+
+    def test_an_answer_is_probed_from_both_sides(self, generated_maps, monkeypatch):
+        """Made-up maps' phase set, seed 8102 #19 (phase 131): the polar
+        rotation is 13 degrees off and ECC from it stops 12 degrees off,
+        5.8% of the side, where it comes back to from a start 5 degrees
+        further; from 5 degrees nearer the truth it does not, so there is
+        no answer there, and ECC on the detail energy lines it up."""
+        pair = _phase_set_pair(generated_maps, 8102, 19)
+        result, error = _answer(pair, "ORB")
+        assert error <= 0.015
+        monkeypatch.setattr(moon_pipeline, "ECC_PROBE_SIDES", (1.0,))
+        result, error = _answer(pair, "ORB")
+        assert result.extras["estimator"] == "ecc"
+        assert error > 0.05
 
 
 class TestEccOnTheSphere:
@@ -1865,6 +1883,24 @@ class TestLitSide:
         assert error() <= 0.02
         monkeypatch.setattr(moon_pipeline, "ECC_MAX_SCALE", 1.0)
         assert error() <= 0.02
+
+    @pytest.mark.parametrize("seed, index, algorithm", [(8102, 14, "ORB"), (7001, 2, "SIFT")])
+    def test_a_few_matches_on_the_lit_sides_guide_are_checked_by_ecc(
+        self, generated_maps, monkeypatch, seed, index, algorithm,
+    ):
+        """Made-up maps' phase sets (phases 120 and 92): the lit side's
+        guided matching answers on 6 inliers along the sliver, 4.9% and
+        3.2% of the side off; ECC from the same turn lines the disks up
+        within 1.2%, and is taken."""
+        pair = _phase_set_pair(generated_maps, seed, index)
+        result, error = _answer(pair, algorithm)
+        assert result.extras["estimator"] == "ecc"
+        assert error <= 0.012
+        monkeypatch.setattr(moon_pipeline, "LIT_SECOND_OPINION_INLIERS", 0)
+        result, error = _answer(pair, algorithm)
+        assert result.extras["estimator"] == "similarity"
+        assert result.inliers < 10
+        assert error > 0.03
 
 
 @pytest.mark.parametrize("algorithm", AVAILABLE)

@@ -929,15 +929,23 @@ ECC_MIN_CORRELATION = 0.3
 # along the lit limb (2.2-5.5% of the diameter off, at correlations of
 # 0.5-0.76 as the right answers had).
 ECC_RIGID = True
-# An ECC answer must be found again from a start turned ECC_PROBE_DEG
-# away, or from the lit side's rotation when ECC started from the polar
-# correlation's point near it: on a flat correlation ECC stops wherever it
-# starts (a crescent 13 degrees off at a correlation of 0.58 from that
-# point, 5 degrees off from the lit side's rotation). Both answers within
-# ECC_PROBE_AGREE of the radius of each other over the rim; where the
-# probe ran on the phase set and the second generator they agreed within
-# 0.0006 or differed by 0.045.
+# An ECC answer must be found again from starts turned ECC_PROBE_DEG away
+# either side, or from the lit side's rotation when ECC started from the
+# polar correlation's point near it: on a flat correlation ECC stops
+# wherever it starts (a crescent 13 degrees off at a correlation of 0.58
+# from that point, 5 degrees off from the lit side's rotation). The
+# answers within ECC_PROBE_AGREE of the radius of each other over the rim;
+# where the probe ran on the phase set and the second generator they
+# agreed within 0.0006 or differed by 0.045. Probed on one side only, a
+# crescent whose polar rotation was 13 degrees off was lined up 12 degrees
+# off (5.8% of the side): from 5 degrees further it came back there, from
+# 5 degrees nearer the truth it did not. The basin is settled on the
+# coarse blur: the probes stop there (ECC_PROBE_SIGMAS) and are compared
+# with the answer's own coarse stage (against probes run to the fine blur,
+# no answer of 2,100 changed).
 ECC_PROBE_DEG = 5.0
+ECC_PROBE_SIDES = (1.0, -1.0)
+ECC_PROBE_SIGMAS = ECC_SIGMAS[:1]
 ECC_PROBE_AGREE = 0.02
 # Last of all, the same on the disks' detail energy (|detail above a blur
 # of DETAIL_SIGMAS[0] px|, blurred by DETAIL_SIGMAS[1] px), where a crater
@@ -963,6 +971,12 @@ LIT_MIN = 0.3
 LIT_AGREE = 0.7
 LIT_WINDOW_DEG = 20.0
 LIT_MIN_INLIERS = 6
+# Those matches on fewer than LIT_SECOND_OPINION_INLIERS inliers are weak
+# evidence: along a crescent's sliver, 6-9 of them were 2.1-6.4% of the
+# side off where ECC from the same turn lined the disks up within 1%. ECC
+# is asked then, and its answer, when it stands, is taken (README,
+# "Pipelines").
+LIT_SECOND_OPINION_INLIERS = 15
 
 
 def _polar_rotation(user_work, user_mask, model_work, model_mask, radius, near=None):
@@ -1158,16 +1172,16 @@ def _ecc(
     two normalised disks (affine, or turn and shift only when ``rigid``,
     started from the polar rotation), or None when it does not converge,
     correlates too little, turns away from the polar rotation, is
-    implausible, or is not found again from a start ECC_PROBE_DEG away
-    (or from the rotation ``probe``, when given).
+    implausible, or is not found again from starts ECC_PROBE_DEG away
+    either side (or from the rotation ``probe``, when given).
     Measured on whole phone photos where ORB's few keypoints failed:
     0.8-1.4% of the Moon's diameter, correlation 0.41-0.91 on real pairs
     against 0.09 for a disk of noise."""
     motion = cv2.MOTION_EUCLIDEAN if rigid and ECC_RIGID else cv2.MOTION_AFFINE
-    found = _ecc_from(user_work, user_mask, model_work, model_mask, rotation, centre, motion)
-    if found is None:
+    stages = _ecc_stages(user_work, user_mask, model_work, model_mask, rotation, centre, motion, ECC_SIGMAS)
+    if stages is None:
         return None
-    warp, correlation = found
+    warp, correlation = stages[-1]
     turned = np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))
     if (
         correlation < min_correlation
@@ -1175,17 +1189,21 @@ def _ecc(
         or not _plausible(warp, centre, radius)
     ):
         return None
-    start = rotation + ECC_PROBE_DEG if probe is None else probe
-    again = _ecc_from(user_work, user_mask, model_work, model_mask, start, centre, motion)
-    if again is None or _largest_shift(warp, again[0], centre, radius) > ECC_PROBE_AGREE * radius:
-        return None
+    starts = [rotation + side * ECC_PROBE_DEG for side in ECC_PROBE_SIDES] if probe is None else [probe]
+    # The probes stop where ECC_PROBE_SIGMAS ends and are compared with
+    # this answer at the same blur.
+    reached = stages[len(ECC_PROBE_SIGMAS) - 1][0]
+    for start in starts:
+        again = _ecc_stages(user_work, user_mask, model_work, model_mask, start, centre, motion, ECC_PROBE_SIGMAS)
+        if again is None or _largest_shift(reached, again[-1][0], centre, radius) > ECC_PROBE_AGREE * radius:
+            return None
     return warp, float(correlation)
 
 
-def _ecc_from(user_work, user_mask, model_work, model_mask, rotation, centre, motion):
-    """(warp, correlation) of ECC with ``motion`` from ``rotation`` about
-    ``centre``, coarse to fine (ECC_SIGMAS), or None when it does not
-    converge."""
+def _ecc_stages(user_work, user_mask, model_work, model_mask, rotation, centre, motion, sigmas):
+    """[(warp, correlation) after each blur of ``sigmas``] of ECC with
+    ``motion`` from ``rotation`` about ``centre``, coarse to fine, or None
+    when it does not converge."""
     a = np.radians(rotation)
     turn = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
     turn[:2, 2] = centre - turn[:2, :2] @ centre
@@ -1202,15 +1220,17 @@ def _ecc_from(user_work, user_mask, model_work, model_mask, rotation, centre, mo
     matrix = (np.linalg.inv(unturn) @ np.linalg.inv(turn))[:2].astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-5)
     model_f, user_f = model_work.astype(np.float32), user_work.astype(np.float32)
-    for sigma in ECC_SIGMAS:
+    stages = []
+    for sigma in sigmas:
         template = cv2.GaussianBlur(model_f, (0, 0), sigma)
         moving = cv2.GaussianBlur(user_f, (0, 0), sigma)
         try:
             correlation, matrix = _find_transform_ecc(template, moving, model_mask, user_mask, matrix, motion, criteria)
         except cv2.error:
             return None
-    model_to_user = unturn @ np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(model_to_user), float(correlation)
+        model_to_user = unturn @ np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]])
+        stages.append((np.linalg.inv(model_to_user), float(correlation)))
+    return stages
 
 
 def _find_transform_ecc(template, moving, template_mask, moving_mask, matrix, motion, criteria):
@@ -1577,35 +1597,40 @@ def _solve(
                 found = _guided(user_kp, user_desc, model_kp, model_desc, norm, energy[2], centre, radius)
         if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
             found = None
-        lit_turn = None
+        lit_turn, lit_ecc = None, None
+        turn_only = bool(ecc and rigid is not None and rigid())
+        least = max(ECC_MIN_CORRELATION, ecc_least)
         if found is None and lit is not None:
             lit_rotation = lit()
             if lit_rotation is not None:
                 lit_turn, _ = _polar_rotation(user_work, user_mask, model_work, model_mask, radius, near=lit_rotation)
+                # Found again from the lit side's own rotation, unless the
+                # polar correlation hardly moved it.
+                probe = lit_rotation if abs(_turn_between(lit_rotation, lit_turn)) >= 2.0 else None
                 found = _guided(
                     user_kp, user_desc, model_kp, model_desc, norm, lit_turn, centre, radius, min_inliers=LIT_MIN_INLIERS
                 )
                 if found is not None and not _scale_fits(found[2], found[3].sum(), max_scale):
                     found = None
+                if found is not None and ecc and found[3].sum() < LIT_SECOND_OPINION_INLIERS:
+                    lit_ecc = _ecc(
+                        user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, least, turn_only, probe
+                    )
+                    if _ecc_fits(lit_ecc, max_scale, centre, radius):
+                        found = None
         if found is not None:
             src, dst, warp, inliers, estimator = found
             matched, guided = len(src), True
         else:
-            turn_only = bool(ecc and rigid is not None and rigid())
-            least = max(ECC_MIN_CORRELATION, ecc_least)
-            if ecc and peak >= POLAR_MIN_PEAK:
+            found, estimator = lit_ecc, "ecc"
+            if ecc and found is None and peak >= POLAR_MIN_PEAK:
                 found = _ecc(
                     user_work, user_mask, model_work, model_mask, rotation, centre, radius, least, rigid=turn_only
                 )
-                estimator = "ecc"
             if ecc and lit_turn is not None and not _ecc_fits(found, max_scale, centre, radius):
-                # Found again from the lit side's own rotation, unless the
-                # polar correlation hardly moved it.
-                probe = lit_rotation if abs(_turn_between(lit_rotation, lit_turn)) >= 2.0 else None
                 found = _ecc(
                     user_work, user_mask, model_work, model_mask, lit_turn, centre, radius, least, turn_only, probe
                 )
-                estimator = "ecc"
             if ecc and not _ecc_fits(found, max_scale, centre, radius):
                 found = _ecc_on_detail(
                     user_work, user_mask, model_work, model_mask, centre, radius, energy, turn_only,
