@@ -973,7 +973,7 @@ LIT_WINDOW_DEG = 20.0
 LIT_MIN_INLIERS = 6
 # Those matches on fewer than LIT_SECOND_OPINION_INLIERS inliers are weak
 # evidence: along a crescent's sliver, 6-9 of them were 2.1-6.4% of the
-# side off where ECC from the same turn lined the disks up within 1%. ECC
+# side off where ECC from the same turn lined the disks up within 1.5%. ECC
 # is asked then, and its answer, when it stands, is taken (README,
 # "Pipelines").
 LIT_SECOND_OPINION_INLIERS = 15
