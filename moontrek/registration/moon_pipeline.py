@@ -652,7 +652,7 @@ def normalise_disk(image, circle, radius=WORK_RADIUS, clip_share=0.0, unshaded=F
     # away from their edges, which are strong but match nothing.
     level = _median_level(grey[disk > 0])
     dark = ((grey < max(OCCLUDER_FRACTION * level, BLACK_LEVEL)) & (disk > 0)).astype(np.uint8)
-    if OCCLUDER_FRACTION > 0 and dark.any():
+    if dark.any():
         grow = max(1, int(round(0.015 * radius)))
         dark = cv2.dilate(dark, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         grey = np.where(dark > 0, np.float32(level), grey)
