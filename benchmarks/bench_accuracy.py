@@ -1,6 +1,6 @@
 """Accuracy and speed of the registration pipelines, side by side.
 
-Four sets, every algorithm with every pipeline on the same pairs:
+Five sets, every algorithm with every pipeline on the same pairs:
 
 - ``synthetic``: a broad set with known homographies (see
   :func:`moontrek.synthetic.make_benchmark_pairs`); success as for the demo
