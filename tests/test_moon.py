@@ -16,7 +16,9 @@ from moontrek.registration.errors import NoMoonError, RegistrationError
 from moontrek.registration.images import decode_image
 from moontrek.registration import moon
 from moontrek.registration.moon import Circle, find_moon
-from moontrek.synthetic import make_no_moon_scene, make_sky_scene, render_moon
+from moontrek.registration.engine import register_images
+from moontrek.registration.geometry import corner_error
+from moontrek.synthetic import make_benchmark_pairs, make_no_moon_scene, make_sky_scene, render_moon
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT = SHARED / "detect"
@@ -352,6 +354,36 @@ class TestDisksAgainstGlare:
         assert moon._drop_surface_features([crater, cut]) == [cut]
         whole = disk(1.0)
         assert moon._drop_surface_features([crater, whole]) == [crater, whole]
+
+    def test_a_whole_sharp_disk_holds_the_brighter_craters_inside_it(self):
+        """A whole disk standing out of its sky with a sharp limb contains
+        the small circles inside it however much more they score: a dim
+        Moon's bright crater rims, brightness counted squared, outscored it
+        four and a half times (`bench_accuracy.py --seed 9701`, synthetic
+        #1). A disk less than whole, or with a soft limb, still needs to be
+        a fair rival (half the inner circle's score)."""
+        crater = self._scored(410.0, 414.0, 63.0, 0.9, 0.66, 0.094, step=0.3)
+        disk = self._scored(471.0, 529.0, 432.0, 1.0, 0.74, 0.0212, step=0.247)
+        assert moon._drop_surface_features([crater, disk]) == [disk]
+        for coverage, step in ((0.7, 0.247), (1.0, 0.1)):
+            loose = self._scored(471.0, 529.0, 432.0, coverage, 0.74, 0.0212, step=step)
+            assert moon._drop_surface_features([crater, loose]) == [crater, loose]
+        # Larger than a crater (_CRATER of the disk's radius): a disk of its own.
+        lamp = self._scored(471.0, 529.0, 140.0, 0.9, 0.66, 0.094, step=0.3)
+        assert moon._drop_surface_features([lamp, disk]) == [lamp, disk]
+
+    def test_a_dim_moon_is_found_past_its_bright_craters_and_registers(self):
+        """The whole scene: a made-up Moon at twice the sky's level under a
+        purple cast and a gamma of 1.6, cut by the frame's right edge, its
+        crater rims the brightest things in it. find_moon took a crater 63
+        px across for the Moon, and every algorithm refused the pair that
+        the Moon-blind classic pipeline registered."""
+        pair = make_benchmark_pairs(2, 9701)[1]
+        height, width = pair.user.shape[:2]
+        found = find_moon(pair.user)
+        assert found.radius > 0.4 * min(height, width)
+        result = register_images(pair.user, pair.model, "ORB")
+        assert corner_error(result.homography, pair.expected, width, height) <= 0.03 * max(width, height)
 
     def test_a_container_stands_out_as_much_as_what_it_holds(self):
         """A circle inside a larger one is its surface feature only when the

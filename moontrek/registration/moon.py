@@ -1922,7 +1922,11 @@ def _drop_surface_features(candidates):
         for b in candidates:
             in_frame = max(b.in_frame, 0.5)
             b_score = b.score * (_FILLING_GAIN if b.filling else 1.0)
-            if b is a or b.r <= a.r or b_score / in_frame < _CONTAINER_SHARE * a_score:
+            if b is a or b.r <= a.r:
+                continue
+            if b_score / in_frame < _CONTAINER_SHARE * a_score and not (
+                a.r < _CRATER * b.r and _whole_sharp_disk(b)
+            ):
                 continue
             if b.contrast < _CONTAINER_CONTRAST * a.contrast:
                 continue
@@ -1941,6 +1945,19 @@ def _drop_surface_features(candidates):
         if not feature:
             kept.append(a)
     return kept or candidates
+
+
+def _whole_sharp_disk(c):
+    """Whether a circle is a whole disk standing out of its sky with a sharp
+    limb all round: such a disk contains the small circles inside it,
+    however they score. A dim Moon whose bright crater rims outscore it
+    (brightness counts squared) is no less a Moon for them."""
+    return (
+        c.score >= _MIN_SCORE
+        and c.coverage >= _WHOLE_COVERAGE
+        and c.contrast >= _STANDS_OUT_SHARP
+        and c.step >= _SHARP_STEP
+    )
 
 
 def _nested_in_glare(c, candidates):
