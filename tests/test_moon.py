@@ -368,9 +368,10 @@ class TestDisksAgainstGlare:
         for coverage, step in ((0.7, 0.247), (1.0, 0.1)):
             loose = self._scored(471.0, 529.0, 432.0, coverage, 0.74, 0.0212, step=step)
             assert moon._drop_surface_features([crater, loose]) == [crater, loose]
-        # Larger than a crater (_CRATER of the disk's radius): a disk of its own.
-        lamp = self._scored(471.0, 529.0, 140.0, 0.9, 0.66, 0.094, step=0.3)
-        assert moon._drop_surface_features([lamp, disk]) == [lamp, disk]
+        # Larger than a crater (_CRATER of the disk's radius), the same
+        # circle off the disk's centre still needs the disk a fair rival.
+        larger = self._scored(410.0, 414.0, 140.0, 0.9, 0.66, 0.094, step=0.3)
+        assert moon._drop_surface_features([larger, disk]) == [larger, disk]
 
     def test_a_dim_moon_is_found_past_its_bright_craters_and_registers(self):
         """The whole scene: a made-up Moon at twice the sky's level under a
@@ -384,6 +385,23 @@ class TestDisksAgainstGlare:
         assert found.radius > 0.4 * min(height, width)
         result = register_images(pair.user, pair.model, "ORB")
         assert corner_error(result.homography, pair.expected, width, height) <= 0.03 * max(width, height)
+
+    def test_a_small_disk_towards_a_larger_ones_rim_is_an_object_of_its_own(self):
+        """Circles are one object when one's centre lies inside the other,
+        but a small disk (under 0.3 of the radius) out towards a larger
+        one's rim (past half its radius from the centre) is a thing in
+        front of or beside it: a lamp's globe at the Moon's limb. A lamp's
+        core in its glare, or the Moon in its halo, shares the centre."""
+        moon_ = self._scored(1058.0, 542.0, 118.0, 0.51, 0.93, 0.116)
+        globe = self._scored(959.0, 515.0, 19.0, 1.0, 0.83, 0.714)
+        assert not moon._same_object(globe, moon_) and not moon._same_object(moon_, globe)
+        core = self._scored(1060.0, 540.0, 30.0, 1.0, 0.5, 0.5)
+        halo = self._scored(1058.0, 542.0, 150.0, 1.0, 0.3, 0.01)
+        assert moon._same_object(core, moon_) and moon._same_object(moon_, halo)
+        # Larger, or nearer the centre: a level or a lump of the same disk.
+        lump = self._scored(980.0, 530.0, 40.0, 0.5, 0.9, 0.1)
+        near = self._scored(1020.0, 530.0, 19.0, 1.0, 0.83, 0.714)
+        assert moon._same_object(lump, moon_) and moon._same_object(near, moon_)
 
     def test_a_container_stands_out_as_much_as_what_it_holds(self):
         """A circle inside a larger one is its surface feature only when the

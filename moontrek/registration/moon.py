@@ -93,6 +93,7 @@ _CONTAINER_CONTRAST = 0.9
 # found, nothing else changed.
 _ARC_SEEN = 0.25
 _CRATER = 0.3  # a crater's radius over its Moon's, at most (see _drop_surface_features)
+_OWN_CORE = 0.5  # a small disk this far out from a larger one's centre is an object of its own (_same_object)
 # A disk standing out of a dark sky (the ring around it falls this share of
 # the way to the sky, at least) has no twin in a circle whose ring falls less
 # than _TWIN_CONTRAST of that: a level of a lamp's glare. Measured on
@@ -2410,5 +2411,15 @@ def _alike_in_size(a, b):
 
 
 def _same_object(a, b):
-    """Whether two circles are one object: one's centre inside the other."""
-    return np.hypot(a.x - b.x, a.y - b.y) < max(a.r, b.r)
+    """Whether two circles are one object: one's centre inside the other,
+    unless the one inside is a small disk (under _CRATER of the other's
+    radius) towards the other's rim (beyond _OWN_CORE of its radius from
+    its centre): a lamp's globe in front of the Moon's limb is an object
+    of its own, not a level of the Moon (nor the Moon a level of the lamp,
+    passed over with it). A lamp's core in its glare, or the Moon inside
+    its halo, sits round the same centre."""
+    small, large = (a, b) if a.r < b.r else (b, a)
+    offset = np.hypot(a.x - b.x, a.y - b.y)
+    if small.r < _CRATER * large.r and offset > _OWN_CORE * large.r:
+        return False
+    return offset < large.r
