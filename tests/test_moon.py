@@ -389,12 +389,16 @@ class TestDisksAgainstGlare:
     def test_a_small_disk_towards_a_larger_ones_rim_is_an_object_of_its_own(self):
         """Circles are one object when one's centre lies inside the other,
         but a small disk (under 0.3 of the radius) out towards a larger
-        one's rim (past half its radius from the centre) is a thing in
-        front of or beside it: a lamp's globe at the Moon's limb. A lamp's
-        core in its glare, or the Moon in its halo, shares the centre."""
+        one's rim (past half its radius from the centre) that stands out of
+        what is round it is a thing in front of or beside it: a lamp's
+        globe at the Moon's limb. A crater there, with the Moon's surface
+        round it, is the Moon's; a lamp's core in its glare, or the Moon in
+        its halo, shares the centre."""
         moon_ = self._scored(1058.0, 542.0, 118.0, 0.51, 0.93, 0.116)
         globe = self._scored(959.0, 515.0, 19.0, 1.0, 0.83, 0.714)
         assert not moon._same_object(globe, moon_) and not moon._same_object(moon_, globe)
+        crater = self._scored(980.0, 530.0, 19.0, 0.5, 0.35, 0.1)
+        assert moon._same_object(crater, moon_)
         core = self._scored(1060.0, 540.0, 30.0, 1.0, 0.5, 0.5)
         halo = self._scored(1058.0, 542.0, 150.0, 1.0, 0.3, 0.01)
         assert moon._same_object(core, moon_) and moon._same_object(moon_, halo)

@@ -2414,12 +2414,14 @@ def _same_object(a, b):
     """Whether two circles are one object: one's centre inside the other,
     unless the one inside is a small disk (under _CRATER of the other's
     radius) towards the other's rim (beyond _OWN_CORE of its radius from
-    its centre): a lamp's globe in front of the Moon's limb is an object
-    of its own, not a level of the Moon (nor the Moon a level of the lamp,
-    passed over with it). A lamp's core in its glare, or the Moon inside
-    its halo, sits round the same centre."""
+    its centre) that stands out of what is round it (_STANDS_OUT_SHARP): a
+    lamp's globe in front of the Moon's limb (0.83) is an object of its
+    own, not a level of the Moon (nor the Moon a level of the lamp, passed
+    over with it). A crater there has the Moon's surface round it
+    (0.31-0.38) and stays the Moon's; a lamp's core in its glare, or the
+    Moon inside its halo, sits round the same centre."""
     small, large = (a, b) if a.r < b.r else (b, a)
     offset = np.hypot(a.x - b.x, a.y - b.y)
-    if small.r < _CRATER * large.r and offset > _OWN_CORE * large.r:
+    if small.r < _CRATER * large.r and offset > _OWN_CORE * large.r and small.contrast >= _STANDS_OUT_SHARP:
         return False
     return offset < large.r
