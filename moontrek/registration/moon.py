@@ -1914,7 +1914,7 @@ def _drop_surface_features(candidates):
         # bright patch has the surface round it, not the sky.
         a_in_frame = max(a.in_frame, 0.5)
         a_score = a.score
-        if a.contrast >= _STANDS_OUT_SHARP and a.step >= _SHARP_STEP:
+        if _sharp_limbed(a):
             a_score /= a_in_frame
         # Both limbs over their rims in the frame: a disk cut by the frame
         # inside a looser circle round it and its halo, both cut, shows no
@@ -1925,14 +1925,16 @@ def _drop_surface_features(candidates):
             b_score = b.score * (_FILLING_GAIN if b.filling else 1.0)
             if b is a or b.r <= a.r:
                 continue
-            if b_score / in_frame < _CONTAINER_SHARE * a_score and not (
-                a.r < _CRATER * b.r and _whole_sharp_disk(b)
-            ):
+            sharp_arc = b.score >= _MIN_SCORE and _sharp_limbed(b)
+            # A whole such disk contains the small circles inside it however
+            # they score: a dim Moon's bright crater rims (brightness counts
+            # squared) outscored it four and a half times.
+            whole_sharp = sharp_arc and b.coverage >= _WHOLE_COVERAGE
+            if b_score / in_frame < _CONTAINER_SHARE * a_score and not (whole_sharp and a.r < _CRATER * b.r):
                 continue
             if b.contrast < _CONTAINER_CONTRAST * a.contrast:
                 continue
             seen = b.coverage / in_frame
-            sharp_arc = b.score >= _MIN_SCORE and b.contrast >= _STANDS_OUT_SHARP and b.step >= _SHARP_STEP
             if seen < 0.4 and not (sharp_arc and seen >= _ARC_SEEN):
                 continue
             if seen < a_seen + 0.05 and not (sharp_arc and a.r < _CRATER * b.r):
@@ -1948,17 +1950,10 @@ def _drop_surface_features(candidates):
     return kept or candidates
 
 
-def _whole_sharp_disk(c):
-    """Whether a circle is a whole disk standing out of its sky with a sharp
-    limb all round: such a disk contains the small circles inside it,
-    however they score. A dim Moon whose bright crater rims outscore it
-    (brightness counts squared) is no less a Moon for them."""
-    return (
-        c.score >= _MIN_SCORE
-        and c.coverage >= _WHOLE_COVERAGE
-        and c.contrast >= _STANDS_OUT_SHARP
-        and c.step >= _SHARP_STEP
-    )
+def _sharp_limbed(c):
+    """Whether a circle stands out of its sky (_STANDS_OUT_SHARP) with a
+    sharp limb (_SHARP_STEP)."""
+    return c.contrast >= _STANDS_OUT_SHARP and c.step >= _SHARP_STEP
 
 
 def _nested_in_glare(c, candidates):
@@ -2120,7 +2115,7 @@ def _choose(candidates, scene):
         if best.r >= _TWIN_MIN_RADIUS * min(scene.smooth.shape):
             if best.contrast >= _STANDS_OUT:
                 twin = _TWIN_CONTRAST * best.contrast
-            elif best.contrast >= _STANDS_OUT_SHARP and best.step >= _SHARP_STEP:
+            elif _sharp_limbed(best):
                 twin = _SHARP_TWIN * best.contrast
         textured = _surface(scene, best) >= _MOON_SURFACE
         for c in whole:
