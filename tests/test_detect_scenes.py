@@ -1165,6 +1165,30 @@ def test_moon_above_a_sodium_lamp_head_is_no_lamp_on_its_post():
     assert_within(find_moon(image), truth)
 
 
+def test_a_lamp_head_at_a_crescents_dark_limb_is_no_light_the_circle_runs_along():
+    """A lamp's elliptic head, its post unseen, in front of a thick
+    crescent's dark limb lit a 45 degree arc of the crescent's circle 0.39
+    of the radius deep, past that arc's chord: every circle of the Moon was
+    taken for one fitted along the side of a light, and the photo had no
+    Moon (second generator, seed 71144). The crescent's own lit limb runs
+    round 165 degrees of it (_SIDE_DISK_LIMB)."""
+    image, truth = second_generator_scene(71144)
+    assert_within(find_moon(image), truth)
+    assert_within(_find_moon_fast(image), truth)
+
+
+def test_a_blown_out_moon_above_a_blown_out_lamp_head_is_no_lamp_on_its_post():
+    """A day Moon blown out, a street lamp's elliptic head (blown out too)
+    on its post at the Moon's lower limb: a head of its own must be brighter
+    than the disk, which no head is when both are white, so the Moon's
+    circles stood on that post and only a lesser circle 15% too small was
+    left (second generator, seed 97098)."""
+    image, truth = second_generator_scene(97098)
+    for found in (find_moon(image), _find_moon_fast(image)):
+        assert_within(found, truth)
+        assert abs(found.radius - truth[2]) <= 0.1 * truth[2]
+
+
 @pytest.mark.parametrize("seed", [20027, 30009])
 def test_sky_lit_by_a_city_is_no_moon_larger_than_its_frame(seed):
     """A city's glow above trees or roofs, brightening down to the

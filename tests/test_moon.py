@@ -508,6 +508,13 @@ class TestDisksAgainstGlare:
             head = sky.copy()
             cv2.ellipse(head, centre, axes, 0, 0, 360, 230, -1)
             assert judged(head)
+        # A lamp's head in front of a thick crescent's dark limb lights a
+        # short arc of the crescent's circle, deep past its chord; the
+        # crescent's own lit limb, over half the round, makes it a disk.
+        head = sky.copy()
+        cv2.ellipse(head, (200, 134), (30, 16), 0, 0, 360, 230, -1)
+        assert judged(head)
+        assert not judged(np.maximum(crescent, head))
 
     def test_a_circle_the_frame_cuts_is_judged_by_the_arcs_it_keeps_whole(self):
         """A pair of headlights at the frame's foot, a circle through their

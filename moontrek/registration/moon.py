@@ -469,6 +469,12 @@ _MIN_ANY_COVERAGE = 0.2
 # lost one blown-out day Moon it had found through the circle of its halo,
 # which the disk fills only the top of.
 _SIDE_SPAN = 130.0
+# Nor is a circle judged whose limb is lit from within over an arc of
+# _SIDE_DISK_LIMB degrees or more: that arc is a disk's, and a light lit
+# from its limb elsewhere is in front of the disk (a lamp's head at a thick
+# crescent's dark limb, its own lit limb 165 degrees: second generator
+# 71144). No other circle on the cached sets changed.
+_SIDE_DISK_LIMB = 150.0
 _SIDE_START = 0.15
 _SIDE_PAST_CHORD = 0.15
 # ...or _SIDE_PAST_CHORD_UNBENT past it over an arc of at least
@@ -521,9 +527,13 @@ _POST_DEPTH = 0.02
 # scene: a head of radius 0.08 r, 0.78 r below the centre, 70 grey levels
 # brighter than the disk). Small, blown out (_FLAT_BRIGHT: a sodium head
 # under the Moon read under 230, second generator alt_0/38), brighter than
-# the disk (a lamp's own globe is the brightest thing on its post) and
-# below its centre: the globe's core and levels of its glare are round its
-# centre.
+# the disk (a lamp's own globe is the brightest thing on its post) unless
+# the disk is blown out itself (_BLOWN_OUT: a white day Moon over a white
+# head, second generator 97098) and the head is apart from it, the way to
+# it running from the lit disk into something darker (_dark_between: a
+# circle through the top of a blown-out elliptic head had the head's own
+# middle below it, second generator 5023), and below its centre: the globe's core and levels of its
+# glare are round its centre.
 # From 0.5 r: a head in front of the lower limb merges with the bright
 # surface beside it into a blob that reads higher than the head, and the
 # head pulls the disk's circle down (tests' scene 0, 0.58 r; no change on
@@ -1119,12 +1129,31 @@ def _post_of_a_head(scene, c, line, lean):
     for o in scene.lights or ():
         if (
             o.r <= _HEAD_SIZE * c.r
-            and o.inside >= max(_FLAT_BRIGHT, c.inside + _HEAD_BRIGHTER)
+            and o.inside >= max(_FLAT_BRIGHT, min(c.inside + _HEAD_BRIGHTER, _BLOWN_OUT))
             and _HEAD_BELOW[0] * c.r <= o.y - c.y <= _HEAD_BELOW[1] * c.r
             and abs(o.x - c.x - np.polyval(line, o.y)) <= lean + o.r
+            and (o.inside >= c.inside + _HEAD_BRIGHTER or _dark_between(scene, c, o))
         ):
             return True
     return False
+
+
+def _dark_between(scene, c, o):
+    """Whether the way from the disk's centre to the rim of ``o`` runs from
+    the lit disk into something darker (under half way from the ring round
+    the disk to its limb): ``o`` is a light apart from the disk, not a part
+    of it. A circle through the top of a blown-out elliptic head has its
+    centre in the head's glare and the head's own middle below it: that way
+    runs from dark into light only."""
+    distance = float(np.hypot(o.x - c.x, o.y - c.y))
+    if distance <= o.r:
+        return False
+    t = np.linspace(0.0, 1.0 - o.r / distance, 32)
+    values = _sample(scene.smooth_f, c.x + t * (o.x - c.x), c.y + t * (o.y - c.y))
+    with np.errstate(invalid="ignore"):
+        lit = values >= c.outside + 0.5 * (c.inside - c.outside)
+        dark = values < c.outside + 0.5 * (c.inside - c.outside)
+    return bool(lit.any() and dark[int(np.argmax(lit)) :].any())
 
 
 def _post_under(scene, c, rows, above, offsets, profile, light=False):
@@ -1302,9 +1331,15 @@ def _side_of_a_light(scene, c):
         near_cut |= np.roll(cut, shift)
     gaps = np.diff(np.append(shown, shown[0] + bins)) - 1
     breaks = np.flatnonzero(gaps > _SIDE_GAP)
+    runs = []
     for k, end in enumerate(breaks):
         start = shown[(breaks[k - 1] + 1) % len(shown)]
-        run = (start + np.arange((shown[end] - start) % bins + 1)) % bins
+        runs.append((start + np.arange((shown[end] - start) % bins + 1)) % bins)
+    # A circle lit from its limb over half its round or more is a disk's:
+    # a lamp in front of a gibbous Moon lights a short arc of it as well.
+    if any(from_limb[run].sum() * 360.0 / bins >= _SIDE_DISK_LIMB for run in runs):
+        return False
+    for run in runs:
         if len(run) * 360.0 / bins > _SIDE_SPAN:
             continue
         if near_cut[run].any():
