@@ -473,7 +473,9 @@ _SIDE_SPAN = 130.0
 # _SIDE_DISK_LIMB degrees or more: that arc is a disk's, and a light lit
 # from its limb elsewhere is in front of the disk (a lamp's head at a thick
 # crescent's dark limb, its own lit limb 165 degrees: second generator
-# 71144). No other circle on the cached sets changed.
+# 71144). Alone it lost a blown-out Moon over a lamp head (97098, whose
+# circles had been "side" for that head and then stood on its post), which
+# the head rule of _post_of_a_head (_dark_between) keeps.
 _SIDE_DISK_LIMB = 150.0
 _SIDE_START = 0.15
 _SIDE_PAST_CHORD = 0.15
@@ -532,8 +534,8 @@ _POST_DEPTH = 0.02
 # head, second generator 97098) and the head is apart from it, the way to
 # it running from the lit disk into something darker (_dark_between: a
 # circle through the top of a blown-out elliptic head had the head's own
-# middle below it, second generator 5023), and below its centre: the globe's core and levels of its
-# glare are round its centre.
+# middle below it, second generator 5023), and below its centre: the
+# globe's core and levels of its glare are round its centre.
 # From 0.5 r: a head in front of the lower limb merges with the bright
 # surface beside it into a blob that reads higher than the head, and the
 # head pulls the disk's circle down (tests' scene 0, 0.58 r; no change on
@@ -1335,8 +1337,8 @@ def _side_of_a_light(scene, c):
     for k, end in enumerate(breaks):
         start = shown[(breaks[k - 1] + 1) % len(shown)]
         runs.append((start + np.arange((shown[end] - start) % bins + 1)) % bins)
-    # A circle lit from its limb over half its round or more is a disk's:
-    # a lamp in front of a gibbous Moon lights a short arc of it as well.
+    # A circle lit from its limb over _SIDE_DISK_LIMB in one arc is a
+    # disk's: a lamp in front of its dark limb lights a short arc as well.
     if any(from_limb[run].sum() * 360.0 / bins >= _SIDE_DISK_LIMB for run in runs):
         return False
     for run in runs:
