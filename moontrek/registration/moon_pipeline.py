@@ -159,9 +159,10 @@ RETRY_MIN_INLIERS = 8
 # are blown out white), photo-render 38 / 39 / 40 / 38 -> 40 each; phase
 # sets +1 to +4 an algorithm; no answer made wrong (README, "Pipelines").
 # SURF as SIFT's companion answered a made-up crescent 3.9% off on 8.
-# Not for a disk OVEREXPOSED_SHARE blown out: the companion found nothing
-# on any (those it answered were 0.48-0.74 blown out), and it would have
-# doubled or tripled such a refusal's cost.
+# A disk OVEREXPOSED_SHARE blown out is asked at the working radius only:
+# a small full Moon's few maria matched SIFT's keypoints where AKAZE's and
+# SURF's were too few (phone set seed 9907 #5, shared maps), while the
+# finer canvas's chain tripled a refused white disk's cost.
 # SIFT's matches answer from 6 inliers, as SIFT's own do (MIN_INLIERS):
 # phase sets (bench_accuracy --phase 40; shared maps seeds 1206 and 4404,
 # made-up maps seeds 1206, 3 and 9), ORB / AKAZE / BRISK / SURF refused
@@ -1997,12 +1998,14 @@ def _register_disk(user_side, model_side, algorithm, finer=True, companion=False
         )
     except (NotEnoughKeypointsError, HomographyNotFoundError) as failure:
         features = _companion(algorithm) if companion else None
-        if features is None or user_side.blown_out >= OVEREXPOSED_SHARE:
-            # Nothing of a disk white all over is left for any detector.
+        if features is None:
             raise
+        # A disk white all over keeps a few maria at most, which the
+        # working canvas shows as well as a finer one (see COMPANION_MIN_INLIERS).
         try:
             radius, (solved, user_features, model_features) = _solve_disk(
-                user_side, model_side, features, max_scale, finer, ecc=False
+                user_side, model_side, features, max_scale,
+                finer and user_side.blown_out < OVEREXPOSED_SHARE, ecc=False,
             )
         except (NotEnoughKeypointsError, HomographyNotFoundError):
             raise failure from None
