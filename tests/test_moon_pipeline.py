@@ -313,6 +313,17 @@ class TestOverExposed:
         side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(image), circle)
         assert moon_pipeline._blown_out_share(side) == 0.0
 
+    def test_blown_out_share_counts_the_disk_in_the_frame(self, model):
+        """A white disk the frame cuts is white all over where it shows:
+        the black off the frame is no part of it, and the refusal says the
+        photo is over-exposed (it read 0.86 and said nothing of it)."""
+        image = np.full((1200, 1600, 3), 20, np.uint8)
+        cv2.circle(image, (1540, 600), 150, (255, 255, 255), -1, cv2.LINE_AA)
+        side = moon_pipeline.DiskSide(moon_pipeline._Pyramid(image), moon_pipeline.Circle(1540, 600, 150))
+        assert moon_pipeline._blown_out_share(side) >= 0.97
+        with pytest.raises(NotEnoughKeypointsError, match="over-exposed"):
+            register_images(image, model, "ORB", pipeline="moon")
+
     def test_clip_share_flattens_the_brightest_share(self, model):
         """With clip_share 0.3 the brightest 30% of the disk loses most of
         its detail; the rest keeps it."""

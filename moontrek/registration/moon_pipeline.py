@@ -1497,10 +1497,20 @@ def register_disks(user, model, algorithm, user_circle, model_circle):
 
 def _blown_out_share(side):
     """The share of ``side``'s disk blown out (every channel clipped), on a
-    small resampled copy."""
+    small resampled copy, over the part of the disk in the frame: a white
+    disk the frame cuts is as over-exposed as a whole one (the black off
+    the frame had read as a fifth of it unclipped)."""
     transform, size = _crop_transform(side.circle, BLOWN_OUT_RADIUS)
     canvas = _resample(side.pyramid, transform, size)
     disk = _canvas_masks(size, BLOWN_OUT_RADIUS)[0] > 0
+    height, width = side.pyramid.levels[0].shape[:2]
+    # Where cv2.warpAffine read each canvas column and row in the image (the
+    # transform only scales and shifts).
+    centres = (np.arange(size) - transform[:2, 2][:, None]) / transform[0, 0]
+    disk &= ((centres[1] >= -0.5) & (centres[1] <= height - 0.5))[:, None]
+    disk &= ((centres[0] >= -0.5) & (centres[0] <= width - 0.5))[None, :]
+    if not disk.any():
+        return 0.0
     grey = canvas.min(axis=2) if canvas.ndim == 3 else canvas
     return float(np.mean(grey[disk] >= BLOWN_OUT_LEVEL))
 
