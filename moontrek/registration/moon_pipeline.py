@@ -1499,7 +1499,7 @@ def _blown_out_share(side):
     """The share of ``side``'s disk blown out (every channel clipped), on a
     small resampled copy, over the part of the disk in the frame: a white
     disk the frame cuts is as over-exposed as a whole one (the black off
-    the frame had read as a fifth of it unclipped)."""
+    the frame had counted as unclipped)."""
     transform, size = _crop_transform(side.circle, BLOWN_OUT_RADIUS)
     canvas = _resample(side.pyramid, transform, size)
     disk = _canvas_masks(size, BLOWN_OUT_RADIUS)[0] > 0
