@@ -510,7 +510,7 @@ class TestDisksAgainstGlare:
             assert judged(head)
         # A lamp's head in front of a thick crescent's dark limb lights a
         # short arc of the crescent's circle, deep past its chord; the
-        # crescent's own lit limb, over half the round, makes it a disk.
+        # crescent's own lit limb, over _SIDE_DISK_LIMB, makes it a disk.
         head = sky.copy()
         cv2.ellipse(head, (200, 134), (30, 16), 0, 0, 360, 230, -1)
         assert judged(head)

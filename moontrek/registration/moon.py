@@ -529,13 +529,14 @@ _POST_DEPTH = 0.02
 # scene: a head of radius 0.08 r, 0.78 r below the centre, 70 grey levels
 # brighter than the disk). Small, blown out (_FLAT_BRIGHT: a sodium head
 # under the Moon read under 230, second generator alt_0/38), brighter than
-# the disk (a lamp's own globe is the brightest thing on its post) unless
-# the disk is blown out itself (_BLOWN_OUT: a white day Moon over a white
-# head, second generator 97098) and the head is apart from it, the way to
-# it running from the lit disk into something darker (_dark_between: a
-# circle through the top of a blown-out elliptic head had the head's own
-# middle below it, second generator 5023), and below its centre: the
-# globe's core and levels of its glare are round its centre.
+# the disk (a lamp's own globe is the brightest thing on its post) or,
+# blown out itself (_BLOWN_OUT) but not that much brighter than the disk
+# (a white day Moon over a white head, second generator 97098), apart from
+# it, the way to it running from the lit disk into something darker
+# (_dark_between: a circle through the top of a blown-out elliptic head
+# had the head's own middle below it, second generator 5023), and below
+# its centre: the globe's core and levels of its glare are round its
+# centre.
 # From 0.5 r: a head in front of the lower limb merges with the bright
 # surface beside it into a blob that reads higher than the head, and the
 # head pulls the disk's circle down (tests' scene 0, 0.58 r; no change on
@@ -1131,10 +1132,12 @@ def _post_of_a_head(scene, c, line, lean):
     for o in scene.lights or ():
         if (
             o.r <= _HEAD_SIZE * c.r
-            and o.inside >= max(_FLAT_BRIGHT, min(c.inside + _HEAD_BRIGHTER, _BLOWN_OUT))
             and _HEAD_BELOW[0] * c.r <= o.y - c.y <= _HEAD_BELOW[1] * c.r
             and abs(o.x - c.x - np.polyval(line, o.y)) <= lean + o.r
-            and (o.inside >= c.inside + _HEAD_BRIGHTER or _dark_between(scene, c, o))
+            and (
+                o.inside >= max(_FLAT_BRIGHT, c.inside + _HEAD_BRIGHTER)
+                or (o.inside >= _BLOWN_OUT and _dark_between(scene, c, o))
+            )
         ):
             return True
     return False
@@ -1152,9 +1155,10 @@ def _dark_between(scene, c, o):
         return False
     t = np.linspace(0.0, 1.0 - o.r / distance, 32)
     values = _sample(scene.smooth_f, c.x + t * (o.x - c.x), c.y + t * (o.y - c.y))
+    level = c.outside + 0.5 * (c.inside - c.outside)
     with np.errstate(invalid="ignore"):
-        lit = values >= c.outside + 0.5 * (c.inside - c.outside)
-        dark = values < c.outside + 0.5 * (c.inside - c.outside)
+        lit = values >= level
+        dark = values < level
     return bool(lit.any() and dark[int(np.argmax(lit)) :].any())
 
 
