@@ -882,12 +882,14 @@ class TestCompanionFeatures:
 
     def test_a_disk_white_all_over_is_asked_of_the_companion_too(self, model, monkeypatch):
         """What maria are left on it may be matched by one detector and not
-        another (see the next test); a refusal keeps its own failure."""
+        another (see the next test), at the working radius: the finer
+        canvas's chain cost a refused white disk 1-3 s. A refusal keeps its
+        own failure."""
         pair = photo(model, angle=35.0, scale=0.8)
         asked = []
 
         def own_fails(user_side, model_side, algorithm, max_scale, finer, ecc=True):
-            asked.append(algorithm.name)
+            asked.append((algorithm.name, finer))
             raise NotEnoughKeypointsError()
 
         monkeypatch.setattr(moon_pipeline, "_solve_disk", own_fails)
@@ -895,7 +897,7 @@ class TestCompanionFeatures:
         monkeypatch.setattr(moon_pipeline, "_other_disks", lambda pyramid, tried: [])
         with pytest.raises(NotEnoughKeypointsError):
             register_images(pair.user, model, "ORB", pipeline="moon")
-        assert asked == ["ORB", "SIFT"]
+        assert asked == [("ORB", True), ("SIFT", False)]
 
     @pytest.mark.parametrize("algorithm", ["AKAZE", "SURF"])
     def test_a_full_moon_blown_out_but_for_a_few_maria(self, algorithm):

@@ -1011,6 +1011,20 @@ def _polar_rotation(user_work, user_mask, model_work, model_mask, radius, near=N
     return (peak + offset) % 360.0, height
 
 
+def _canvas_in_frame(side, transform, size):
+    """(columns, rows) of a canvas _resample made from ``side`` by
+    ``transform`` (which only scales and shifts): whether each was read
+    from inside the image, not from the black beyond its edge."""
+    height, width = side.pyramid.levels[0].shape[:2]
+    inverse = np.linalg.inv(transform)
+    steps = np.arange(size, dtype=np.float64)
+    inside = []
+    for axis, side_length in ((0, width), (1, height)):
+        source = inverse[axis, axis] * steps + inverse[axis, 2]
+        inside.append((source >= 0) & (source <= side_length - 1))
+    return tuple(inside)
+
+
 def _lit_direction(side):
     """(direction in degrees, in image coordinates, of the disk's brightness
     centroid from its centre; its distance over the radius), on a copy of
@@ -1020,18 +1034,12 @@ def _lit_direction(side):
     floor (a day Moon's unlit part is the sky's brightness)."""
     transform, size = _crop_transform(side.circle, LIT_RADIUS)
     grey = _grey(_resample(side.pyramid, transform, size))
-    height, width = side.pyramid.levels[0].shape[:2]
     steps = np.arange(size, dtype=np.float64)
     centre = size / 2.0
     mirrored = 2.0 * centre - steps
-    inverse = np.linalg.inv(transform)
     twin = np.clip(np.round(mirrored).astype(int), 0, size - 1)
-    seen = []
-    for axis, side_length in ((0, width), (1, height)):
-        source = inverse[axis, axis] * steps + inverse[axis, 2]
-        inside = (source >= 0) & (source <= side_length - 1)
-        # A mirror image off the canvas lies off the disk too.
-        seen.append(inside & inside[twin] & (mirrored <= size - 1))
+    # A mirror image off the canvas lies off the disk too.
+    seen = [inside & inside[twin] & (mirrored <= size - 1) for inside in _canvas_in_frame(side, transform, size)]
     dx, dy = np.meshgrid(steps - centre, steps - centre)
     disk = dx * dx + dy * dy <= (MASK_FRACTION * LIT_RADIUS) ** 2
     mask = disk & seen[0][None, :] & seen[1][:, None]
@@ -1502,13 +1510,8 @@ def _blown_out_share(side):
     the frame had counted as unclipped)."""
     transform, size = _crop_transform(side.circle, BLOWN_OUT_RADIUS)
     canvas = _resample(side.pyramid, transform, size)
-    disk = _canvas_masks(size, BLOWN_OUT_RADIUS)[0] > 0
-    height, width = side.pyramid.levels[0].shape[:2]
-    # Where cv2.warpAffine read each canvas column and row in the image (the
-    # transform only scales and shifts).
-    centres = (np.arange(size) - transform[:2, 2][:, None]) / transform[0, 0]
-    disk &= ((centres[1] >= -0.5) & (centres[1] <= height - 0.5))[:, None]
-    disk &= ((centres[0] >= -0.5) & (centres[0] <= width - 0.5))[None, :]
+    columns, rows = _canvas_in_frame(side, transform, size)
+    disk = (_canvas_masks(size, BLOWN_OUT_RADIUS)[0] > 0) & rows[:, None] & columns[None, :]
     if not disk.any():
         return 0.0
     grey = canvas.min(axis=2) if canvas.ndim == 3 else canvas
