@@ -758,6 +758,18 @@ class TestTreelineAtDusk:
         image, _ = make_treeline_at_dusk(seed)
         assert_refused(image)
 
+    def test_sky_over_trees_with_little_of_the_limb_in_the_rings_is_no_moon(self):
+        """The second generator's Moon-less scene 73147 (bare trees under a
+        city's glow): a circle of radius 1088 in a 1882 px wide frame fits
+        the treeline, its sides off the frame, the glow running on inside
+        and out over its top. Its rings cross the limb in two directions
+        only (the crowns' gaps take the rest), and three were asked before
+        the open sky was weighed against it (_OPEN_LIMB)."""
+        image, truth = second_generator_scene(73147)
+        assert truth is None
+        with pytest.raises(NoMoonError):
+            find_moon(image)
+
     @pytest.mark.parametrize("seed", range(4))
     def test_moon_above_a_treeline(self, seed):
         """The sky in the gaps between the crowns makes circles the Moon's
