@@ -758,11 +758,12 @@ class TestWeakAnswersTakeTheLimbsScale:
         with it in, ECC asked of the lit side's weak matches
         (LIT_SECOND_OPINION_INLIERS) answers within 1.8%. The few inliers
         are those of the canvases with the black side in, taken as they
-        come."""
+        come (LIT_ALONE_MIN_INLIERS off: under it they answer no more)."""
         pair = _phase_set_pair(generated_maps, seed, index)
         assert _answer(pair, "SIFT")[1] <= 0.011
         monkeypatch.setattr(moon_pipeline, "BLACK_LEVEL", 0.0)
         monkeypatch.setattr(moon_pipeline, "LIT_SECOND_OPINION_INLIERS", 0)
+        monkeypatch.setattr(moon_pipeline, "LIT_ALONE_MIN_INLIERS", 0)
         result, error = _answer(pair, "SIFT")
         assert result.extras["estimator"] == "similarity"
         assert result.inliers < moon_pipeline.HOMOGRAPHY_MIN_INLIERS
@@ -820,6 +821,8 @@ class TestCompanionFeatures:
         assert "features" not in result.extras
         assert disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame) <= 0.012
         _without_ecc(monkeypatch)
+        # SIFT's 8 are guided by the lit side: let them answer alone.
+        monkeypatch.setattr(moon_pipeline, "LIT_ALONE_MIN_INLIERS", 0)
         result = register_images(pair.user, pair.model, algorithm, pipeline="moon")
         assert result.algorithm == algorithm
         assert result.extras["features"] == "SIFT"
@@ -838,6 +841,8 @@ class TestCompanionFeatures:
         pair = _phase_set_pair(generated_maps, 1206, 7)
         frame = (pair.user.shape[1], pair.user.shape[0])
         _without_ecc(monkeypatch)
+        # SIFT's 6 are guided by the lit side: let them answer alone.
+        monkeypatch.setattr(moon_pipeline, "LIT_ALONE_MIN_INLIERS", 0)
         result = register_images(pair.user, pair.model, "AKAZE", pipeline="moon")
         assert result.extras["features"] == "SIFT" and result.inliers < 8
         assert disk_error(result.homography, pair.expected, pair.user_circle, frame=frame) / max(frame) <= 0.02
@@ -1921,10 +1926,35 @@ class TestLitSide:
         assert result.extras["estimator"] == "ecc"
         assert error <= 0.012
         monkeypatch.setattr(moon_pipeline, "LIT_SECOND_OPINION_INLIERS", 0)
+        monkeypatch.setattr(moon_pipeline, "LIT_ALONE_MIN_INLIERS", 0)
         result, error = _answer(pair, algorithm)
         assert result.extras["estimator"] == "similarity"
         assert result.inliers < 10
         assert error > 0.03
+
+    @pytest.mark.parametrize("seed, index, algorithm", [(8102, 14, "ORB"), (7001, 2, "SIFT")])
+    def test_a_few_matches_on_the_lit_sides_guide_are_no_answer_alone(
+        self, generated_maps, monkeypatch, seed, index, algorithm,
+    ):
+        """Where ECC does not stand, the lit side's guided matches answer
+        only from LIT_ALONE_MIN_INLIERS inliers: on 6 of them, the pairs
+        above were 4.9% and 3.2% of the side off. With every ECC refused,
+        those answers are not given (the request is refused or answered
+        otherwise within 2%)."""
+        pair = _phase_set_pair(generated_maps, seed, index)
+        floor = moon_pipeline.LIT_ALONE_MIN_INLIERS
+        monkeypatch.setattr(moon_pipeline, "_ecc_fits", lambda *args, **kwargs: False)
+        monkeypatch.setattr(moon_pipeline, "LIT_ALONE_MIN_INLIERS", 0)
+        result, error = _answer(pair, algorithm)
+        assert result.extras["estimator"] == "similarity" and result.inliers < floor
+        assert error > 0.03
+        monkeypatch.undo()
+        monkeypatch.setattr(moon_pipeline, "_ecc_fits", lambda *args, **kwargs: False)
+        try:
+            result, error = _answer(pair, algorithm)
+        except RegistrationError:
+            return
+        assert error <= 0.02
 
 
 @pytest.mark.parametrize("algorithm", AVAILABLE)
